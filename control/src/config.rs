@@ -1,0 +1,639 @@
+//! The config file: its TOML schema (serde), validation that reports every
+//! problem with line, column and key path, and the conversion into the data
+//! plane's [`TableSpec`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use switchyard_proxy::route::HostMatch;
+use switchyard_proxy::split::{MAX_VERSIONS, MAX_WEIGHT};
+use switchyard_proxy::table::{parse_endpoint, valid_name};
+use switchyard_proxy::{
+    ListenerSettings, RouteSpec, Settings, TableSpec, UpstreamSettings, VersionSpec,
+};
+use toml::Spanned;
+
+/// The whole file. Unknown keys anywhere are errors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub proxy: ProxyOptions,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Where clients connect.
+    #[serde(default = "default_data")]
+    pub data: Spanned<String>,
+    /// Where the admin API listens (never on the data port).
+    #[serde(default = "default_admin")]
+    pub admin: Spanned<String>,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            data: default_data(),
+            admin: default_admin(),
+        }
+    }
+}
+
+fn default_data() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:8080".into())
+}
+
+fn default_admin() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:9901".into())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// TCP connect to an upstream endpoint.
+    #[serde(default = "secs::<2>")]
+    pub connect: Dur,
+    /// Upstream response headers; a route's `timeout` overrides it.
+    #[serde(default = "secs::<30>")]
+    pub upstream_response: Dur,
+    /// A client's request headers, and an idle keep-alive connection.
+    #[serde(default = "secs::<60>")]
+    pub client_idle: Dur,
+    /// Idle pooled upstream connections are closed after this.
+    #[serde(default = "secs::<90>")]
+    pub upstream_idle: Dur,
+    /// Shutdown waits this long for in-flight requests.
+    #[serde(default = "secs::<10>")]
+    pub drain: Dur,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: secs::<2>(),
+            upstream_response: secs::<30>(),
+            client_idle: secs::<60>(),
+            upstream_idle: secs::<90>(),
+            drain: secs::<10>(),
+        }
+    }
+}
+
+fn secs<const N: u64>() -> Dur {
+    Dur(Duration::from_secs(N))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyOptions {
+    /// `x-switchyard-version: NAME` on every proxied response.
+    #[serde(default = "yes")]
+    pub version_header: bool,
+    /// `x-switchyard-revision: N` on every response (debugging, tests).
+    #[serde(default)]
+    pub revision_header: bool,
+    /// Idle upstream connections kept per endpoint.
+    #[serde(default = "default_pool_size")]
+    pub max_idle_per_endpoint: usize,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            version_header: true,
+            revision_header: false,
+            max_idle_per_endpoint: default_pool_size(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_pool_size() -> usize {
+    256
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: Spanned<String>,
+    /// Exact host, `*.example.com`, or `*` (the default).
+    #[serde(default)]
+    pub host: Option<Spanned<String>>,
+    #[serde(default = "default_prefix")]
+    pub path_prefix: Spanned<String>,
+    /// The version `rollback` returns to: `stable` if there is one, else the
+    /// first version.
+    #[serde(default)]
+    pub baseline: Option<Spanned<String>>,
+    /// Upstream response-header timeout for this route.
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    pub versions: Spanned<Vec<VersionConfig>>,
+}
+
+fn default_prefix() -> Spanned<String> {
+    Spanned::new(0..0, "/".into())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionConfig {
+    pub name: Spanned<String>,
+    pub weight: Spanned<u32>,
+    pub endpoints: Spanned<Vec<Spanned<String>>>,
+}
+
+/// A duration written as `"250ms"`, `"2s"`, `"1m 30s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let duration = humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "'{text}' is not a duration ({e}): write e.g. \"250ms\", \"2s\" or \"1m\""
+            ))
+        })?;
+        if duration.is_zero() {
+            return Err(serde::de::Error::custom("a duration must be above 0"));
+        }
+        Ok(Dur(duration))
+    }
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path, e.g. `routes[0].versions[1].weight`.
+    pub path: String,
+    /// 1-based line and column, when the key is in the file.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((line, column)) = self.position {
+            write!(f, "line {line}, column {column}: ")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in one file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors {
+    pub source_name: String,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {error}", self.source_name)?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            source_name: path.display().to_string(),
+            errors: vec![ConfigError {
+                path: String::new(),
+                position: None,
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `source_name` prefixes each error.
+    pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigErrors> {
+        let fail = |errors| ConfigErrors {
+            source_name: source_name.to_owned(),
+            errors,
+        };
+        let deserializer = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            // Spanned<T> shows up as a private map key in the path.
+            let path = e
+                .path()
+                .to_string()
+                .replace(".$__serde_spanned_private_value", "");
+            let inner = e.into_inner();
+            fail(vec![ConfigError {
+                path: if path == "." { String::new() } else { path },
+                position: inner.span().map(|span| line_column(text, span.start)),
+                message: inner.message().trim().to_owned(),
+            }])
+        })?;
+        let errors = config.validate(text);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(errors))
+        }
+    }
+
+    fn validate(&self, text: &str) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut error = |path: String, span: Range<usize>, message: String| {
+            errors.push(ConfigError {
+                path,
+                position: (span.end > 0).then(|| line_column(text, span.start)),
+                message,
+            })
+        };
+        for (key, addr) in [
+            ("listen.data", &self.listen.data),
+            ("listen.admin", &self.listen.admin),
+        ] {
+            if addr.get_ref().parse::<SocketAddr>().is_err() {
+                error(
+                    key.into(),
+                    addr.span(),
+                    format!(
+                        "'{}' is not an IP:port address, e.g. 127.0.0.1:8080",
+                        addr.get_ref()
+                    ),
+                );
+            }
+        }
+        if self.listen.data.get_ref() == self.listen.admin.get_ref() {
+            error(
+                "listen.admin".into(),
+                self.listen.admin.span(),
+                "the admin API must not share the data address".into(),
+            );
+        }
+        if self.routes.is_empty() {
+            error(
+                "routes".into(),
+                0..0,
+                "no routes: add at least one [[routes]]".into(),
+            );
+        }
+        let mut route_names: Vec<&str> = Vec::new();
+        let mut matches: Vec<(HostMatch, &str, &str)> = Vec::new();
+        for (r, route) in self.routes.iter().enumerate() {
+            let at = |key: &str| format!("routes[{r}].{key}");
+            let name = route.name.get_ref();
+            if !valid_name(name) {
+                error(at("name"), route.name.span(), bad_name(name));
+            }
+            if route_names.contains(&name.as_str()) {
+                error(
+                    at("name"),
+                    route.name.span(),
+                    format!("route '{name}' is defined twice"),
+                );
+            }
+            route_names.push(name);
+            let host = match &route.host {
+                Some(host) => match HostMatch::parse(Some(host.get_ref())) {
+                    Ok(parsed) => Some(parsed),
+                    Err(message) => {
+                        error(at("host"), host.span(), message);
+                        None
+                    }
+                },
+                None => Some(HostMatch::Any),
+            };
+            let prefix = route.path_prefix.get_ref();
+            if !prefix.starts_with('/') {
+                error(
+                    at("path_prefix"),
+                    route.path_prefix.span(),
+                    format!("'{prefix}' must start with '/'"),
+                );
+            }
+            if let Some(host) = host {
+                if let Some((_, _, other)) =
+                    matches.iter().find(|(h, p, _)| *h == host && p == prefix)
+                {
+                    error(
+                        at("path_prefix"),
+                        route.path_prefix.span(),
+                        format!("route '{other}' already matches host '{host}' and path prefix '{prefix}'"),
+                    );
+                }
+                matches.push((host, prefix, name));
+            }
+            self.validate_versions(route, r, &mut error);
+        }
+        errors
+    }
+
+    fn validate_versions(
+        &self,
+        route: &RouteConfig,
+        r: usize,
+        error: &mut impl FnMut(String, Range<usize>, String),
+    ) {
+        let versions = route.versions.get_ref();
+        let at = |v: usize, key: &str| format!("routes[{r}].versions[{v}].{key}");
+        if versions.is_empty() {
+            error(
+                format!("routes[{r}].versions"),
+                route.versions.span(),
+                "no versions: add at least one [[routes.versions]]".into(),
+            );
+            return;
+        }
+        if versions.len() > MAX_VERSIONS {
+            error(
+                format!("routes[{r}].versions"),
+                route.versions.span(),
+                format!("at most {MAX_VERSIONS} versions per route"),
+            );
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for (v, version) in versions.iter().enumerate() {
+            let name = version.name.get_ref();
+            if !valid_name(name) {
+                error(at(v, "name"), version.name.span(), bad_name(name));
+            }
+            if names.contains(&name.as_str()) {
+                error(
+                    at(v, "name"),
+                    version.name.span(),
+                    format!("version '{name}' is defined twice in this route"),
+                );
+            }
+            names.push(name);
+            let weight = *version.weight.get_ref();
+            if weight > MAX_WEIGHT {
+                error(
+                    at(v, "weight"),
+                    version.weight.span(),
+                    format!("{weight} is above the maximum weight {MAX_WEIGHT}"),
+                );
+            }
+            if version.endpoints.get_ref().is_empty() {
+                error(
+                    at(v, "endpoints"),
+                    version.endpoints.span(),
+                    "empty: list at least one \"host:port\"".into(),
+                );
+            }
+            for (e, endpoint) in version.endpoints.get_ref().iter().enumerate() {
+                if let Err(reason) = parse_endpoint(endpoint.get_ref()) {
+                    error(
+                        format!("routes[{r}].versions[{v}].endpoints[{e}]"),
+                        endpoint.span(),
+                        format!(
+                            "'{}' is not a valid host:port: {reason}",
+                            endpoint.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+        if versions.iter().all(|v| *v.weight.get_ref() == 0) {
+            error(
+                format!("routes[{r}].versions"),
+                route.versions.span(),
+                "every weight is 0, so no request could be served: give at least one version a weight above 0".into(),
+            );
+        }
+        if let Some(baseline) = &route.baseline {
+            if !names.contains(&baseline.get_ref().as_str()) {
+                error(
+                    format!("routes[{r}].baseline"),
+                    baseline.span(),
+                    format!(
+                        "'{}' is not one of this route's versions ({})",
+                        baseline.get_ref(),
+                        names.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The routing table this config describes.
+    pub fn table_spec(&self) -> TableSpec {
+        let routes = self
+            .routes
+            .iter()
+            .map(|route| {
+                let versions: Vec<VersionSpec> = route
+                    .versions
+                    .get_ref()
+                    .iter()
+                    .map(|version| VersionSpec {
+                        name: version.name.get_ref().clone(),
+                        weight: *version.weight.get_ref(),
+                        endpoints: version
+                            .endpoints
+                            .get_ref()
+                            .iter()
+                            .map(|e| e.get_ref().clone())
+                            .collect(),
+                    })
+                    .collect();
+                let baseline = match &route.baseline {
+                    Some(baseline) => baseline.get_ref().clone(),
+                    None if versions.iter().any(|v| v.name == "stable") => "stable".into(),
+                    None => versions.first().map(|v| v.name.clone()).unwrap_or_default(),
+                };
+                RouteSpec {
+                    name: route.name.get_ref().clone(),
+                    host: route.host.as_ref().map(|h| h.get_ref().clone()),
+                    path_prefix: route.path_prefix.get_ref().clone(),
+                    versions,
+                    baseline,
+                    timeout: route.timeout.unwrap_or(self.timeouts.upstream_response).0,
+                }
+            })
+            .collect();
+        TableSpec {
+            routes,
+            settings: Settings {
+                version_header: self.proxy.version_header,
+                revision_header: self.proxy.revision_header,
+            },
+        }
+    }
+
+    pub fn data_addr(&self) -> SocketAddr {
+        self.listen
+            .data
+            .get_ref()
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.listen
+            .admin
+            .get_ref()
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9901)))
+    }
+
+    pub fn upstream_settings(&self) -> UpstreamSettings {
+        UpstreamSettings {
+            connect_timeout: self.timeouts.connect.0,
+            pool_idle_timeout: self.timeouts.upstream_idle.0,
+            pool_max_idle_per_host: self.proxy.max_idle_per_endpoint,
+        }
+    }
+
+    pub fn listener_settings(&self) -> ListenerSettings {
+        ListenerSettings {
+            client_idle_timeout: self.timeouts.client_idle.0,
+            drain_timeout: self.timeouts.drain.0,
+        }
+    }
+}
+
+fn bad_name(name: &str) -> String {
+    format!("'{name}' is not a valid name: use 1-64 letters, digits, '.', '_' or '-'")
+}
+
+/// 1-based (line, column) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.chars().count(), |nl| {
+        before[nl + 1..].chars().count()
+    }) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[listen]
+data = "127.0.0.1:8080"
+
+[[routes]]
+name = "web"
+
+  [[routes.versions]]
+  name = "stable"
+  weight = 90
+  endpoints = ["127.0.0.1:9001"]
+
+  [[routes.versions]]
+  name = "canary"
+  weight = 10
+  endpoints = ["127.0.0.1:9002"]
+"#;
+
+    fn errors(text: &str) -> Vec<ConfigError> {
+        Config::parse(text, "t.toml")
+            .expect_err("should fail")
+            .errors
+    }
+
+    #[test]
+    fn good_config_builds_a_table() {
+        let config = Config::parse(GOOD, "t.toml").expect("valid");
+        let spec = config.table_spec();
+        assert_eq!(spec.routes[0].baseline, "stable");
+        assert_eq!(spec.routes[0].path_prefix, "/");
+        assert_eq!(spec.routes[0].timeout, Duration::from_secs(30));
+        switchyard_proxy::RoutingTable::build(spec, 1).expect("table");
+    }
+
+    #[test]
+    fn unknown_key_names_path_and_line() {
+        let text = GOOD.replace("weight = 10", "weight = 10\n  wieght = 3");
+        let errors = errors(&text);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].path, "routes[0].versions[1].wieght");
+        assert!(
+            errors[0].message.contains("wieght"),
+            "{}",
+            errors[0].message
+        );
+        assert_eq!(errors[0].position.map(|p| p.0), Some(16));
+    }
+
+    #[test]
+    fn negative_weight_is_a_type_error() {
+        let text = GOOD.replace("weight = 10", "weight = -1");
+        let errors = errors(&text);
+        assert_eq!(errors[0].path, "routes[0].versions[1].weight");
+        assert_eq!(errors[0].position.map(|p| p.0), Some(15));
+    }
+
+    #[test]
+    fn reports_every_semantic_error() {
+        let text = GOOD
+            .replace("weight = 90", "weight = 0")
+            .replace("weight = 10", "weight = 0")
+            .replace("\"127.0.0.1:9002\"", "\"not an address\"")
+            .replace("name = \"canary\"", "name = \"stable\"");
+        let errors = errors(&text);
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.contains(&"routes[0].versions[1].name"), "{paths:?}");
+        assert!(
+            paths.contains(&"routes[0].versions[1].endpoints[0]"),
+            "{paths:?}"
+        );
+        assert!(paths.contains(&"routes[0].versions"), "{paths:?}");
+        let endpoint = errors
+            .iter()
+            .find(|e| e.path.ends_with("endpoints[0]"))
+            .expect("endpoint error");
+        assert_eq!(endpoint.position, Some((16, 16)));
+    }
+
+    #[test]
+    fn duplicate_routes_and_matches() {
+        let text = format!(
+            "{GOOD}\n{}",
+            &GOOD[GOOD.find("[[routes]]").expect("routes")..]
+        );
+        let errors = errors(&text);
+        assert!(errors.iter().any(|e| e.path == "routes[1].name"));
+        assert!(errors
+            .iter()
+            .any(|e| e.path == "routes[1].path_prefix" && e.message.contains("already matches")));
+    }
+
+    #[test]
+    fn bad_durations_and_empty_endpoints() {
+        let text = format!("[timeouts]\nconnect = \"soon\"\n{GOOD}");
+        assert_eq!(errors(&text)[0].path, "timeouts.connect");
+        let text = GOOD.replace("[\"127.0.0.1:9002\"]", "[]");
+        assert_eq!(errors(&text)[0].path, "routes[0].versions[1].endpoints");
+    }
+
+    #[test]
+    fn line_column_counts_from_one() {
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_column("ab", 0), (1, 1));
+    }
+}
