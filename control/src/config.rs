@@ -5,11 +5,12 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use switchyard_proxy::route::HostMatch;
+use switchyard_proxy::shadow::{self, ShadowSpec, MAX_SHADOWS};
 use switchyard_proxy::split::{MAX_VERSIONS, MAX_WEIGHT};
 use switchyard_proxy::table::{parse_endpoint, valid_name};
 use switchyard_proxy::{
@@ -28,7 +29,32 @@ pub struct Config {
     #[serde(default)]
     pub proxy: ProxyOptions,
     #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
     pub routes: Vec<RouteConfig>,
+}
+
+/// Who may use the admin API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// A file holding the bearer token (its name in the history: `admin`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Further named tokens, so the history says which tool made a change.
+    #[serde(default)]
+    pub tokens: Vec<NamedToken>,
+    /// Whether GET endpoints answer without a token. Default: yes when the
+    /// admin listener is on loopback, no otherwise.
+    #[serde(default)]
+    pub public_reads: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedToken {
+    pub name: String,
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,6 +170,99 @@ pub struct RouteConfig {
     #[serde(default)]
     pub timeout: Option<Dur>,
     pub versions: Spanned<Vec<VersionConfig>>,
+    /// Targets that get a copy of this route's requests.
+    #[serde(default = "unset")]
+    pub shadows: Spanned<Vec<ShadowConfig>>,
+}
+
+/// One `[[routes.shadows]]`; defaults and meaning in
+/// `switchyard_proxy::shadow::ShadowSpec`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    pub name: Spanned<String>,
+    pub endpoints: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "unspanned::<100>")]
+    pub percent: Spanned<f64>,
+    #[serde(default)]
+    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: Spanned<usize>,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: Spanned<usize>,
+    #[serde(default)]
+    pub timeout: Option<Spanned<Dur>>,
+    #[serde(default)]
+    pub strip_headers: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub compare: bool,
+    #[serde(default = "unset")]
+    pub compare_ignore_body: Spanned<bool>,
+}
+
+/// A key left out: its default, at no position in the file.
+fn unset<T: Default>() -> Spanned<T> {
+    Spanned::new(0..0, T::default())
+}
+
+fn unspanned<const N: u8>() -> Spanned<f64> {
+    Spanned::new(0..0, f64::from(N))
+}
+
+fn default_max_in_flight() -> Spanned<usize> {
+    Spanned::new(0..0, shadow::DEFAULT_MAX_IN_FLIGHT)
+}
+
+fn default_max_body_bytes() -> Spanned<usize> {
+    Spanned::new(0..0, shadow::DEFAULT_MAX_BODY_BYTES)
+}
+
+impl ShadowConfig {
+    fn spec(&self) -> ShadowSpec {
+        let strings = |list: &[Spanned<String>]| -> Vec<String> {
+            list.iter().map(|s| s.get_ref().clone()).collect()
+        };
+        let mut spec = ShadowSpec::new(
+            self.name.get_ref().clone(),
+            strings(self.endpoints.get_ref()),
+        );
+        spec.percent = *self.percent.get_ref();
+        if let Some(methods) = &self.methods {
+            spec.methods = strings(methods.get_ref());
+        }
+        spec.max_in_flight = *self.max_in_flight.get_ref();
+        spec.max_body_bytes = *self.max_body_bytes.get_ref();
+        if let Some(timeout) = &self.timeout {
+            spec.timeout = timeout.get_ref().0;
+        }
+        spec.strip_headers = strings(&self.strip_headers);
+        spec.compare = self.compare;
+        spec.compare_ignore_body = *self.compare_ignore_body.get_ref();
+        spec
+    }
+
+    /// Where in the file a key (or list entry) of this shadow is.
+    fn span(&self, key: &str, index: Option<usize>) -> Range<usize> {
+        let entry = |list: &[Spanned<String>], whole: Range<usize>| match index {
+            Some(i) => list.get(i).map_or(whole, Spanned::span),
+            None => whole,
+        };
+        match key {
+            "name" => self.name.span(),
+            "endpoints" => entry(self.endpoints.get_ref(), self.endpoints.span()),
+            "percent" => self.percent.span(),
+            "methods" => self
+                .methods
+                .as_ref()
+                .map_or(0..0, |m| entry(m.get_ref(), m.span())),
+            "max_in_flight" => self.max_in_flight.span(),
+            "max_body_bytes" => self.max_body_bytes.span(),
+            "timeout" => self.timeout.as_ref().map_or(0..0, Spanned::span),
+            "strip_headers" => entry(&self.strip_headers, 0..0),
+            "compare_ignore_body" => self.compare_ignore_body.span(),
+            _ => 0..0,
+        }
+    }
 }
 
 fn default_prefix() -> Spanned<String> {
@@ -284,7 +403,11 @@ impl Config {
                 );
             }
         }
-        if self.listen.data.get_ref() == self.listen.admin.get_ref() {
+        // Port 0 asks the OS for a fresh port each time, so both listeners on
+        // "127.0.0.1:0" is fine (tests, benchmarks).
+        if self.listen.data.get_ref() == self.listen.admin.get_ref()
+            && !self.listen.data.get_ref().ends_with(":0")
+        {
             error(
                 "listen.admin".into(),
                 self.listen.admin.span(),
@@ -345,6 +468,7 @@ impl Config {
                 matches.push((host, prefix, name));
             }
             self.validate_versions(route, r, &mut error);
+            validate_shadows(route, r, &mut error);
         }
         errors
     }
@@ -469,6 +593,7 @@ impl Config {
                     versions,
                     baseline,
                     timeout: route.timeout.unwrap_or(self.timeouts.upstream_response).0,
+                    shadows: route.shadows.get_ref().iter().map(ShadowConfig::spec).collect(),
                 }
             })
             .collect();
@@ -509,6 +634,41 @@ impl Config {
         ListenerSettings {
             client_idle_timeout: self.timeouts.client_idle.0,
             drain_timeout: self.timeouts.drain.0,
+        }
+    }
+}
+
+fn validate_shadows(
+    route: &RouteConfig,
+    r: usize,
+    error: &mut impl FnMut(String, Range<usize>, String),
+) {
+    let shadows = route.shadows.get_ref();
+    if shadows.len() > MAX_SHADOWS {
+        error(
+            format!("routes[{r}].shadows"),
+            route.shadows.span(),
+            format!("at most {MAX_SHADOWS} shadows per route"),
+        );
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (s, shadow) in shadows.iter().enumerate() {
+        let name = shadow.name.get_ref();
+        if names.contains(&name.as_str()) {
+            error(
+                format!("routes[{r}].shadows[{s}].name"),
+                shadow.name.span(),
+                format!("shadow '{name}' is defined twice in this route"),
+            );
+        }
+        names.push(name);
+        for problem in shadow::check(&shadow.spec()) {
+            let index = problem.index.map(|i| format!("[{i}]")).unwrap_or_default();
+            error(
+                format!("routes[{r}].shadows[{s}].{}{index}", problem.key),
+                shadow.span(problem.key, problem.index),
+                problem.message,
+            );
         }
     }
 }
@@ -635,5 +795,75 @@ name = "web"
     fn line_column_counts_from_one() {
         assert_eq!(line_column("ab\ncd", 4), (2, 2));
         assert_eq!(line_column("ab", 0), (1, 1));
+    }
+
+    const SHADOWS: &str = r#"
+  [[routes.shadows]]
+  name = "next"
+  endpoints = ["127.0.0.1:9003"]
+
+  [[routes.shadows]]
+  name = "audit"
+  endpoints = ["127.0.0.1:9004", "127.0.0.1:9005"]
+  percent = 12.5
+  methods = ["GET", "POST"]
+  max_in_flight = 8
+  max_body_bytes = 1024
+  timeout = "250ms"
+  strip_headers = ["Authorization", "cookie"]
+  compare = true
+  compare_ignore_body = true
+"#;
+
+    #[test]
+    fn shadows_get_defaults_and_every_key() {
+        let config = Config::parse(&format!("{GOOD}{SHADOWS}"), "t.toml").expect("valid");
+        let spec = config.table_spec();
+        let shadows = &spec.routes[0].shadows;
+        assert_eq!(shadows[0], ShadowSpec::new("next", vec!["127.0.0.1:9003".into()]));
+        let audit = &shadows[1];
+        assert_eq!(audit.percent, 12.5);
+        assert_eq!(audit.methods, ["GET", "POST"]);
+        assert_eq!((audit.max_in_flight, audit.max_body_bytes), (8, 1024));
+        assert_eq!(audit.timeout, Duration::from_millis(250));
+        assert_eq!(audit.strip_headers, ["Authorization", "cookie"]);
+        assert!(audit.compare && audit.compare_ignore_body);
+        let table = switchyard_proxy::RoutingTable::build(spec, 1).expect("table");
+        assert_eq!(table.routes()[0].shadows.len(), 2);
+    }
+
+    #[test]
+    fn shadow_errors_name_key_and_line() {
+        let bad = |from: &str, to: &str| {
+            let text = format!("{GOOD}{}", SHADOWS.replace(from, to));
+            errors(&text)
+        };
+        let e = bad("percent = 12.5", "percent = 101");
+        assert_eq!(e[0].path, "routes[0].shadows[1].percent");
+        assert_eq!(e[0].position.map(|p| p.0), Some(25));
+        let e = bad("\"GET\", \"POST\"", "\"GET\", \"post\"");
+        assert_eq!(e[0].path, "routes[0].shadows[1].methods[1]");
+        assert!(e[0].message.contains("'POST'"), "{}", e[0].message);
+        assert_eq!(e[0].position, Some((26, 21)));
+        let e = bad("\"127.0.0.1:9005\"", "\"nowhere\"");
+        assert_eq!(e[0].path, "routes[0].shadows[1].endpoints[1]");
+        let e = bad("compare = true\n", "");
+        assert_eq!(e[0].path, "routes[0].shadows[1].compare_ignore_body");
+        assert!(e[0].message.contains("compare = true"), "{}", e[0].message);
+        let e = bad("max_in_flight = 8", "max_in_flight = 0");
+        assert_eq!(e[0].path, "routes[0].shadows[1].max_in_flight");
+        let e = bad("max_in_flight = 8", "max_in_flight = -8");
+        assert_eq!(e[0].path, "routes[0].shadows[1].max_in_flight");
+        let e = bad("timeout = \"250ms\"", "timeout = \"0s\"");
+        assert_eq!(e[0].path, "routes[0].shadows[1].timeout");
+        let e = bad("strip_headers = [\"Authorization\"", "strip_headers = [\"bad header\"");
+        assert_eq!(e[0].path, "routes[0].shadows[1].strip_headers[0]");
+        let e = bad("name = \"audit\"", "name = \"next\"");
+        assert_eq!(e[0].path, "routes[0].shadows[1].name");
+        assert!(e[0].message.contains("twice"), "{}", e[0].message);
+        let e = bad("endpoints = [\"127.0.0.1:9003\"]", "endpoints = []");
+        assert_eq!(e[0].path, "routes[0].shadows[0].endpoints");
+        let e = bad("compare = true", "compare = true\n  sample = 3");
+        assert_eq!(e[0].path, "routes[0].shadows[1].sample");
     }
 }

@@ -3,12 +3,17 @@
 //! decisions. It builds routing tables and hands them to the data plane
 //! through `switchyard_proxy::TableHandle`.
 
+pub mod admin;
 pub mod config;
+pub mod ctl;
 pub mod demo;
+pub mod history;
+pub mod plane;
+pub mod reload;
 pub mod run;
 
 pub use config::{Config, ConfigErrors};
-pub use run::{start, Running, StartError};
+pub use run::{start, start_with, Running, StartError, StartOptions};
 
 /// Errors reported to a person as text (CLI, demo).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

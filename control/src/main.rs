@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use switchyard_control::Config;
+use switchyard_control::ctl::{Ctl, CtlCommand};
+use switchyard_control::{Config, StartOptions};
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +28,9 @@ enum Command {
         /// Worker threads; 1 gives a single-threaded runtime. Default: one per core.
         #[arg(long)]
         workers: Option<usize>,
+        /// Do not watch the config file; reload only on SIGHUP or the admin API.
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Validate a config file: prints `ok` or every error; exit 1 on error.
     Check { file: PathBuf },
@@ -36,6 +40,20 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+    },
+    /// Talk to a running switchyard's admin API.
+    Ctl {
+        /// Admin API address or URL.
+        #[arg(long, env = "SWITCHYARD_ADMIN", default_value = "127.0.0.1:9901")]
+        admin: String,
+        /// Bearer token (or SWITCHYARD_ADMIN_TOKEN).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the API's JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: CtlCommand,
     },
 }
 
@@ -59,8 +77,19 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config, workers } => {
-            let config = match Config::load(&config) {
+        Command::Run {
+            config: path,
+            workers,
+            no_watch,
+        } => {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(error) => {
+                    eprintln!("{}: cannot read the file: {error}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let config = match Config::parse(&text, &path.display().to_string()) {
                 Ok(config) => config,
                 Err(errors) => {
                     eprintln!("{errors}");
@@ -68,7 +97,15 @@ fn main() -> ExitCode {
                 }
             };
             block_on(workers, async move {
-                let running = switchyard_control::start(&config).await?;
+                let options = StartOptions {
+                    config_path: Some(path),
+                    config_text: Some(text),
+                    admin_token: std::env::var("SWITCHYARD_ADMIN_TOKEN").ok(),
+                    watch: !no_watch,
+                };
+                let mut running = switchyard_control::start_with(&config, options).await?;
+                #[cfg(unix)]
+                running.keep(switchyard_control::reload::on_sighup(std::sync::Arc::clone(&running.plane))?);
                 wait_for_stop_signal().await;
                 tracing::info!("shutting down: draining in-flight requests");
                 running.shutdown().await;
@@ -77,6 +114,19 @@ fn main() -> ExitCode {
         }
         Command::Demo { listen, admin } => {
             block_on(None, switchyard_control::demo::run(listen, admin))
+        }
+        Command::Ctl {
+            admin,
+            token,
+            json,
+            command,
+        } => {
+            let ctl = Ctl::new(&admin, token, json);
+            block_on(Some(1), async move {
+                let text = ctl.run(command).await?;
+                println!("{}", text.trim_end());
+                Ok::<(), BoxError>(())
+            })
         }
     }
 }

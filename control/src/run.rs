@@ -1,7 +1,9 @@
-//! Starting and stopping a proxy process from a config: bind the listeners,
-//! build the first table, spawn the serving tasks, and drain on shutdown.
+//! Starting and stopping a proxy process from a config: bind the data and
+//! admin listeners, build the first table, spawn the serving tasks (and the
+//! file watcher when there is a file), and drain on shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
@@ -9,7 +11,9 @@ use switchyard_proxy::{Proxy, TableError, TableHandle, Upstream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admin::{self, Admin, AdminAuth, AuthError, Extension};
 use crate::config::Config;
+use crate::plane::ControlPlane;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -21,59 +25,101 @@ pub enum StartError {
     },
     #[error("the routing table cannot be built: {0}")]
     Table(#[from] TableError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("cannot watch the config file for changes: {0}")]
+    Watch(#[from] notify::Error),
 }
 
-/// A running proxy: its bound addresses, its table handle and a way to stop.
+/// How to start beyond what the config says.
+#[derive(Default)]
+pub struct StartOptions {
+    /// The file the config came from: enables reload (API, watcher).
+    pub config_path: Option<PathBuf>,
+    /// Its text, so a reload of identical content is a no-op.
+    pub config_text: Option<String>,
+    /// `SWITCHYARD_ADMIN_TOKEN`.
+    pub admin_token: Option<String>,
+    /// Watch the config file for changes.
+    pub watch: bool,
+}
+
+/// A running proxy: its bound addresses, its control plane and a way to stop.
 pub struct Running {
     pub data_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub table: TableHandle,
+    pub plane: Arc<ControlPlane>,
     pub active_connections: Arc<AtomicI64>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// Starts from an in-memory config (no file to reload).
+pub async fn start(config: &Config) -> Result<Running, StartError> {
+    start_with(config, StartOptions::default()).await
 }
 
 /// Binds the listeners and starts serving; returns once they are bound.
-pub async fn start(config: &Config) -> Result<Running, StartError> {
+pub async fn start_with(config: &Config, options: StartOptions) -> Result<Running, StartError> {
     let table = TableHandle::new(config.table_spec())?;
-    let data_addr = config.data_addr();
-    let data = bind(data_addr, "data")?;
-    let data_addr = data.local_addr().map_err(|source| StartError::Bind {
-        which: "data",
-        addr: data_addr,
-        source,
-    })?;
+    let base_dir = options.config_path.as_ref().and_then(|p| p.parent()).map(PathBuf::from);
+    let auth = AdminAuth::load(&config.admin, base_dir.as_deref(), config.admin_addr(), options.admin_token.clone())?;
+    let (data, data_addr) = bind(config.data_addr(), "data")?;
+    let (admin_listener, admin_addr) = bind(config.admin_addr(), "admin")?;
+
+    let plane = Arc::new(ControlPlane::new(
+        table.clone(),
+        config.clone(),
+        options.config_path.clone(),
+        options.config_text.clone(),
+    ));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let active_connections = Arc::new(AtomicI64::new(0));
-    let proxy = Proxy::new(
-        table.clone(),
-        Upstream::new(&config.upstream_settings()),
-        "http",
-    );
-    let data_task = tokio::spawn(switchyard_proxy::serve(
-        data,
-        proxy,
-        config.listener_settings(),
-        Arc::clone(&active_connections),
-        stopped(shutdown_rx),
-    ));
-    tracing::info!(%data_addr, "data listener ready");
+    let proxy = Proxy::new(table.clone(), Upstream::new(&config.upstream_settings()), "http");
+    let extensions: Vec<Extension> = Vec::new();
+    let admin = Arc::new(Admin {
+        plane: Arc::clone(&plane),
+        auth,
+        extensions,
+    });
+
+    let mut background = Vec::new();
+    if let (true, Some(path)) = (options.watch, options.config_path.clone()) {
+        background.push(crate::reload::watch_file(Arc::clone(&plane), path)?);
+    }
+    let tasks = vec![
+        tokio::spawn(switchyard_proxy::serve(
+            data,
+            proxy,
+            config.listener_settings(),
+            Arc::clone(&active_connections),
+            stopped(shutdown_rx.clone()),
+        )),
+        tokio::spawn(admin::serve(admin_listener, admin, stopped(shutdown_rx))),
+    ];
+    plane.set_ready(true);
+    tracing::info!(%data_addr, %admin_addr, "listeners ready");
     Ok(Running {
         data_addr,
+        admin_addr,
         table,
+        plane,
         active_connections,
         shutdown,
-        tasks: vec![data_task],
+        tasks,
+        background,
     })
 }
 
-fn bind(addr: SocketAddr, which: &'static str) -> Result<tokio::net::TcpListener, StartError> {
-    switchyard_proxy::bind(addr)
+fn bind(addr: SocketAddr, which: &'static str) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let error = |source| StartError::Bind { which, addr, source };
+    let listener = switchyard_proxy::bind(addr)
         .and_then(tokio::net::TcpListener::from_std)
-        .map_err(|source| StartError::Bind {
-            which,
-            addr,
-            source,
-        })
+        .map_err(error)?;
+    let bound = listener.local_addr().map_err(error)?;
+    Ok((listener, bound))
 }
 
 /// Resolves when `true` is sent (or the sender is dropped).
@@ -82,8 +128,18 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 impl Running {
+    /// Keeps a background task (signal handler, health checker) to stop with
+    /// the process.
+    pub fn keep(&mut self, task: JoinHandle<()>) {
+        self.background.push(task);
+    }
+
     /// Stops accepting, drains in-flight requests, and waits for the tasks.
     pub async fn shutdown(self) {
+        self.plane.set_ready(false);
+        for task in &self.background {
+            task.abort();
+        }
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;

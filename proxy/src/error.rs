@@ -136,37 +136,50 @@ impl ProxyError {
 }
 
 fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
-    let mut source = error.source();
+    match kind_in_chain(error.source(), error.is_connect()) {
+        Some(kind) => kind,
+        None if error.is_connect() => UpstreamErrorKind::Connect,
+        None => UpstreamErrorKind::Protocol,
+    }
+}
+
+/// Classifies a failure while reading an upstream response body (the
+/// headers had arrived, so the connection broke or the framing was bad).
+pub fn body_error_kind(error: &(dyn std::error::Error + 'static)) -> UpstreamErrorKind {
+    kind_in_chain(Some(error), false).unwrap_or(UpstreamErrorKind::Reset)
+}
+
+/// The kind named by the first recognised cause in an error chain.
+fn kind_in_chain(
+    mut source: Option<&(dyn std::error::Error + 'static)>,
+    is_connect: bool,
+) -> Option<UpstreamErrorKind> {
     while let Some(cause) = source {
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             match io.kind() {
-                std::io::ErrorKind::TimedOut => return UpstreamErrorKind::Timeout,
+                std::io::ErrorKind::TimedOut => return Some(UpstreamErrorKind::Timeout),
                 std::io::ErrorKind::ConnectionReset
                 | std::io::ErrorKind::ConnectionAborted
                 | std::io::ErrorKind::BrokenPipe
                 | std::io::ErrorKind::UnexpectedEof
-                    if !error.is_connect() =>
+                    if !is_connect =>
                 {
-                    return UpstreamErrorKind::Reset
+                    return Some(UpstreamErrorKind::Reset)
                 }
                 _ => {}
             }
         }
         if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
             if hyper_error.is_incomplete_message() || hyper_error.is_canceled() {
-                return UpstreamErrorKind::Reset;
+                return Some(UpstreamErrorKind::Reset);
             }
             if hyper_error.is_parse() || hyper_error.is_parse_status() {
-                return UpstreamErrorKind::Protocol;
+                return Some(UpstreamErrorKind::Protocol);
             }
         }
         source = cause.source();
     }
-    if error.is_connect() {
-        UpstreamErrorKind::Connect
-    } else {
-        UpstreamErrorKind::Protocol
-    }
+    None
 }
 
 /// "a: b: c" from an error and its sources, for a message a person reads.

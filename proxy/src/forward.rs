@@ -38,6 +38,7 @@ impl Default for UpstreamSettings {
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpConnector, ProxyBody>,
+    settings: UpstreamSettings,
 }
 
 impl Upstream {
@@ -50,7 +51,15 @@ impl Upstream {
             .pool_idle_timeout(settings.pool_idle_timeout)
             .pool_max_idle_per_host(settings.pool_max_idle_per_host)
             .build(connector);
-        Upstream { client }
+        Upstream {
+            client,
+            settings: settings.clone(),
+        }
+    }
+
+    /// A client with the same settings and a pool of its own.
+    pub fn separate_pool(&self) -> Upstream {
+        Upstream::new(&self.settings)
     }
 
     pub fn client(&self) -> &Client<HttpConnector, ProxyBody> {

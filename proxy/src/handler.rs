@@ -15,6 +15,7 @@ use crate::body::{self, ProxyBody};
 use crate::error::ProxyError;
 use crate::forward::{self, Upstream};
 use crate::route::request_host;
+use crate::shadow;
 use crate::table::{RoutingTable, TableHandle};
 
 pub const VERSION_HEADER: HeaderName = HeaderName::from_static("x-switchyard-version");
@@ -29,6 +30,8 @@ pub struct Proxy {
 struct Inner {
     table: TableHandle,
     upstream: Upstream,
+    /// Shadow copies never take (or wait for) a primary connection.
+    shadow_upstream: Upstream,
     /// `http` or `https`: what X-Forwarded-Proto says.
     scheme: &'static str,
 }
@@ -38,6 +41,7 @@ impl Proxy {
         Proxy {
             inner: Arc::new(Inner {
                 table,
+                shadow_upstream: upstream.separate_pool(),
                 upstream,
                 scheme,
             }),
@@ -85,9 +89,18 @@ impl Proxy {
         };
         let endpoint = version.next_endpoint();
 
+        // Mirror: copies for the route's shadows, spawned, never awaited.
+        let (req, comparison) = shadow::mirror(
+            &route.shadows,
+            &self.inner.shadow_upstream,
+            req,
+            client,
+            self.inner.scheme,
+        );
+
         // Forward.
         let upstream_req = forward::upstream_request(
-            req.map(body::boxed),
+            req,
             &endpoint.authority,
             client,
             self.inner.scheme,
@@ -113,7 +126,7 @@ impl Proxy {
         };
 
         // Response.
-        let mut response = response.map(body::boxed);
+        let mut response = comparison.attach(response.map(body::boxed));
         forward::downstream_response(&mut response);
         if table.settings().version_header {
             response

@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use http::uri::Authority;
 
 use crate::route::{match_order, HostMatch};
+use crate::shadow::{Shadow, ShadowSpec, MAX_SHADOWS};
 use crate::split::{RoundRobin, WeightedPicker, MAX_VERSIONS, MAX_WEIGHT};
 
 /// Plain data describing a table: what the control plane builds from config
@@ -53,6 +54,8 @@ pub struct RouteSpec {
     pub baseline: String,
     /// Time allowed for the upstream's response headers.
     pub timeout: Duration,
+    /// Targets that get a copy of this route's requests.
+    pub shadows: Vec<ShadowSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +115,12 @@ pub enum TableError {
     BadName { route: String, name: String },
     #[error("route '{route}': baseline '{baseline}' is not one of its versions")]
     UnknownBaseline { route: String, baseline: String },
+    #[error("route '{route}', shadow '{shadow}': {reason}")]
+    BadShadow {
+        route: String,
+        shadow: String,
+        reason: String,
+    },
 }
 
 /// One live table. Cheap to share; never mutated.
@@ -130,6 +139,8 @@ pub struct Route {
     pub path_prefix: String,
     pub versions: Box<[Version]>,
     pub timeout: Duration,
+    /// Empty for most routes: then the mirror stage costs nothing.
+    pub shadows: Box<[Shadow]>,
     picker: WeightedPicker,
 }
 
@@ -152,22 +163,37 @@ pub struct Endpoint {
 impl RoutingTable {
     /// Validates `spec` and precomputes pickers.
     pub fn build(spec: TableSpec, revision: u64) -> Result<RoutingTable, TableError> {
+        RoutingTable::build_after(spec, revision, None)
+    }
+
+    /// Like [`RoutingTable::build`], taking over from `previous` the state
+    /// that must outlive a swap (shadow counters, by route and shadow name).
+    pub fn build_after(
+        spec: TableSpec,
+        revision: u64,
+        previous: Option<&RoutingTable>,
+    ) -> Result<RoutingTable, TableError> {
         let mut names = HashSet::new();
         let mut routes = Vec::with_capacity(spec.routes.len());
         for route in &spec.routes {
             if !names.insert(route.name.as_str()) {
                 return Err(TableError::DuplicateRoute(route.name.clone()));
             }
-            routes.push(Route::build(route)?);
+            routes.push(Route::build(route, previous.and_then(|t| t.route(&route.name)))?);
         }
         routes.sort_by(|a, b| match_order((&a.host, &a.path_prefix), (&b.host, &b.path_prefix)));
-        for pair in routes.windows(2) {
-            if pair[0].host == pair[1].host && pair[0].path_prefix == pair[1].path_prefix {
+        // Not just neighbours: routes of equal rank and prefix length keep
+        // config order, so two with the same match need not be adjacent.
+        for (i, second) in routes.iter().enumerate() {
+            let same = |first: &&Route| {
+                first.host == second.host && first.path_prefix == second.path_prefix
+            };
+            if let Some(first) = routes[..i].iter().find(same) {
                 return Err(TableError::DuplicateMatch {
-                    first: pair[0].name.to_string(),
-                    second: pair[1].name.to_string(),
-                    host: pair[0].host.to_string(),
-                    prefix: pair[0].path_prefix.clone(),
+                    first: first.name.to_string(),
+                    second: second.name.to_string(),
+                    host: first.host.to_string(),
+                    prefix: first.path_prefix.clone(),
                 });
             }
         }
@@ -210,7 +236,7 @@ impl RoutingTable {
 }
 
 impl Route {
-    fn build(spec: &RouteSpec) -> Result<Route, TableError> {
+    fn build(spec: &RouteSpec, previous: Option<&Route>) -> Result<Route, TableError> {
         if !valid_name(&spec.name) {
             return Err(TableError::BadName {
                 route: spec.name.clone(),
@@ -259,7 +285,12 @@ impl Route {
             picker: WeightedPicker::new(&weights),
             versions: versions.into_boxed_slice(),
             timeout: spec.timeout,
+            shadows: build_shadows(spec, previous)?,
         })
+    }
+
+    pub fn shadow(&self, name: &str) -> Option<&Shadow> {
+        self.shadows.iter().find(|s| &*s.name == name)
     }
 
     /// The version the next request goes to, by weight.
@@ -327,6 +358,29 @@ impl Version {
     pub fn next_endpoint(&self) -> &Endpoint {
         &self.endpoints[self.round_robin.next(self.endpoints.len())]
     }
+}
+
+fn build_shadows(spec: &RouteSpec, previous: Option<&Route>) -> Result<Box<[Shadow]>, TableError> {
+    let error = |shadow: &str, reason: String| TableError::BadShadow {
+        route: spec.name.clone(),
+        shadow: shadow.into(),
+        reason,
+    };
+    if spec.shadows.len() > MAX_SHADOWS {
+        return Err(error("*", format!("at most {MAX_SHADOWS} shadows per route")));
+    }
+    let mut shadows: Vec<Shadow> = Vec::with_capacity(spec.shadows.len());
+    for shadow in &spec.shadows {
+        if shadows.iter().any(|s| *s.name == shadow.name) {
+            return Err(error(&shadow.name, "defined twice in this route".into()));
+        }
+        let before = previous.and_then(|route| route.shadow(&shadow.name));
+        shadows.push(
+            Shadow::build(&spec.name, shadow, spec.timeout, before)
+                .map_err(|reason| error(&shadow.name, reason))?,
+        );
+    }
+    Ok(shadows.into_boxed_slice())
 }
 
 /// Route and version names appear in URLs, headers and metric labels.
@@ -420,7 +474,11 @@ impl TableHandle {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.shared.table.load_full();
         let spec = change(&current)?;
-        let next = Arc::new(RoutingTable::build(spec, current.revision + 1)?);
+        let next = Arc::new(RoutingTable::build_after(
+            spec,
+            current.revision + 1,
+            Some(&current),
+        )?);
         self.shared.table.store(Arc::clone(&next));
         Ok(next)
     }
@@ -456,6 +514,7 @@ pub(crate) mod tests {
             baseline: versions[0].name.clone(),
             versions,
             timeout: Duration::from_secs(1),
+            shadows: Vec::new(),
         }
     }
 
@@ -548,6 +607,24 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn duplicate_match_found_when_not_adjacent() {
+        let v = || vec![version("stable", 1, &["127.0.0.1:1"])];
+        let result = RoutingTable::build(
+            spec(vec![
+                route("a", Some("a.example.com"), "/x", v()),
+                route("b", Some("b.example.com"), "/x", v()),
+                route("c", Some("a.example.com"), "/x", v()),
+            ]),
+            1,
+        );
+        assert!(
+            matches!(&result, Err(TableError::DuplicateMatch { first, second, .. }) if first == "a" && second == "c"),
+            "{:?}",
+            result.map(|_| ())
+        );
+    }
+
+    #[test]
     fn accepts_endpoint_forms() {
         for good in [
             "127.0.0.1:80",
@@ -557,6 +634,44 @@ pub(crate) mod tests {
         ] {
             assert!(parse_endpoint(good).is_ok(), "{good} rejected");
         }
+    }
+
+    #[test]
+    fn shadow_state_survives_swaps_by_route_and_name() {
+        let shadow = |name: &str| ShadowSpec::new(name, vec!["127.0.0.1:9".into()]);
+        let mut web = route("web", None, "/", vec![version("stable", 1, &["127.0.0.1:1"])]);
+        web.shadows = vec![shadow("next"), shadow("audit")];
+        let handle = TableHandle::new(spec(vec![web])).expect("valid");
+        let first = handle.load();
+        let state = |t: &RoutingTable, name: &str| {
+            t.route("web")
+                .and_then(|r| r.shadow(name))
+                .map(|s| s.state() as *const _)
+        };
+        let next = handle
+            .update(|t| {
+                let mut spec = t.spec().clone();
+                spec.routes[0].versions[0].weight = 2;
+                spec.routes[0].shadows.remove(1);
+                Ok::<_, TableError>(spec)
+            })
+            .expect("valid");
+        assert_eq!(state(&next, "next"), state(&first, "next"));
+        assert_eq!(state(&next, "audit"), None);
+        let back = handle.store(first.spec().clone()).expect("valid");
+        assert_eq!(state(&back, "next"), state(&first, "next"));
+        assert_ne!(state(&back, "audit"), state(&first, "audit"));
+
+        let mut twice = first.spec().clone();
+        twice.routes[0].shadows = vec![shadow("next"), shadow("next")];
+        assert!(matches!(
+            RoutingTable::build(twice, 1),
+            Err(TableError::BadShadow { .. })
+        ));
+        let mut bad = first.spec().clone();
+        bad.routes[0].shadows[0].percent = 200.0;
+        let error = RoutingTable::build(bad, 1).expect_err("invalid").to_string();
+        assert!(error.contains("shadow 'next': percent"), "{error}");
     }
 
     #[test]

@@ -1,0 +1,295 @@
+//! `switchyard ctl`: the admin API from a shell. Human-readable by default,
+//! the API's JSON with `--json`. `set-weights` reads the revision first and
+//! sends it as If-Match, so two tools never overwrite each other blindly.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+use crate::BoxError;
+
+/// One ctl command.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CtlCommand {
+    /// The live routing table.
+    Routes,
+    /// Set weights: `set-weights web stable=75 canary=25`.
+    SetWeights {
+        route: String,
+        #[arg(required = true, value_name = "VERSION=WEIGHT")]
+        weights: Vec<String>,
+        /// Versions not named go to 0.
+        #[arg(long)]
+        exact: bool,
+    },
+    /// Send all of a route's traffic to one version.
+    Promote { route: String, version: String },
+    /// Send all of a route's traffic back to its baseline version.
+    Rollback { route: String },
+    /// Blue-green: move FROM's share to TO in one swap.
+    Flip { route: String, from: String, to: String },
+    /// Recent changes (who, what, when).
+    History,
+    /// Process status, revision, last reload.
+    Status,
+    /// Reload the config file now.
+    Reload,
+}
+
+pub struct Ctl {
+    base: String,
+    token: Option<String>,
+    json: bool,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// A reply: status, ETag and JSON body.
+struct Reply {
+    status: StatusCode,
+    etag: Option<String>,
+    body: Value,
+}
+
+impl Ctl {
+    pub fn new(admin: &str, token: Option<String>, json: bool) -> Ctl {
+        let base = if admin.contains("://") {
+            admin.trim_end_matches('/').to_owned()
+        } else {
+            format!("http://{}", admin.trim_end_matches('/'))
+        };
+        Ctl {
+            base,
+            token,
+            json,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, if_match: Option<&str>, body: Option<Value>) -> Result<Reply, BoxError> {
+        let mut request = Request::builder().method(method).uri(format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(revision) = if_match {
+            request = request.header(header::IF_MATCH, revision);
+        }
+        let body = match body {
+            Some(value) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Bytes::from(serde_json::to_vec(&value)?)
+            }
+            None => Bytes::new(),
+        };
+        let response = self
+            .client
+            .request(request.body(Full::new(body))?)
+            .await
+            .map_err(|e| format!("cannot reach the admin API at {}: {}", self.base, switchyard_proxy::error::error_chain(&e)))?;
+        let status = response.status();
+        let etag = response
+            .headers()
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = response.into_body().collect().await?.to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Ok(Reply { status, etag, body })
+    }
+
+    /// Runs a command; the text to print, or an error to report.
+    pub async fn run(&self, command: CtlCommand) -> Result<String, BoxError> {
+        let reply = match &command {
+            CtlCommand::Routes => self.call(Method::GET, "/api/v1/routes", None, None).await?,
+            CtlCommand::SetWeights { route, weights, exact } => return self.set_weights(route, weights, *exact).await,
+            CtlCommand::Promote { route, version } => {
+                self.call(Method::POST, &format!("/api/v1/routes/{route}/promote"), None, Some(json!({ "version": version })))
+                    .await?
+            }
+            CtlCommand::Rollback { route } => self.call(Method::POST, &format!("/api/v1/routes/{route}/rollback"), None, None).await?,
+            CtlCommand::Flip { route, from, to } => {
+                self.call(Method::POST, &format!("/api/v1/routes/{route}/flip"), None, Some(json!({ "from": from, "to": to })))
+                    .await?
+            }
+            CtlCommand::History => self.call(Method::GET, "/api/v1/history", None, None).await?,
+            CtlCommand::Status => self.call(Method::GET, "/api/v1/status", None, None).await?,
+            CtlCommand::Reload => self.call(Method::POST, "/api/v1/reload", None, None).await?,
+        };
+        let reply = ok(reply)?;
+        if self.json {
+            return Ok(serde_json::to_string_pretty(&reply.body)?);
+        }
+        Ok(match command {
+            CtlCommand::Routes => render_routes(&reply.body),
+            CtlCommand::History => render_history(&reply.body),
+            CtlCommand::Status => render_object(&reply.body),
+            CtlCommand::Reload => render_object(&reply.body),
+            _ => render_change(&reply.body),
+        })
+    }
+
+    async fn set_weights(&self, route: &str, pairs: &[String], exact: bool) -> Result<String, BoxError> {
+        let mut weights = BTreeMap::new();
+        for pair in pairs {
+            let (version, weight) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("'{pair}' is not VERSION=WEIGHT, e.g. canary=25"))?;
+            let weight: i64 = weight
+                .trim()
+                .parse()
+                .map_err(|_| format!("'{weight}' in '{pair}' is not a whole number"))?;
+            weights.insert(version.trim().to_owned(), weight);
+        }
+        let current = ok(self.call(Method::GET, "/api/v1/routes", None, None).await?)?;
+        let etag = current
+            .etag
+            .ok_or("the admin API sent no ETag with the routes; cannot make a safe change")?;
+        let path = format!("/api/v1/routes/{route}/weights{}", if exact { "?exact=true" } else { "" });
+        let reply = self.call(Method::PUT, &path, Some(&etag), Some(json!(weights))).await?;
+        if reply.status == StatusCode::PRECONDITION_FAILED {
+            let now = ok(self.call(Method::GET, "/api/v1/routes", None, None).await?)?;
+            let mut text = format!("another change won (the table moved on from revision {etag}); nothing was changed. Now:\n");
+            text.push_str(&render_routes(&now.body));
+            return Err(text.into());
+        }
+        let reply = ok(reply)?;
+        Ok(if self.json {
+            serde_json::to_string_pretty(&reply.body)?
+        } else {
+            render_change(&reply.body)
+        })
+    }
+}
+
+/// Turns an error reply into an error carrying the API's message.
+fn ok(reply: Reply) -> Result<Reply, BoxError> {
+    if reply.status.is_success() {
+        return Ok(reply);
+    }
+    let message = reply.body["error"].as_str().map_or_else(|| reply.body.to_string(), str::to_owned);
+    let detail = match &reply.body["detail"] {
+        Value::Null => String::new(),
+        Value::String(text) => format!("\n{text}"),
+        other => format!(" ({other})"),
+    };
+    Err(format!("{}: {message}{detail}", reply.status).into())
+}
+
+fn weights_line(versions: &Value) -> String {
+    versions
+        .as_array()
+        .map(|versions| {
+            versions
+                .iter()
+                .map(|v| format!("{}={}", v["name"].as_str().unwrap_or("?"), v["weight"]))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+fn render_routes(body: &Value) -> String {
+    let mut text = format!("revision {}\n", body["revision"]);
+    for route in body["routes"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            text,
+            "{:<16} host={} prefix={} baseline={}",
+            route["name"].as_str().unwrap_or("?"),
+            route["host"].as_str().unwrap_or("*"),
+            route["path_prefix"].as_str().unwrap_or("/"),
+            route["baseline"].as_str().unwrap_or("?"),
+        );
+        for version in route["versions"].as_array().into_iter().flatten() {
+            let endpoints: Vec<&str> = version["endpoints"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let _ = writeln!(
+                text,
+                "  {:<14} weight {:>5}  {}",
+                version["name"].as_str().unwrap_or("?"),
+                version["weight"],
+                endpoints.join(", ")
+            );
+        }
+    }
+    text
+}
+
+fn render_change(body: &Value) -> String {
+    format!(
+        "ok: revision {}; {} now {}",
+        body["revision"],
+        body["route"]["name"].as_str().unwrap_or("?"),
+        weights_line(&body["route"]["versions"])
+    )
+}
+
+fn render_history(body: &Value) -> String {
+    let mut text = String::new();
+    for change in body["changes"].as_array().into_iter().flatten() {
+        let weights = |key: &str| match change[key].as_object() {
+            Some(map) => map.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+            None => "-".into(),
+        };
+        let _ = writeln!(
+            text,
+            "{}  rev {:<5} {:<6} {:<10} {:<12} {:<8} {} -> {}{}",
+            change["time"].as_str().unwrap_or("?"),
+            change["revision"],
+            change["source"].as_str().unwrap_or("?"),
+            change["who"].as_str().unwrap_or("?"),
+            change["route"].as_str().unwrap_or("?"),
+            change["action"].as_str().unwrap_or("?"),
+            weights("before"),
+            weights("after"),
+            change["reason"].as_str().map(|r| format!("  ({r})")).unwrap_or_default(),
+        );
+    }
+    if text.is_empty() {
+        text.push_str("no changes yet\n");
+    }
+    text
+}
+
+fn render_object(body: &Value) -> String {
+    let mut text = String::new();
+    for (key, value) in body.as_object().into_iter().flatten() {
+        let value = match value {
+            Value::String(s) => s.clone(),
+            Value::Null => "-".into(),
+            other => other.to_string(),
+        };
+        let _ = writeln!(text, "{key:<20} {value}");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_routes_and_changes() {
+        let body = json!({"revision": 3, "routes": [{"name": "web", "host": "*", "path_prefix": "/", "baseline": "stable",
+            "versions": [{"name": "stable", "weight": 75, "endpoints": ["127.0.0.1:1"]}, {"name": "canary", "weight": 25, "endpoints": []}]}]});
+        let text = render_routes(&body);
+        assert!(text.contains("revision 3"));
+        assert!(text.contains("stable") && text.contains("75"));
+        let change = json!({"revision": 4, "route": body["routes"][0]});
+        assert_eq!(render_change(&change), "ok: revision 4; web now stable=75 canary=25");
+    }
+
+    #[test]
+    fn error_replies_carry_the_message() {
+        let reply = Reply {
+            status: StatusCode::NOT_FOUND,
+            etag: None,
+            body: json!({"error": "route 'x' does not exist", "detail": null}),
+        };
+        let error = ok(reply).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("404") && error.contains("route 'x'"), "{error}");
+    }
+}

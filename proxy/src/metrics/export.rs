@@ -1,0 +1,273 @@
+//! The Prometheus view: a collector that, when scraped, reads the per-series
+//! totals (HDR histograms become cumulative buckets, as sozu exports them),
+//! the live table (weights, revision, shadow results) and the connection
+//! gauge. The `prometheus` crate encodes the text.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use hdrhistogram::Histogram;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
+
+use crate::error::UpstreamErrorKind;
+
+use super::tally::{Tally, CODE_CLASSES};
+use super::Shared;
+
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    labels: &'static [&'static str],
+}
+
+const REQUESTS: Family = Family {
+    name: "switchyard_requests_total",
+    help: "Finished requests per route and version, by the status class the client was sent.",
+    kind: MetricType::COUNTER,
+    labels: &["route", "version", "code_class"],
+};
+const UPSTREAM_ERRORS: Family = Family {
+    name: "switchyard_upstream_errors_total",
+    help: "Requests whose upstream failed (before or after the response headers), by kind.",
+    kind: MetricType::COUNTER,
+    labels: &["route", "version", "kind"],
+};
+const ABORTED: Family = Family {
+    name: "switchyard_requests_aborted_total",
+    help: "Responses the client abandoned before the last body byte.",
+    kind: MetricType::COUNTER,
+    labels: &["route", "version"],
+};
+const DURATION: Family = Family {
+    name: "switchyard_request_duration_seconds",
+    help: "Time from the request's arrival to the last response body byte.",
+    kind: MetricType::HISTOGRAM,
+    labels: &["route", "version"],
+};
+const HEADERS: Family = Family {
+    name: "switchyard_response_headers_duration_seconds",
+    help: "Time from the request's arrival to the response headers.",
+    kind: MetricType::HISTOGRAM,
+    labels: &["route", "version"],
+};
+const WEIGHT: Family = Family {
+    name: "switchyard_route_weight",
+    help: "Current weight of each version of each route.",
+    kind: MetricType::GAUGE,
+    labels: &["route", "version"],
+};
+const REVISION: Family = Family {
+    name: "switchyard_table_revision",
+    help: "Revision of the live routing table (bumped by every change).",
+    kind: MetricType::GAUGE,
+    labels: &[],
+};
+const CONNECTIONS: Family = Family {
+    name: "switchyard_connections_active",
+    help: "Open client connections on the data listener.",
+    kind: MetricType::GAUGE,
+    labels: &[],
+};
+const SHADOW: Family = Family {
+    name: "switchyard_shadow_requests_total",
+    help: "Shadow copies per route and shadow, by result (answered, matched, mismatches, errors, dropped_*).",
+    kind: MetricType::COUNTER,
+    labels: &["route", "shadow", "result"],
+};
+
+const FAMILIES: [&Family; 9] = [
+    &REQUESTS,
+    &UPSTREAM_ERRORS,
+    &ABORTED,
+    &DURATION,
+    &HEADERS,
+    &WEIGHT,
+    &REVISION,
+    &CONNECTIONS,
+    &SHADOW,
+];
+
+pub(crate) struct Exporter {
+    shared: Arc<Shared>,
+    descs: Vec<Desc>,
+    /// Bucket bounds: seconds as exported, and µs as compared.
+    bounds: Vec<(f64, u64)>,
+}
+
+impl Exporter {
+    pub(crate) fn new(shared: Arc<Shared>) -> Exporter {
+        let descs = FAMILIES
+            .iter()
+            .filter_map(|family| {
+                let labels = family.labels.iter().map(|l| l.to_string()).collect();
+                Desc::new(family.name.into(), family.help.into(), labels, HashMap::new()).ok()
+            })
+            .collect();
+        let bounds = shared
+            .buckets
+            .iter()
+            .map(|secs| (*secs, (secs * 1e6).round() as u64))
+            .collect();
+        Exporter {
+            shared,
+            descs,
+            bounds,
+        }
+    }
+
+    fn histogram(&self, histogram: &Histogram<u64>, sum_us: u64) -> proto::Histogram {
+        let mut buckets = Vec::with_capacity(self.bounds.len());
+        let mut bound = self.bounds.iter().peekable();
+        let mut below = 0u64;
+        for recorded in histogram.iter_recorded() {
+            // An HDR bucket straddling a bound counts below it: within 0.1 %.
+            let value = histogram.lowest_equivalent(recorded.value_iterated_to());
+            while let Some((secs, _)) = bound.next_if(|(_, us)| value > *us) {
+                buckets.push(bucket(*secs, below));
+            }
+            below += recorded.count_at_value();
+        }
+        for (secs, _) in bound {
+            buckets.push(bucket(*secs, below));
+        }
+        let mut out = proto::Histogram::default();
+        out.set_sample_count(histogram.len());
+        out.set_sample_sum(sum_us as f64 / 1e6);
+        out.set_bucket(buckets.into());
+        out
+    }
+}
+
+fn bucket(upper_bound: f64, cumulative: u64) -> proto::Bucket {
+    let mut bucket = proto::Bucket::default();
+    bucket.set_upper_bound(upper_bound);
+    bucket.set_cumulative_count(cumulative);
+    bucket
+}
+
+fn family(spec: &Family, metrics: Vec<proto::Metric>) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(spec.name.into());
+    family.set_help(spec.help.into());
+    family.set_field_type(spec.kind);
+    family.set_metric(metrics.into());
+    family
+}
+
+fn metric(labels: &[(&str, &str)]) -> proto::Metric {
+    let pairs: Vec<LabelPair> = labels
+        .iter()
+        .map(|(name, value)| {
+            let mut pair = LabelPair::default();
+            pair.set_name((*name).into());
+            pair.set_value((*value).into());
+            pair
+        })
+        .collect();
+    let mut metric = proto::Metric::default();
+    metric.set_label(pairs.into());
+    metric
+}
+
+fn counter(labels: &[(&str, &str)], value: u64) -> proto::Metric {
+    let mut metric = metric(labels);
+    let mut counter = proto::Counter::default();
+    counter.set_value(value as f64);
+    metric.set_counter(counter);
+    metric
+}
+
+fn gauge(labels: &[(&str, &str)], value: f64) -> proto::Metric {
+    let mut metric = metric(labels);
+    let mut gauge = proto::Gauge::default();
+    gauge.set_value(value);
+    metric.set_gauge(gauge);
+    metric
+}
+
+impl Collector for Exporter {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut requests = Vec::new();
+        let mut upstream = Vec::new();
+        let mut aborted = Vec::new();
+        let mut duration = Vec::new();
+        let mut headers = Vec::new();
+        if self.shared.enabled {
+            for live in self.shared.live() {
+                let (route, version) = (&*live.store.route, &*live.store.version);
+                let series = [("route", route), ("version", version)];
+                self.shared.core.with_totals(&live.store, |totals: &Tally| {
+                    for (class, count) in CODE_CLASSES.iter().zip(totals.classes) {
+                        requests.push(counter(
+                            &[series[0], series[1], ("code_class", class)],
+                            count,
+                        ));
+                    }
+                    for (kind, count) in UpstreamErrorKind::ALL.iter().zip(totals.upstream) {
+                        upstream.push(counter(
+                            &[series[0], series[1], ("kind", kind.as_str())],
+                            count,
+                        ));
+                    }
+                    aborted.push(counter(&series, totals.aborted));
+                    let mut last = metric(&series);
+                    last.set_histogram(self.histogram(&totals.last_byte, totals.last_byte_sum_us));
+                    duration.push(last);
+                    let mut first = metric(&series);
+                    first.set_histogram(self.histogram(&totals.headers, totals.headers_sum_us));
+                    headers.push(first);
+                });
+            }
+        }
+        let mut weights = Vec::new();
+        let mut shadows = Vec::new();
+        let mut revision = Vec::new();
+        if let Some(table) = self.shared.current_table() {
+            revision.push(gauge(&[], table.revision() as f64));
+            for route in &table.spec().routes {
+                for version in &route.versions {
+                    weights.push(gauge(
+                        &[("route", &route.name), ("version", &version.name)],
+                        f64::from(version.weight),
+                    ));
+                }
+            }
+            for route in table.routes() {
+                for shadow in route.shadows.iter() {
+                    for (result, count) in shadow.state().counts() {
+                        shadows.push(counter(
+                            &[
+                                ("route", &route.name),
+                                ("shadow", &shadow.name),
+                                ("result", result.as_str()),
+                            ],
+                            count,
+                        ));
+                    }
+                }
+            }
+        }
+        let connections = vec![gauge(
+            &[],
+            self.shared.connections.load(Ordering::Relaxed) as f64,
+        )];
+        vec![
+            family(&REQUESTS, requests),
+            family(&UPSTREAM_ERRORS, upstream),
+            family(&ABORTED, aborted),
+            family(&DURATION, duration),
+            family(&HEADERS, headers),
+            family(&WEIGHT, weights),
+            family(&REVISION, revision),
+            family(&CONNECTIONS, connections),
+            family(&SHADOW, shadows),
+        ]
+    }
+}

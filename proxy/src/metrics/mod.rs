@@ -1,0 +1,442 @@
+//! Measurement of every proxied request, per route × version: status class,
+//! upstream error kind, latency to the response headers and to the last
+//! body byte. Recorded into HDR histograms sharded per worker thread
+//! ([`shards`]), keyed by names that survive table swaps ([`directory`]),
+//! and read back as windowed stats (stats API, health decisions) and as
+//! Prometheus metrics with a registry of their own ([`export`]).
+//!
+//! The request path pays: one `Instant::now()` at the start, an index
+//! lookup at pick time ([`Metrics::start`]), and one uncontended lock plus
+//! two histogram increments when the response body ends ([`Measure`]).
+
+mod body;
+mod directory;
+mod export;
+mod shards;
+mod tally;
+
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use prometheus::{IntCounterVec, Opts, Registry};
+
+use crate::table::{Route, RoutingTable, TableHandle, Version};
+
+pub use body::{Measure, Measured};
+pub use tally::{Latency, Outcome, SeriesStats, Snapshot, VersionStats, CODE_CLASSES};
+
+use directory::{Directory, TableIndex};
+use shards::{lock, Core, Store};
+
+/// Prometheus latency histogram bucket bounds (seconds) unless configured.
+pub const DEFAULT_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+pub const DEFAULT_SLICE: Duration = Duration::from_secs(10);
+pub const DEFAULT_SLICES: usize = 6;
+pub const MAX_SLICES: usize = 360;
+pub const MIN_SLICE: Duration = Duration::from_millis(10);
+/// The `Content-Type` of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// How requests are measured; fixed for the life of a [`Metrics`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSettings {
+    /// Off: requests are not timed or counted at all (the process, reload,
+    /// connection and table metrics are still exported).
+    pub enabled: bool,
+    /// Length of one window slice: windows are whole slices.
+    pub slice: Duration,
+    /// Slices kept: the longest window is `slice × slices`.
+    pub slices: usize,
+    /// Upper bounds (seconds) of the exported latency histogram buckets.
+    pub buckets: Vec<f64>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            enabled: true,
+            slice: DEFAULT_SLICE,
+            slices: DEFAULT_SLICES,
+            buckets: DEFAULT_BUCKETS.to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MetricsError {
+    #[error("histogram buckets {0:?} are not valid: list bucket upper bounds in seconds, above 0, at most 60, strictly increasing, e.g. [0.005, 0.01, 0.1, 1]")]
+    BadBuckets(Vec<f64>),
+    #[error("window slice {0:?} is too short: use at least 10ms")]
+    SliceTooShort(Duration),
+    #[error("window slices must be between 1 and {MAX_SLICES}, not {0}")]
+    BadSliceCount(usize),
+    #[error("cannot encode the metrics: {0}")]
+    Encode(String),
+}
+
+impl MetricsSettings {
+    pub fn validate(&self) -> Result<(), MetricsError> {
+        let buckets_ok = !self.buckets.is_empty()
+            && self
+                .buckets
+                .iter()
+                .all(|b| b.is_finite() && *b > 0.0 && *b <= 60.0)
+            && self.buckets.windows(2).all(|pair| pair[0] < pair[1]);
+        if !buckets_ok {
+            return Err(MetricsError::BadBuckets(self.buckets.clone()));
+        }
+        if self.slice < MIN_SLICE {
+            return Err(MetricsError::SliceTooShort(self.slice));
+        }
+        if self.slices == 0 || self.slices > MAX_SLICES {
+            return Err(MetricsError::BadSliceCount(self.slices));
+        }
+        Ok(())
+    }
+}
+
+/// A handle on a series: what [`Metrics::record`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesId(usize);
+
+/// The metrics of one proxy. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Metrics {
+    shared: Arc<Shared>,
+    registry: Registry,
+    reloads: Option<IntCounterVec>,
+}
+
+pub(crate) struct Shared {
+    enabled: bool,
+    started: Instant,
+    core: Arc<Core>,
+    directory: Mutex<Directory>,
+    /// The newest table's index: the request path's lookup.
+    index: ArcSwap<TableIndex>,
+    /// The live table, when the owner handed it over: reads then always
+    /// see the current weights and retire removed versions by themselves.
+    table: OnceLock<TableHandle>,
+    connections: Arc<AtomicI64>,
+    buckets: Vec<f64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("enabled", &self.shared.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Validates `settings` and builds the registry (per-version metrics,
+    /// reloads, connections, table, process).
+    pub fn new(settings: MetricsSettings) -> Result<Metrics, MetricsError> {
+        settings.validate()?;
+        Ok(Metrics::build(settings))
+    }
+
+    /// Metrics that measure no request (the other metrics still work).
+    pub fn disabled() -> Metrics {
+        Metrics::build(MetricsSettings {
+            enabled: false,
+            ..MetricsSettings::default()
+        })
+    }
+
+    fn build(settings: MetricsSettings) -> Metrics {
+        let shards = if settings.enabled {
+            // Threads beyond this share shards (round-robin): still correct.
+            std::thread::available_parallelism().map_or(4, |n| n.get() * 2)
+        } else {
+            1
+        };
+        let shared = Arc::new(Shared {
+            enabled: settings.enabled,
+            started: Instant::now(),
+            core: Arc::new(Core::new(settings.slice, settings.slices, shards)),
+            directory: Mutex::new(Directory::default()),
+            index: ArcSwap::from_pointee(TableIndex::empty()),
+            table: OnceLock::new(),
+            connections: Arc::new(AtomicI64::new(0)),
+            buckets: settings.buckets,
+        });
+        let registry = Registry::new();
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "switchyard_config_reloads_total",
+                "Config reloads attempted, by result (success: applied or unchanged; failure: the old table was kept).",
+            ),
+            &["result"],
+        );
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(export::Exporter::new(Arc::clone(&shared))),
+            #[cfg(target_os = "linux")]
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ];
+        for collector in collectors {
+            if let Err(error) = registry.register(collector) {
+                tracing::warn!(%error, "metric not registered");
+            }
+        }
+        // Constant, valid names: registration cannot fail; if it somehow
+        // did, the process runs on without that metric.
+        let reloads = match reloads {
+            Ok(reloads) => {
+                for result in ["success", "failure"] {
+                    reloads.with_label_values(&[result]);
+                }
+                match registry.register(Box::new(reloads.clone())) {
+                    Ok(()) => Some(reloads),
+                    Err(error) => {
+                        tracing::warn!(%error, "metric not registered");
+                        None
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reload counter not created");
+                None
+            }
+        };
+        Metrics {
+            shared,
+            registry,
+            reloads,
+        }
+    }
+
+    /// Whether requests are measured.
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        self.shared.enabled
+    }
+
+    /// The start time of a request, when requests are measured.
+    #[inline]
+    pub fn clock(&self) -> Option<Instant> {
+        self.shared.enabled.then(Instant::now)
+    }
+
+    /// The registry, for other modules' metrics (health decisions, …).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The counter the data listener keeps of its open connections.
+    pub fn connections_active(&self) -> Arc<AtomicI64> {
+        Arc::clone(&self.shared.connections)
+    }
+
+    /// Hands over the live table: reads use its current table (weights,
+    /// revision) and retire removed versions without waiting for a
+    /// [`Metrics::sync_table`]. Only the first handle is kept.
+    pub fn watch_table(&self, table: TableHandle) {
+        let current = table.load();
+        let _ = self.shared.table.set(table);
+        self.sync_table(&current);
+    }
+
+    /// Tells metrics about a new table (call after every swap): its series
+    /// exist from now on (at zero), and versions no live table names any
+    /// more are retired.
+    pub fn sync_table(&self, table: &Arc<RoutingTable>) {
+        self.register(table);
+    }
+
+    /// Counts a config reload in `switchyard_config_reloads_total{result}`:
+    /// `ok` when the new config was applied (or unchanged), not when it was
+    /// rejected and the old table kept.
+    pub fn record_reload(&self, ok: bool) {
+        if let Some(reloads) = &self.reloads {
+            reloads
+                .with_label_values(&[if ok { "success" } else { "failure" }])
+                .inc();
+        }
+    }
+
+    /// Begins measuring a request `table` routed to `route` and `version`
+    /// (both borrowed from `table`), started at `started`.
+    #[inline]
+    pub fn start(
+        &self,
+        table: &Arc<RoutingTable>,
+        route: &Route,
+        version: &Version,
+        started: Instant,
+    ) -> Option<Measure> {
+        if !self.shared.enabled {
+            return None;
+        }
+        let SeriesId(slot) = self.series(table, route, version)?;
+        Some(Measure {
+            core: Arc::clone(&self.shared.core),
+            table: Arc::clone(table),
+            slot,
+            started,
+        })
+    }
+
+    /// The series of `version` of `route` in `table`.
+    #[inline]
+    pub fn series(
+        &self,
+        table: &Arc<RoutingTable>,
+        route: &Route,
+        version: &Version,
+    ) -> Option<SeriesId> {
+        {
+            let index = self.shared.index.load();
+            if index.is_for(table) {
+                return index.slot(table, route, version).map(SeriesId);
+            }
+        }
+        self.register(table)
+            .slot(table, route, version)
+            .map(SeriesId)
+    }
+
+    /// Records one request. `series` must come from [`Metrics::series`]
+    /// for a table the caller still holds.
+    #[inline]
+    pub fn record(&self, series: SeriesId, outcome: &Outcome) {
+        if self.shared.enabled {
+            self.shared.core.record(series.0, outcome);
+        }
+    }
+
+    #[cold]
+    fn register(&self, table: &Arc<RoutingTable>) -> Arc<TableIndex> {
+        let index = Arc::new(lock(&self.shared.directory).register(&self.shared.core, table));
+        let newer = self.shared.index.load().revision() <= index.revision();
+        if newer {
+            self.shared.index.store(Arc::clone(&index));
+        }
+        index
+    }
+
+    /// Windowed figures of one version: the current slice plus whole
+    /// earlier slices reaching back `window` (at most `slice × slices`).
+    pub fn window_stats(&self, route: &str, version: &str, window: Duration) -> Option<VersionStats> {
+        let store = self.shared.prepare_read(|directory| directory.store(route, version))?;
+        Some(self.shared.core.window(&store, window, Instant::now()))
+    }
+
+    /// Since-start totals of one version at this moment; two of them give
+    /// exact figures for the time in between ([`Snapshot::since`]).
+    pub fn snapshot(&self, route: &str, version: &str) -> Option<Snapshot> {
+        let store = self.shared.prepare_read(|directory| directory.store(route, version))?;
+        Some(self.shared.core.snapshot(&store))
+    }
+
+    /// Since-start totals of one version.
+    pub fn totals(&self, route: &str, version: &str) -> Option<VersionStats> {
+        let store = self.shared.prepare_read(|directory| directory.store(route, version))?;
+        Some(self.shared.core.snapshot(&store).totals(store.created))
+    }
+
+    /// Windowed figures of every live series: the current table's versions
+    /// in config order, then versions being retired (weight `None`).
+    pub fn stats(&self, window: Duration) -> Vec<SeriesStats> {
+        let now = Instant::now();
+        self.shared
+            .live()
+            .into_iter()
+            .map(|live| SeriesStats {
+                stats: self.shared.core.window(&live.store, window, now),
+                route: Arc::clone(&live.store.route),
+                version: Arc::clone(&live.store.version),
+                weight: live.weight,
+            })
+            .collect()
+    }
+
+    /// The newest table metrics know of (the live one when watched).
+    pub fn table(&self) -> Option<Arc<RoutingTable>> {
+        self.shared.current_table()
+    }
+
+    /// The longest window reads can cover.
+    pub fn max_window(&self) -> Duration {
+        self.shared.core.slice() * self.shared.core.slices() as u32
+    }
+
+    /// Every metric in the Prometheus text format ([`CONTENT_TYPE`]).
+    pub fn encode(&self) -> Result<String, MetricsError> {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .map_err(|e| MetricsError::Encode(e.to_string()))
+    }
+}
+
+/// A live series and its weight in the current table.
+pub(crate) struct Live {
+    pub(crate) store: Arc<Store>,
+    pub(crate) weight: Option<u32>,
+}
+
+impl Shared {
+    fn current_table(&self) -> Option<Arc<RoutingTable>> {
+        match self.table.get() {
+            Some(handle) => Some(handle.load()),
+            None => lock(&self.directory).newest(),
+        }
+    }
+
+    /// Syncs with the live table, flushes every shard, then looks up.
+    fn prepare_read<R>(&self, find: impl FnOnce(&Directory) -> Option<R>) -> Option<R> {
+        let current = self.table.get().map(TableHandle::load);
+        let found = {
+            let mut directory = lock(&self.directory);
+            match &current {
+                Some(table) => {
+                    let index = Arc::new(directory.register(&self.core, table));
+                    if self.index.load().revision() <= index.revision() {
+                        self.index.store(index);
+                    }
+                }
+                None => directory.sweep(&self.core),
+            }
+            find(&directory)
+        };
+        self.core.flush();
+        found
+    }
+
+    /// Every live series, flushed: the current table's versions in config
+    /// order first, then the rest (versions being retired).
+    pub(crate) fn live(&self) -> Vec<Live> {
+        let Some(stores) = self.prepare_read(|directory| Some(directory.stores())) else {
+            return Vec::new();
+        };
+        let table = self.current_table();
+        let mut ordered: Vec<Live> = Vec::with_capacity(stores.len());
+        let mut rest = stores;
+        if let Some(table) = &table {
+            for route in &table.spec().routes {
+                for version in &route.versions {
+                    if let Some(at) = rest
+                        .iter()
+                        .position(|s| *s.route == *route.name && *s.version == *version.name)
+                    {
+                        ordered.push(Live {
+                            store: rest.swap_remove(at),
+                            weight: Some(version.weight),
+                        });
+                    }
+                }
+            }
+        }
+        rest.sort_by(|a, b| (&a.route, &a.version).cmp(&(&b.route, &b.version)));
+        ordered.extend(rest.into_iter().map(|store| Live {
+            store,
+            weight: None,
+        }));
+        ordered
+    }
+}

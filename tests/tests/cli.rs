@@ -1,0 +1,175 @@
+//! The real `switchyard` binary: `check` accepts config/example.toml and
+//! reports a broken config's key path and line with exit code 1; `run`
+//! serves from a file with one worker and stops on SIGTERM.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use support::*;
+
+fn check(file: &std::path::Path) -> Output {
+    Command::new(switchyard_bin())
+        .arg("check")
+        .arg(file)
+        .env("SWITCHYARD_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run switchyard check")
+}
+
+/// Writes `text` to a file of its own under cargo's scratch dir for tests.
+fn scratch_file(name: &str, text: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("switchyard-cli");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let path = dir.join(format!("{}-{name}", std::process::id()));
+    std::fs::write(&path, text).expect("write scratch file");
+    path
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_accepts_the_example_config() {
+    let example = workspace_root().join("config/example.toml");
+    let output = check(&example);
+    assert!(
+        output.status.success(),
+        "check failed: {}",
+        text(&output.stderr)
+    );
+    assert_eq!(text(&output.stdout), "ok\n");
+}
+
+const BROKEN: &str = r#"[listen]
+data = "127.0.0.1:8080"
+
+[[routes]]
+name = "web"
+
+  [[routes.versions]]
+  name = "stable"
+  weight = 90
+  endpoints = ["127.0.0.1:9001"]
+  wieght = 3
+"#;
+
+#[test]
+fn check_reports_an_unknown_key_with_its_path_and_line() {
+    let path = scratch_file("unknown-key.toml", BROKEN);
+    let output = check(&path);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(text(&output.stdout), "");
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("routes[0].versions[0].wieght"), "{stderr}");
+    assert!(stderr.contains("line 11"), "{stderr}");
+    assert!(stderr.contains("unknown-key.toml"), "{stderr}");
+}
+
+#[test]
+fn check_reports_every_semantic_error_with_lines() {
+    let broken = r#"[[routes]]
+name = "web"
+
+  [[routes.versions]]
+  name = "stable"
+  weight = 0
+  endpoints = ["not an address"]
+
+  [[routes.versions]]
+  name = "stable"
+  weight = 0
+  endpoints = []
+"#;
+    let path = scratch_file("semantic.toml", broken);
+    let output = check(&path);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    for expected in [
+        "line 7, column 16: routes[0].versions[0].endpoints[0]",
+        "line 10, column 10: routes[0].versions[1].name",
+        "routes[0].versions[1].endpoints",
+        "every weight is 0",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn check_of_a_missing_file_says_so_and_exits_1() {
+    let output = check(std::path::Path::new("/nonexistent/switchyard.toml"));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("cannot read"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+/// Kills the child on drop so a failing test leaves no process behind.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_from_a_file_with_one_worker_and_stops_on_sigterm() {
+    let stable = backend("stable").start().await;
+    let data = closed_port().await;
+    let toml = format!(
+        "[listen]\ndata = \"{data}\"\nadmin = \"127.0.0.1:0\"\n\n{}",
+        route("web").backend("stable", 1, &stable).build()
+    );
+    let path = scratch_file("run.toml", &toml);
+    let child = Command::new(switchyard_bin())
+        .args(["run", "--workers", "1", "--config"])
+        .arg(&path)
+        .env("SWITCHYARD_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn switchyard run");
+    let mut child = ChildGuard(child);
+
+    let client = client();
+    let url = format!("http://{data}/");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let reply = loop {
+        let req = http::Request::get(&url).body(empty()).expect("request");
+        if let Ok(reply) = send(&client, req).await {
+            break reply;
+        }
+        assert!(Instant::now() < deadline, "switchyard run never answered on {data}");
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("switchyard run exited early: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), "stable");
+    assert_eq!(reply.header("x-switchyard-version"), Some("stable"));
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "switchyard run ignored SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit after SIGTERM: {status}");
+}

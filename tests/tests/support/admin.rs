@@ -1,0 +1,63 @@
+//! Calling the admin API from tests: JSON in and out, optional token.
+
+use bytes::Bytes;
+use http::{header, Method, Request};
+use serde_json::Value;
+
+use super::{full, send, Reply, TestClient};
+
+pub struct AdminClient {
+    pub base: String,
+    pub token: Option<String>,
+    client: TestClient,
+}
+
+impl AdminClient {
+    pub fn new(addr: std::net::SocketAddr, token: Option<&str>) -> AdminClient {
+        AdminClient {
+            base: format!("http://{addr}"),
+            token: token.map(str::to_owned),
+            client: super::client(),
+        }
+    }
+
+    /// Sends a request; `if_match` is the raw header value.
+    pub async fn call(&self, method: Method, path: &str, if_match: Option<&str>, body: Option<&str>) -> Reply {
+        let mut req = Request::builder().method(method).uri(format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(value) = if_match {
+            req = req.header(header::IF_MATCH, value);
+        }
+        let body = Bytes::from(body.unwrap_or("").to_owned());
+        let req = req.body(full(body)).expect("admin request");
+        send(&self.client, req).await.unwrap_or_else(|e| panic!("admin call {path} failed: {e}"))
+    }
+
+    pub async fn routes(&self) -> (u64, Value) {
+        let reply = self.call(Method::GET, "/api/v1/routes", None, None).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let etag = reply.header("etag").expect("ETag on routes").trim_matches('"').to_owned();
+        let body = reply.json();
+        let revision = etag.parse().expect("numeric ETag");
+        assert_eq!(body["revision"], revision);
+        (revision, body)
+    }
+
+    pub async fn set_weights(&self, route: &str, revision: u64, body: &str) -> Reply {
+        let path = format!("/api/v1/routes/{route}/weights");
+        self.call(Method::PUT, &path, Some(&format!("\"{revision}\"")), Some(body)).await
+    }
+}
+
+/// A version's weight in a `GET /api/v1/routes` body.
+pub fn weight(routes: &Value, route: &str, version: &str) -> u64 {
+    routes["routes"]
+        .as_array()
+        .and_then(|routes| routes.iter().find(|r| r["name"] == route))
+        .and_then(|r| r["versions"].as_array())
+        .and_then(|versions| versions.iter().find(|v| v["name"] == version))
+        .and_then(|v| v["weight"].as_u64())
+        .unwrap_or_else(|| panic!("no weight for {route}/{version} in {routes}"))
+}
