@@ -516,24 +516,40 @@ fn flip(spec: &mut switchyard_proxy::RouteSpec, from: &str, to: &str) -> Result<
     Ok(())
 }
 
-/// The live table as JSON (config order).
+/// The live table as JSON (config order), with what health makes of it:
+/// each version's `down` and `effective_weight` (a down version's share goes
+/// to the baseline), each endpoint's state.
 pub fn routes_json(table: &RoutingTable) -> Value {
+    let effective = crate::health::effective_weights(table);
     let routes: Vec<Value> = table
         .spec()
         .routes
         .iter()
         .map(|route| {
+            let live = table.route(&route.name);
+            let shares = effective.iter().find(|(name, _)| *name == route.name).map(|(_, w)| w);
             json!({
                 "name": route.name,
                 "host": route.host.clone().unwrap_or_else(|| "*".into()),
                 "path_prefix": route.path_prefix,
                 "baseline": route.baseline,
                 "timeout_ms": u64::try_from(route.timeout.as_millis()).unwrap_or(u64::MAX),
-                "versions": route.versions.iter().map(|v| json!({
-                    "name": v.name,
-                    "weight": v.weight,
-                    "endpoints": v.endpoints,
-                })).collect::<Vec<_>>(),
+                "versions": route.versions.iter().map(|v| {
+                    let version = live.and_then(|r| r.version(&v.name));
+                    json!({
+                        "name": v.name,
+                        "weight": v.weight,
+                        "effective_weight": shares.and_then(|w| w.get(&v.name)).copied().unwrap_or(v.weight),
+                        "down": version.is_some_and(|v| v.is_down()),
+                        "endpoints": v.endpoints,
+                        "endpoint_health": version.map(|v| v.endpoints.iter().map(|e| json!({
+                            "address": e.authority.as_str(),
+                            "available": e.health.is_available(),
+                            "check_failed": e.health.is_active_down(),
+                            "ejected": e.health.is_ejected(),
+                        })).collect::<Vec<_>>()),
+                    })
+                }).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -586,12 +602,13 @@ mod tests {
             host: None,
             path_prefix: "/".into(),
             versions: vec![
-                switchyard_proxy::VersionSpec { name: "stable".into(), weight: 100, endpoints: vec![] },
-                switchyard_proxy::VersionSpec { name: "green".into(), weight: 0, endpoints: vec![] },
+                switchyard_proxy::VersionSpec { name: "stable".into(), weight: 100, endpoints: vec![], ..Default::default() },
+                switchyard_proxy::VersionSpec { name: "green".into(), weight: 0, endpoints: vec![], ..Default::default() },
             ],
             baseline: "stable".into(),
             timeout: std::time::Duration::from_secs(1),
             shadows: Vec::new(),
+            ..Default::default()
         };
         flip(&mut spec, "stable", "green").expect("flip");
         assert_eq!((spec.versions[0].weight, spec.versions[1].weight), (0, 100));

@@ -9,14 +9,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
-use switchyard_proxy::route::HostMatch;
+use switchyard_proxy::health::{HealthCheckSpec, OutlierPolicy};
+use switchyard_proxy::route::{HeaderMatch, HostMatch};
 use switchyard_proxy::shadow::{self, ShadowSpec, MAX_SHADOWS};
 use switchyard_proxy::split::{MAX_VERSIONS, MAX_WEIGHT};
 use switchyard_proxy::table::{parse_endpoint, valid_name};
+use switchyard_proxy::metrics::{self, MetricsError, MetricsSettings};
 use switchyard_proxy::{
     ListenerSettings, RouteSpec, Settings, TableSpec, UpstreamSettings, VersionSpec,
 };
 use toml::Spanned;
+
+pub mod routing;
+pub mod tls;
 
 /// The whole file. Unknown keys anywhere are errors.
 #[derive(Debug, Clone, Deserialize)]
@@ -31,7 +36,52 @@ pub struct Config {
     #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[metrics]`: how requests are measured. Fixed at start (a reload that
+/// changes it is applied at the next restart).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Measure every request per route and version (default). Off: no
+    /// per-version metrics, stats or dashboard figures, and no cost.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Upper bounds in seconds of the exported latency histogram buckets.
+    #[serde(default = "default_buckets")]
+    pub buckets: Spanned<Vec<f64>>,
+    /// Stats windows are made of whole slices of this length …
+    #[serde(default = "default_window_slice")]
+    pub window_slice: Spanned<Dur>,
+    /// … and reach back at most this many slices.
+    #[serde(default = "default_window_slices")]
+    pub window_slices: Spanned<usize>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            buckets: default_buckets(),
+            window_slice: default_window_slice(),
+            window_slices: default_window_slices(),
+        }
+    }
+}
+
+fn default_buckets() -> Spanned<Vec<f64>> {
+    Spanned::new(0..0, metrics::DEFAULT_BUCKETS.to_vec())
+}
+
+fn default_window_slice() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur(metrics::DEFAULT_SLICE))
+}
+
+fn default_window_slices() -> Spanned<usize> {
+    Spanned::new(0..0, metrics::DEFAULT_SLICES)
 }
 
 /// Who may use the admin API.
@@ -66,6 +116,9 @@ pub struct Listen {
     /// Where the admin API listens (never on the data port).
     #[serde(default = "default_admin")]
     pub admin: Spanned<String>,
+    /// Terminate TLS on the data listener (see [`tls`]).
+    #[serde(default)]
+    pub tls: Option<Spanned<tls::ListenTls>>,
 }
 
 impl Default for Listen {
@@ -73,6 +126,7 @@ impl Default for Listen {
         Listen {
             data: default_data(),
             admin: default_admin(),
+            tls: None,
         }
     }
 }
@@ -133,6 +187,14 @@ pub struct ProxyOptions {
     /// Idle upstream connections kept per endpoint.
     #[serde(default = "default_pool_size")]
     pub max_idle_per_endpoint: usize,
+    /// Honour the override header (see [`routing`]).
+    #[serde(default = "yes")]
+    pub version_override: bool,
+    #[serde(default = "routing::default_override_header")]
+    pub override_header: Spanned<String>,
+    /// Required after `NAME:` in the override header's value.
+    #[serde(default)]
+    pub override_secret: Option<Spanned<String>>,
 }
 
 impl Default for ProxyOptions {
@@ -141,6 +203,9 @@ impl Default for ProxyOptions {
             version_header: true,
             revision_header: false,
             max_idle_per_endpoint: default_pool_size(),
+            version_override: true,
+            override_header: routing::default_override_header(),
+            override_secret: None,
         }
     }
 }
@@ -173,6 +238,96 @@ pub struct RouteConfig {
     /// Targets that get a copy of this route's requests.
     #[serde(default = "unset")]
     pub shadows: Spanned<Vec<ShadowConfig>>,
+    /// Active HTTP checks of every endpoint of the route.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive ejection of endpoints that keep failing.
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierConfig>,
+    /// Header values a request must carry for this route to match.
+    #[serde(default)]
+    pub match_headers: Option<Spanned<std::collections::BTreeMap<String, String>>>,
+    /// Keep each user on one version (see [`routing`]).
+    #[serde(default)]
+    pub sticky: Option<Spanned<routing::StickyConfig>>,
+}
+
+/// `[routes.health_check]`: a GET of `path` on every endpoint each
+/// `interval`; any 2xx within `timeout` passes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    #[serde(default = "default_health_path")]
+    pub path: Spanned<String>,
+    #[serde(default = "secs::<5>")]
+    pub interval: Dur,
+    #[serde(default = "secs::<1>")]
+    pub timeout: Dur,
+    #[serde(default = "two")]
+    pub healthy_threshold: Spanned<u32>,
+    #[serde(default = "three")]
+    pub unhealthy_threshold: Spanned<u32>,
+}
+
+fn default_health_path() -> Spanned<String> {
+    Spanned::new(0..0, "/healthz".into())
+}
+
+fn two() -> Spanned<u32> {
+    Spanned::new(0..0, 2)
+}
+
+fn three() -> Spanned<u32> {
+    Spanned::new(0..0, 3)
+}
+
+/// `[routes.outlier_detection]` (Envoy's outlier detection): after
+/// `consecutive_failures` connect errors or 5xx in a row an endpoint is
+/// ejected for `base_ejection` times the number of its ejections (at most
+/// `max_ejection`), never more than `max_ejection_percent` of a version's
+/// endpoints at once (one is always allowed).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    #[serde(default = "five")]
+    pub consecutive_failures: Spanned<u32>,
+    #[serde(default = "secs::<30>")]
+    pub base_ejection: Dur,
+    #[serde(default = "secs::<300>")]
+    pub max_ejection: Dur,
+    #[serde(default = "fifty")]
+    pub max_ejection_percent: Spanned<u8>,
+}
+
+fn five() -> Spanned<u32> {
+    Spanned::new(0..0, 5)
+}
+
+fn fifty() -> Spanned<u8> {
+    Spanned::new(0..0, 50)
+}
+
+impl HealthCheckConfig {
+    fn spec(&self) -> HealthCheckSpec {
+        HealthCheckSpec {
+            path: self.path.get_ref().clone(),
+            interval: self.interval.0,
+            timeout: self.timeout.0,
+            healthy_threshold: *self.healthy_threshold.get_ref(),
+            unhealthy_threshold: *self.unhealthy_threshold.get_ref(),
+        }
+    }
+}
+
+impl OutlierConfig {
+    fn policy(&self) -> OutlierPolicy {
+        OutlierPolicy {
+            consecutive_failures: *self.consecutive_failures.get_ref(),
+            base_ejection: self.base_ejection.0,
+            max_ejection: self.max_ejection.0,
+            max_ejection_percent: *self.max_ejection_percent.get_ref(),
+        }
+    }
 }
 
 /// One `[[routes.shadows]]`; defaults and meaning in
@@ -275,6 +430,16 @@ pub struct VersionConfig {
     pub name: Spanned<String>,
     pub weight: Spanned<u32>,
     pub endpoints: Spanned<Vec<Spanned<String>>>,
+    /// HTTPS to the endpoints (see [`tls`]).
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default)]
+    pub ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub server_name: Option<Spanned<String>>,
+    /// HTTP/2 to the endpoints.
+    #[serde(default)]
+    pub http2: bool,
 }
 
 /// A duration written as `"250ms"`, `"2s"`, `"1m 30s"`.
@@ -348,7 +513,17 @@ impl Config {
                 message: format!("cannot read the file: {e}"),
             }],
         })?;
-        Config::parse(&text, &path.display().to_string())
+        let source_name = path.display().to_string();
+        let config = Config::parse(&text, &source_name)?;
+        let errors = config.check_files(&text, path.parent());
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors {
+                source_name,
+                errors,
+            })
+        }
     }
 
     /// Parses and validates TOML text; `source_name` prefixes each error.
@@ -414,6 +589,22 @@ impl Config {
                 "the admin API must not share the data address".into(),
             );
         }
+        if let Some(listen_tls) = &self.listen.tls {
+            tls::validate_listen(listen_tls, &mut error);
+        }
+        routing::validate_proxy(&self.proxy, &mut error);
+        if let Err(problem) = self.metrics_settings().validate() {
+            let (key, span) = match problem {
+                MetricsError::SliceTooShort(_) => {
+                    ("metrics.window_slice", self.metrics.window_slice.span())
+                }
+                MetricsError::BadSliceCount(_) => {
+                    ("metrics.window_slices", self.metrics.window_slices.span())
+                }
+                _ => ("metrics.buckets", self.metrics.buckets.span()),
+            };
+            error(key.into(), span, problem.to_string());
+        }
         if self.routes.is_empty() {
             error(
                 "routes".into(),
@@ -422,7 +613,7 @@ impl Config {
             );
         }
         let mut route_names: Vec<&str> = Vec::new();
-        let mut matches: Vec<(HostMatch, &str, &str)> = Vec::new();
+        let mut matches: Vec<(HostMatch, &str, HeaderMatch, &str)> = Vec::new();
         for (r, route) in self.routes.iter().enumerate() {
             let at = |key: &str| format!("routes[{r}].{key}");
             let name = route.name.get_ref();
@@ -456,18 +647,45 @@ impl Config {
                 );
             }
             if let Some(host) = host {
-                if let Some((_, _, other)) =
-                    matches.iter().find(|(h, p, _)| *h == host && p == prefix)
+                let headers = routing::header_match(route);
+                if let Some((_, _, _, other)) = matches
+                    .iter()
+                    .find(|(h, p, m, _)| *h == host && p == prefix && *m == headers)
                 {
                     error(
                         at("path_prefix"),
                         route.path_prefix.span(),
-                        format!("route '{other}' already matches host '{host}' and path prefix '{prefix}'"),
+                        format!("route '{other}' already matches host '{host}' and path prefix '{prefix}'{}: give one a different host, prefix or match_headers", if headers.is_empty() { String::new() } else { format!(" with headers {headers}") }),
                     );
                 }
-                matches.push((host, prefix, name));
+                matches.push((host, prefix, headers, name));
             }
+            routing::validate_route(route, r, &mut error);
             self.validate_versions(route, r, &mut error);
+            if let Some(check) = &route.health_check {
+                if !check.path.get_ref().starts_with('/') {
+                    error(at("health_check.path"), check.path.span(), format!("'{}' must start with '/'", check.path.get_ref()));
+                }
+                for (key, value) in [
+                    ("health_check.healthy_threshold", &check.healthy_threshold),
+                    ("health_check.unhealthy_threshold", &check.unhealthy_threshold),
+                ] {
+                    if *value.get_ref() == 0 {
+                        error(at(key), value.span(), "must be at least 1".into());
+                    }
+                }
+            }
+            if let Some(outlier) = &route.outlier_detection {
+                if *outlier.consecutive_failures.get_ref() == 0 {
+                    error(at("outlier_detection.consecutive_failures"), outlier.consecutive_failures.span(), "must be at least 1".into());
+                }
+                if *outlier.max_ejection_percent.get_ref() > 100 {
+                    error(at("outlier_detection.max_ejection_percent"), outlier.max_ejection_percent.span(), "is a percentage: 0 to 100".into());
+                }
+                if outlier.max_ejection.0 < outlier.base_ejection.0 {
+                    error(at("outlier_detection.max_ejection"), 0..0, "must not be shorter than base_ejection".into());
+                }
+            }
             validate_shadows(route, r, &mut error);
         }
         errors
@@ -498,6 +716,7 @@ impl Config {
         }
         let mut names: Vec<&str> = Vec::new();
         for (v, version) in versions.iter().enumerate() {
+            tls::validate_version(version, &|key| at(v, key), error);
             let name = version.name.get_ref();
             if !valid_name(name) {
                 error(at(v, "name"), version.name.span(), bad_name(name));
@@ -579,6 +798,7 @@ impl Config {
                             .iter()
                             .map(|e| e.get_ref().clone())
                             .collect(),
+                        transport: tls::transport(version),
                     })
                     .collect();
                 let baseline = match &route.baseline {
@@ -594,6 +814,11 @@ impl Config {
                     baseline,
                     timeout: route.timeout.unwrap_or(self.timeouts.upstream_response).0,
                     shadows: route.shadows.get_ref().iter().map(ShadowConfig::spec).collect(),
+                    health_check: route.health_check.as_ref().map(HealthCheckConfig::spec),
+                    outlier: route.outlier_detection.as_ref().map(OutlierConfig::policy),
+                    match_headers: routing::match_headers_spec(route),
+                    sticky: route.sticky.as_ref().map(|s| s.get_ref().spec()),
+                    ..RouteSpec::default()
                 }
             })
             .collect();
@@ -602,6 +827,7 @@ impl Config {
             settings: Settings {
                 version_header: self.proxy.version_header,
                 revision_header: self.proxy.revision_header,
+                version_override: routing::version_override(&self.proxy),
             },
         }
     }
@@ -627,6 +853,16 @@ impl Config {
             connect_timeout: self.timeouts.connect.0,
             pool_idle_timeout: self.timeouts.upstream_idle.0,
             pool_max_idle_per_host: self.proxy.max_idle_per_endpoint,
+            files_dir: None,
+        }
+    }
+
+    pub fn metrics_settings(&self) -> MetricsSettings {
+        MetricsSettings {
+            enabled: self.metrics.enabled,
+            slice: self.metrics.window_slice.get_ref().0,
+            slices: *self.metrics.window_slices.get_ref(),
+            buckets: self.metrics.buckets.get_ref().clone(),
         }
     }
 
@@ -634,6 +870,7 @@ impl Config {
         ListenerSettings {
             client_idle_timeout: self.timeouts.client_idle.0,
             drain_timeout: self.timeouts.drain.0,
+            tls: None,
         }
     }
 }

@@ -40,6 +40,8 @@ pub enum CtlCommand {
     Status,
     /// Reload the config file now.
     Reload,
+    /// Shadow targets: copies, drops, compare results, last mismatches.
+    Shadows,
 }
 
 pub struct Ctl {
@@ -119,6 +121,7 @@ impl Ctl {
             CtlCommand::History => self.call(Method::GET, "/api/v1/history", None, None).await?,
             CtlCommand::Status => self.call(Method::GET, "/api/v1/status", None, None).await?,
             CtlCommand::Reload => self.call(Method::POST, "/api/v1/reload", None, None).await?,
+            CtlCommand::Shadows => self.call(Method::GET, "/api/v1/shadows", None, None).await?,
         };
         let reply = ok(reply)?;
         if self.json {
@@ -129,6 +132,7 @@ impl Ctl {
             CtlCommand::History => render_history(&reply.body),
             CtlCommand::Status => render_object(&reply.body),
             CtlCommand::Reload => render_object(&reply.body),
+            CtlCommand::Shadows => crate::shadows::render(&reply.body),
             _ => render_change(&reply.body),
         })
     }

@@ -92,8 +92,12 @@ pub async fn run(data: SocketAddr, admin: SocketAddr) -> Result<(), crate::BoxEr
         "switchyard demo: proxy on http://{data}, backends stable={} canary={} green={}\n\
          \n  curl -si http://{data}/                      # 90% stable, 10% canary (see x-switchyard-version)\n  \
          for i in $(seq 20); do curl -s http://{data}/; done | sort | uniq -c\n\
+         \nLive dashboard: {}\n\
          \nPress Ctrl-C to stop.",
-        backends[0], backends[1], backends[2]
+        backends[0],
+        backends[1],
+        backends[2],
+        crate::dashboard::url(running.admin_addr)
     );
     let _ = tokio::signal::ctrl_c().await;
     running.shutdown().await;

@@ -143,11 +143,13 @@ mod tests {
                         name: (*name).into(),
                         weight: *weight,
                         endpoints: vec!["127.0.0.1:1".into()],
+                        ..Default::default()
                     })
                     .collect(),
                 baseline: "stable".into(),
                 timeout: Duration::from_secs(1),
                 shadows: Vec::new(),
+                ..Default::default()
             }],
             settings: Settings::default(),
         }

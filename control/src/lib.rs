@@ -6,11 +6,16 @@
 pub mod admin;
 pub mod config;
 pub mod ctl;
+pub mod dashboard;
 pub mod demo;
+pub mod health;
 pub mod history;
 pub mod plane;
 pub mod reload;
 pub mod run;
+pub mod shadows;
+pub mod stats;
+pub mod tls_reload;
 
 pub use config::{Config, ConfigErrors};
 pub use run::{start, start_with, Running, StartError, StartOptions};

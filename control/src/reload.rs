@@ -18,7 +18,7 @@ use crate::history::Source;
 use crate::plane::ControlPlane;
 
 /// Events closer together than this are handled as one reload.
-const SETTLE: Duration = Duration::from_millis(150);
+pub(crate) const SETTLE: Duration = Duration::from_millis(150);
 
 /// Watches `path` and reloads `plane` when it changes. Runs until the
 /// returned task is aborted.
@@ -54,7 +54,7 @@ pub fn watch_file(plane: Arc<ControlPlane>, path: PathBuf) -> notify::Result<tok
 /// Whether a change to `changed` can change what `config` reads: the file
 /// itself, what it resolves to, or a symlink on the way (Kubernetes swaps
 /// `..data`, and stages `..data_tmp` and `..<timestamp>` directories).
-fn concerns(config: &Path, changed: &Path) -> bool {
+pub(crate) fn concerns(config: &Path, changed: &Path) -> bool {
     if changed == config || config.starts_with(changed) {
         return true;
     }
@@ -71,7 +71,7 @@ fn concerns(config: &Path, changed: &Path) -> bool {
 }
 
 /// Watches the directory of `path` and of what it resolves to.
-fn watch_dirs(watcher: &mut RecommendedWatcher, watched: &mut BTreeSet<PathBuf>, path: &Path) -> notify::Result<()> {
+pub(crate) fn watch_dirs(watcher: &mut RecommendedWatcher, watched: &mut BTreeSet<PathBuf>, path: &Path) -> notify::Result<()> {
     let mut dirs = vec![parent(path)];
     if let Ok(resolved) = std::fs::canonicalize(path) {
         dirs.push(parent(&resolved));

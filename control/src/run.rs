@@ -7,11 +7,13 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
+use switchyard_proxy::metrics::{Metrics, MetricsError};
 use switchyard_proxy::{Proxy, TableError, TableHandle, Upstream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, Admin, AdminAuth, AuthError, Extension};
+use crate::config::tls::TlsConfigError;
 use crate::config::Config;
 use crate::plane::ControlPlane;
 
@@ -25,10 +27,14 @@ pub enum StartError {
     },
     #[error("the routing table cannot be built: {0}")]
     Table(#[from] TableError),
+    #[error("[metrics]: {0}")]
+    Metrics(#[from] MetricsError),
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error("cannot watch the config file for changes: {0}")]
     Watch(#[from] notify::Error),
+    #[error("TLS cannot be set up: {0}")]
+    Tls(#[from] TlsConfigError),
 }
 
 /// How to start beyond what the config says.
@@ -51,6 +57,10 @@ pub struct Running {
     pub table: TableHandle,
     pub plane: Arc<ControlPlane>,
     pub active_connections: Arc<AtomicI64>,
+    /// Open upgraded (WebSocket) connections.
+    pub upgraded_connections: Arc<AtomicI64>,
+    /// Per-version measurement, Prometheus registry, windowed stats.
+    pub metrics: Metrics,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -66,6 +76,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
     let table = TableHandle::new(config.table_spec())?;
     let base_dir = options.config_path.as_ref().and_then(|p| p.parent()).map(PathBuf::from);
     let auth = AdminAuth::load(&config.admin, base_dir.as_deref(), config.admin_addr(), options.admin_token.clone())?;
+    let server_tls = config.server_tls(base_dir.as_deref())?.map(Arc::new);
     let (data, data_addr) = bind(config.data_addr(), "data")?;
     let (admin_listener, admin_addr) = bind(config.admin_addr(), "admin")?;
 
@@ -76,9 +87,21 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         options.config_text.clone(),
     ));
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let active_connections = Arc::new(AtomicI64::new(0));
-    let proxy = Proxy::new(table.clone(), Upstream::new(&config.upstream_settings()), "http");
-    let extensions: Vec<Extension> = Vec::new();
+    let metrics = Metrics::new(config.metrics_settings())?;
+    metrics.watch_table(table.clone());
+    let active_connections = metrics.connections_active();
+    let mut upstream_settings = config.upstream_settings();
+    upstream_settings.files_dir = base_dir.clone();
+    let scheme = if server_tls.is_some() { "https" } else { "http" };
+    let proxy = Proxy::new(table.clone(), Upstream::new(&upstream_settings), scheme)
+        .with_metrics(metrics.clone());
+    let upgraded_connections = Arc::clone(proxy.upgraded_connections());
+    let extensions: Vec<Extension> = vec![
+        crate::shadows::admin_extension(table.clone()),
+        crate::stats::extension(metrics.clone()),
+        crate::dashboard::extension(),
+    ];
+    plane.observe(crate::stats::observer(metrics.clone()));
     let admin = Arc::new(Admin {
         plane: Arc::clone(&plane),
         auth,
@@ -89,16 +112,22 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
     if let (true, Some(path)) = (options.watch, options.config_path.clone()) {
         background.push(crate::reload::watch_file(Arc::clone(&plane), path)?);
     }
+    if let Some(tls) = &server_tls {
+        background.push(crate::tls_reload::watch_certificates(Arc::clone(tls))?);
+    }
+    let mut listener_settings = config.listener_settings();
+    listener_settings.tls = server_tls;
     let tasks = vec![
         tokio::spawn(switchyard_proxy::serve(
             data,
             proxy,
-            config.listener_settings(),
+            listener_settings,
             Arc::clone(&active_connections),
             stopped(shutdown_rx.clone()),
         )),
         tokio::spawn(admin::serve(admin_listener, admin, stopped(shutdown_rx))),
     ];
+    background.push(crate::health::start(Arc::clone(&plane)));
     plane.set_ready(true);
     tracing::info!(%data_addr, %admin_addr, "listeners ready");
     Ok(Running {
@@ -107,6 +136,8 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         table,
         plane,
         active_connections,
+        upgraded_connections,
+        metrics,
         shutdown,
         tasks,
         background,

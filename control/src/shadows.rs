@@ -104,7 +104,10 @@ pub fn render(body: &Value) -> String {
                 .collect();
             items.join(", ")
         };
-        let compare = match (shadow["compare"].as_bool(), shadow["compare_ignore_body"].as_bool()) {
+        let compare = match (
+            shadow["compare"].as_bool(),
+            shadow["compare_ignore_body"].as_bool(),
+        ) {
             (Some(true), Some(true)) => "compare status",
             (Some(true), _) => "compare status+body",
             _ => "no compare",
@@ -133,7 +136,9 @@ pub fn render(body: &Value) -> String {
         };
         let _ = writeln!(text, "  copied {}: {}", shadow["copied"], counts(false));
         let _ = writeln!(text, "  dropped {}: {}", shadow["dropped"], counts(true));
-        let mismatches = shadow["mismatches"].as_array().map_or(&[][..], Vec::as_slice);
+        let mismatches = shadow["mismatches"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice);
         if !mismatches.is_empty() {
             let _ = writeln!(text, "  last mismatches (newest first):");
         }
@@ -173,10 +178,12 @@ mod tests {
                     name: "stable".into(),
                     weight: 1,
                     endpoints: vec!["127.0.0.1:9001".into()],
+                    ..Default::default()
                 }],
                 baseline: "stable".into(),
                 timeout: std::time::Duration::from_secs(1),
                 shadows: vec![next],
+                ..Default::default()
             }],
             settings: Settings::default(),
         };
@@ -196,18 +203,30 @@ mod tests {
             assert_eq!(shadow["counts"][result.as_str()], 0, "{}", result.as_str());
         }
         let text = render(&body);
-        assert!(text.contains("web/next  -> 127.0.0.1:9003  100.0% of GET, HEAD, OPTIONS"), "{text}");
-        assert!(text.contains("dropped 0: sampled_out 0  method 0  overload 0  body_too_large 0"), "{text}");
+        assert!(
+            text.contains("web/next  -> 127.0.0.1:9003  100.0% of GET, HEAD, OPTIONS"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dropped 0: sampled_out 0  method 0  overload 0  body_too_large 0"),
+            "{text}"
+        );
         assert!(text.contains("compare status+body"), "{text}");
     }
 
     #[test]
     fn renders_mismatches_and_an_empty_list() {
-        assert_eq!(render(&json!({"revision": 1, "shadows": []})), "no shadows configured\n");
+        assert_eq!(
+            render(&json!({"revision": 1, "shadows": []})),
+            "no shadows configured\n"
+        );
         let body = json!({"shadows": [{"route": "web", "name": "next", "counts": {}, "mismatches": [
             {"time": "2026-01-01T00:00:00.000Z", "method": "GET", "path": "/x", "primary_status": 200, "shadow_status": 500, "kind": "status_mismatch"}
         ]}]});
         let text = render(&body);
-        assert!(text.contains("GET /x  primary 200  shadow 500  status_mismatch"), "{text}");
+        assert!(
+            text.contains("GET /x  primary 200  shadow 500  status_mismatch"),
+            "{text}"
+        );
     }
 }

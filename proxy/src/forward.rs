@@ -1,18 +1,25 @@
-//! Forwarding to an upstream: the pooled keep-alive client, the rewrite of a
-//! downstream request into an upstream one (URI, hop-by-hop headers,
-//! X-Forwarded-*), and the clean-up of the upstream's response headers.
+//! Forwarding to an upstream: the pooled keep-alive clients (the shared
+//! plain HTTP/1.1 one, and one per TLS / HTTP/2 transport a version asks
+//! for), the rewrite of a downstream request into an upstream one (URI,
+//! hop-by-hop headers, X-Forwarded-*), and the clean-up of the upstream's
+//! response headers.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme, Uri};
 use http::{Request, Response, Version};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Builder, Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::ProxyBody;
+use crate::tls::{self, TlsError};
 
 /// Settings of the upstream connection pool, fixed for the process lifetime.
 #[derive(Debug, Clone)]
@@ -21,6 +28,9 @@ pub struct UpstreamSettings {
     /// How long an idle pooled connection is kept.
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
+    /// What relative `ca_file` paths are relative to (the config file's
+    /// directory); `None`: the working directory.
+    pub files_dir: Option<PathBuf>,
 }
 
 impl Default for UpstreamSettings {
@@ -29,41 +39,161 @@ impl Default for UpstreamSettings {
             connect_timeout: Duration::from_secs(2),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 256,
+            files_dir: None,
         }
     }
 }
 
-/// The pooled HTTP/1.1 client for one kind of upstream traffic (primary
-/// requests; shadows get their own so they never take primary connections).
+/// How a version's endpoints are spoken to. The default, plain HTTP/1.1,
+/// goes through the shared pool at no extra cost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Transport {
+    /// `Some`: HTTPS to the endpoints.
+    pub tls: Option<UpstreamTls>,
+    /// HTTP/2: negotiated by ALPN over TLS, prior knowledge (h2c) without.
+    pub http2: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct UpstreamTls {
+    /// PEM file of the CAs to trust; `None`: the Mozilla roots.
+    pub ca_file: Option<PathBuf>,
+    /// The name the certificate must be valid for, instead of the
+    /// endpoint's host (for endpoints given as IP addresses).
+    pub server_name: Option<String>,
+}
+
+impl Transport {
+    #[inline]
+    pub fn is_plain(&self) -> bool {
+        self.tls.is_none() && !self.http2
+    }
+}
+
+/// The client of one transport; both kinds answer with the same future.
+#[derive(Clone)]
+enum TransportClient {
+    Plain(Client<HttpConnector, ProxyBody>),
+    Tls(Client<HttpsConnector<HttpConnector>, ProxyBody>),
+}
+
+impl TransportClient {
+    fn request(&self, req: Request<ProxyBody>) -> ResponseFuture {
+        match self {
+            TransportClient::Plain(client) => client.request(req),
+            TransportClient::Tls(client) => client.request(req),
+        }
+    }
+}
+
+/// The pooled clients for one kind of upstream traffic (primary requests;
+/// shadows get their own so they never take primary connections).
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpConnector, ProxyBody>,
     settings: UpstreamSettings,
+    /// Clients of non-plain transports, built on first use and kept, so
+    /// their pools outlive table swaps.
+    others: Arc<RwLock<HashMap<Transport, TransportClient>>>,
 }
 
 impl Upstream {
     pub fn new(settings: &UpstreamSettings) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
-            .build(connector);
         Upstream {
-            client,
+            client: client_builder(settings).build(http_connector(settings)),
             settings: settings.clone(),
+            others: Arc::default(),
         }
     }
 
-    /// A client with the same settings and a pool of its own.
+    /// Sends `req` over `transport` (for TLS, as an `https` URI). Fails only
+    /// when a TLS transport's CA file or server name cannot be used.
+    pub fn send(
+        &self,
+        transport: &Transport,
+        mut req: Request<ProxyBody>,
+    ) -> Result<ResponseFuture, TlsError> {
+        if transport.is_plain() {
+            return Ok(self.client.request(req));
+        }
+        let client = self.transport_client(transport)?;
+        if transport.tls.is_some() {
+            set_scheme(&mut req, Scheme::HTTPS);
+        }
+        Ok(client.request(req))
+    }
+
+    fn transport_client(&self, transport: &Transport) -> Result<TransportClient, TlsError> {
+        let known = self.others.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = known.get(transport) {
+            return Ok(client.clone());
+        }
+        drop(known);
+        let client = self.build_transport(transport)?;
+        let mut known = self.others.write().unwrap_or_else(PoisonError::into_inner);
+        Ok(known.entry(transport.clone()).or_insert(client).clone())
+    }
+
+    fn build_transport(&self, transport: &Transport) -> Result<TransportClient, TlsError> {
+        let mut builder = client_builder(&self.settings);
+        builder.http2_only(transport.http2);
+        let mut http = http_connector(&self.settings);
+        let Some(upstream_tls) = &transport.tls else {
+            return Ok(TransportClient::Plain(builder.build(http)));
+        };
+        http.enforce_http(false);
+        let ca_file = upstream_tls.ca_file.as_ref().map(|path| match &self.settings.files_dir {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.clone(),
+        });
+        let config = tls::client_config(ca_file.as_deref())?;
+        let mut https = HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_only();
+        if let Some(name) = &upstream_tls.server_name {
+            https = https.with_server_name_resolver(FixedServerNameResolver::new(
+                tls::server_name(name)?,
+            ));
+        }
+        let connector = if transport.http2 {
+            https.enable_http2().wrap_connector(http)
+        } else {
+            https.enable_http1().wrap_connector(http)
+        };
+        Ok(TransportClient::Tls(builder.build(connector)))
+    }
+
+    /// Clients with the same settings and pools of their own.
     pub fn separate_pool(&self) -> Upstream {
         Upstream::new(&self.settings)
     }
 
     pub fn client(&self) -> &Client<HttpConnector, ProxyBody> {
         &self.client
+    }
+}
+
+fn http_connector(settings: &UpstreamSettings) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(settings.connect_timeout));
+    connector
+}
+
+fn client_builder(settings: &UpstreamSettings) -> Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(settings.pool_idle_timeout)
+        .pool_max_idle_per_host(settings.pool_max_idle_per_host);
+    builder
+}
+
+fn set_scheme(req: &mut Request<ProxyBody>, scheme: Scheme) {
+    let mut parts = req.uri().clone().into_parts();
+    parts.scheme = Some(scheme);
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
     }
 }
 
@@ -150,6 +280,15 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert(X_FORWARDED_FOR, value);
     }
+}
+
+/// Points an already rewritten upstream request at another endpoint.
+pub fn retarget(req: Request<ProxyBody>, endpoint: &Authority) -> Result<Request<ProxyBody>, http::Error> {
+    let (mut parts, body) = req.into_parts();
+    let mut uri_parts = std::mem::take(&mut parts.uri).into_parts();
+    uri_parts.authority = Some(endpoint.clone());
+    parts.uri = Uri::from_parts(uri_parts)?;
+    Ok(Request::from_parts(parts, body))
 }
 
 /// Cleans the upstream's response for the downstream connection.

@@ -1,22 +1,27 @@
 //! The request path, top to bottom: load the table → find the route → pick
-//! the version and endpoint → forward → finish the response headers.
+//! the version and endpoint → mirror to the route's shadows (never awaited)
+//! → forward → finish the response headers.
 //!
 //! Everything a request needs from the control plane comes from the one table
 //! it loads first; it keeps that `Arc` until its response is complete.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue, SET_COOKIE};
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::body::{self, ProxyBody};
+use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::forward::{self, Upstream};
+use crate::metrics::{self, Measure, Metrics};
 use crate::route::request_host;
-use crate::shadow;
-use crate::table::{RoutingTable, TableHandle};
+use crate::{select, shadow, upgrade};
+use crate::error::UpstreamErrorKind;
+use crate::table::{Endpoint, Route, RoutingTable, TableHandle, Version};
+use http_body::Body as _;
 
 pub const VERSION_HEADER: HeaderName = HeaderName::from_static("x-switchyard-version");
 pub const REVISION_HEADER: HeaderName = HeaderName::from_static("x-switchyard-revision");
@@ -34,6 +39,9 @@ struct Inner {
     shadow_upstream: Upstream,
     /// `http` or `https`: what X-Forwarded-Proto says.
     scheme: &'static str,
+    metrics: Metrics,
+    /// Open upgraded (WebSocket) connections.
+    upgraded: Arc<AtomicI64>,
 }
 
 impl Proxy {
@@ -44,8 +52,29 @@ impl Proxy {
                 shadow_upstream: upstream.separate_pool(),
                 upstream,
                 scheme,
+                metrics: Metrics::disabled(),
+                upgraded: Arc::default(),
             }),
         }
+    }
+
+    /// Measures every request into `metrics`. Call it before the proxy is
+    /// cloned; a shared proxy keeps its metrics.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Proxy {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.metrics = metrics,
+            None => tracing::warn!("metrics not attached: the proxy is already shared"),
+        }
+        self
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The gauge of open upgraded (WebSocket) connections.
+    pub fn upgraded_connections(&self) -> &Arc<AtomicI64> {
+        &self.inner.upgraded
     }
 
     pub fn table(&self) -> &TableHandle {
@@ -55,10 +84,14 @@ impl Proxy {
     /// Serves one request; failures become plain-text error responses.
     pub async fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
         let table = self.inner.table.load();
-        match self.forward(&table, req, client).await {
+        let mut measure = None;
+        match self.forward(&table, req, client, &mut measure).await {
             Ok(response) => response,
             Err(error) => {
                 tracing::debug!(%error, "request failed");
+                if let Some(measure) = measure {
+                    measure.failed(&error);
+                }
                 let mut response = error.into_response();
                 stamp_revision(&table, &mut response);
                 response
@@ -69,25 +102,32 @@ impl Proxy {
     async fn forward(
         &self,
         table: &Arc<RoutingTable>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         client: SocketAddr,
+        measure: &mut Option<Measure>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let started = self.inner.metrics.clock();
         // Route.
         let host = request_host(&req).unwrap_or_default();
-        let Some(route) = table.find(&host, req.uri().path()) else {
+        let Some(route) = table.find_request(&host, req.uri().path(), req.headers()) else {
             return Err(ProxyError::NoRoute {
                 host,
                 path: req.uri().path().to_owned(),
             });
         };
 
-        // Upstream pick.
-        let Some(version) = route.pick() else {
-            return Err(ProxyError::NoVersion {
-                route: route.name.to_string(),
-            });
-        };
+        // Upstream pick: override header, sticky key, or weight.
+        let choice = select::choose(
+            route,
+            table.settings().version_override.as_ref(),
+            req.headers_mut(),
+        )?;
+        let version = choice.version;
+        // A version known to be down hands its share to the baseline.
+        let version = route.available(version);
+        *measure = started.and_then(|at| self.inner.metrics.start(table, route, version, at));
         let endpoint = version.next_endpoint();
+        let upgrade = upgrade::requested(&mut req);
 
         // Mirror: copies for the route's shadows, spawned, never awaited.
         let (req, comparison) = shadow::mirror(
@@ -99,35 +139,28 @@ impl Proxy {
         );
 
         // Forward.
-        let upstream_req = forward::upstream_request(
+        let mut upstream_req = forward::upstream_request(
             req,
             &endpoint.authority,
             client,
             self.inner.scheme,
         )
         .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream request: {e}")))?;
-        let call = self.inner.upstream.client().request(upstream_req);
-        let response = match tokio::time::timeout(route.timeout, call).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => {
-                return Err(ProxyError::upstream(
-                    &error,
-                    &version.name,
-                    endpoint.authority.as_str(),
-                ))
-            }
-            Err(_) => {
-                return Err(ProxyError::timeout(
-                    &version.name,
-                    endpoint.authority.as_str(),
-                    route.timeout,
-                ))
-            }
-        };
+        if let Some(upgrade) = &upgrade {
+            upgrade.prepare(&mut upstream_req);
+        }
+        let mut response = self.send(route, version, endpoint, upstream_req).await?;
 
         // Response.
-        let mut response = comparison.attach(response.map(body::boxed));
+        let switched = upgrade.and_then(|u| u.tunnel(&mut response, &self.inner.upgraded));
+        let mut response = comparison.attach(metrics::boxed_response(measure.take(), response));
         forward::downstream_response(&mut response);
+        if let Some(protocol) = switched {
+            upgrade::restore_headers(response.headers_mut(), protocol);
+        }
+        if let Some(cookie) = choice.set_cookie {
+            response.headers_mut().append(SET_COOKIE, cookie);
+        }
         if table.settings().version_header {
             response
                 .headers_mut()
@@ -136,6 +169,102 @@ impl Proxy {
         stamp_revision(table, &mut response);
         Ok(response)
     }
+}
+
+impl Proxy {
+    /// Sends to `endpoint`; a connect failure of an idempotent request
+    /// without a body is retried once on another endpoint of the version
+    /// (nothing reached the upstream, so nothing can happen twice).
+    async fn send(
+        &self,
+        route: &Route,
+        version: &Version,
+        endpoint: &Endpoint,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let retry = retry_copy(&req, version);
+        match self.call(route, version, endpoint, req).await {
+            Err(error) if error.upstream_kind() == Some(UpstreamErrorKind::Connect) => {
+                let Some((copy, other)) =
+                    retry.and_then(|copy| Some((copy, version.other_endpoint(endpoint)?)))
+                else {
+                    return Err(error);
+                };
+                tracing::debug!(%error, retry = %other.authority, "retrying on another endpoint");
+                let req = forward::retarget(copy, &other.authority)
+                    .map_err(|e| ProxyError::BadRequest(format!("cannot build the retry: {e}")))?;
+                self.call(route, version, other, req).await
+            }
+            result => result,
+        }
+    }
+
+    /// One upstream exchange up to the response headers, reported to
+    /// outlier detection.
+    async fn call(
+        &self,
+        route: &Route,
+        version: &Version,
+        endpoint: &Endpoint,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let call = self
+            .inner
+            .upstream
+            .send(&version.transport, req)
+            .map_err(|e| ProxyError::Upstream {
+                kind: UpstreamErrorKind::Connect,
+                version: version.name.to_string(),
+                endpoint: endpoint.authority.to_string(),
+                detail: e.to_string(),
+            })?;
+        let result = match tokio::time::timeout(route.timeout, call).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(ProxyError::upstream(
+                &error,
+                &version.name,
+                endpoint.authority.as_str(),
+            )),
+            Err(_) => Err(ProxyError::timeout(
+                &version.name,
+                endpoint.authority.as_str(),
+                route.timeout,
+            )),
+        };
+        if let Some(policy) = &route.outlier {
+            let failed = match &result {
+                Ok(response) => response.status().is_server_error(),
+                Err(_) => true,
+            };
+            if failed {
+                endpoint
+                    .health
+                    .record_failure(policy, version.ejected(), version.endpoints.len());
+            } else {
+                endpoint.health.record_success();
+            }
+        }
+        result
+    }
+}
+
+/// A bodiless copy of an idempotent request, kept for one retry; `None`
+/// when a retry is impossible or unsafe.
+fn retry_copy(req: &Request<ProxyBody>, version: &Version) -> Option<Request<ProxyBody>> {
+    use http::Method;
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    );
+    if version.endpoints.len() < 2 || !idempotent || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(crate::body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
 }
 
 fn stamp_revision(table: &RoutingTable, response: &mut Response<ProxyBody>) {

@@ -4,29 +4,38 @@
 //! them over through [`TableHandle`]; nothing here depends on it.
 //!
 //! The request path, in the order a request meets it:
-//! [`listener`] (accept, HTTP/1.1 + h2c) → [`handler`] (load table, route,
-//! pick) → [`shadow`] (copies to shadow targets, never awaited) → [`forward`]
+//! [`listener`] (accept, HTTP/1.1 + h2c, or [`tls`] with ALPN h2) →
+//! [`handler`] (load table, [`route`], pick the version by [`select`]:
+//! override, [`sticky`] key or [`split`] weight) → [`shadow`] (copies to shadow targets, never awaited) → [`forward`]
 //! (rewrite, pooled upstream call) → back through
-//! [`handler`] (response headers). [`error`] turns failures into responses.
+//! [`handler`] (response headers; a 101 becomes an [`upgrade`] tunnel).
+//! [`error`] turns failures into responses.
 
 pub mod body;
 pub mod error;
 pub mod forward;
 pub mod handler;
+pub mod health;
 pub mod listener;
 pub mod metrics;
 pub mod route;
 pub mod shadow;
 pub mod split;
+pub mod sticky;
+pub mod select;
 pub mod table;
 pub mod tee;
+pub mod tls;
+pub mod upgrade;
 
 pub use error::{ProxyError, UpstreamErrorKind};
-pub use forward::{Upstream, UpstreamSettings};
+pub use forward::{Transport, Upstream, UpstreamSettings, UpstreamTls};
 pub use handler::Proxy;
 pub use listener::{bind, serve, ListenerSettings};
 pub use metrics::{Metrics, MetricsSettings};
+pub use select::VersionOverride;
 pub use shadow::{ShadowResult, ShadowSpec};
+pub use sticky::StickySpec;
 pub use table::{
     RouteSpec, RoutingTable, Settings, TableError, TableHandle, TableSpec, VersionSpec,
 };

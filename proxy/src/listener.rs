@@ -1,6 +1,7 @@
-//! The data listener: binds the socket, accepts connections and serves each
-//! with hyper-util's auto builder (HTTP/1.1 and h2c prior knowledge on one
-//! port), then drains in-flight requests on shutdown.
+//! The data listener: binds the socket, accepts connections (with a TLS
+//! handshake first when configured) and serves each with hyper-util's auto
+//! builder (HTTP/1.1 and h2 — prior knowledge in clear text, ALPN over
+//! TLS — on one port), then drains in-flight requests on shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,11 +12,13 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use socket2::{Domain, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use crate::handler::Proxy;
+use crate::tls::ServerTls;
 
 /// Downstream connection behaviour.
 #[derive(Debug, Clone)]
@@ -25,6 +28,8 @@ pub struct ListenerSettings {
     pub client_idle_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// Terminate TLS (the handshake may take `client_idle_timeout`).
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 impl Default for ListenerSettings {
@@ -32,6 +37,7 @@ impl Default for ListenerSettings {
         ListenerSettings {
             client_idle_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -80,20 +86,18 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let service = service_fn(move |req| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, client).await) }
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (proxy, builder, tls) = (proxy.clone(), Arc::clone(&builder), settings.tls.clone());
+        let watcher = graceful.watcher();
+        let handshake_timeout = settings.client_idle_timeout;
         let active = Arc::clone(&active);
         active.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(error = %error, %client, "connection ended with an error");
+            match tls {
+                None => serve_connection(&builder, watcher, stream, proxy, client).await,
+                Some(tls) => match tls.accept(stream, handshake_timeout).await {
+                    Ok(stream) => serve_connection(&builder, watcher, stream, proxy, client).await,
+                    Err(error) => tracing::debug!(%error, %client, "TLS handshake failed"),
+                },
             }
             active.fetch_sub(1, Ordering::Relaxed);
         });
@@ -104,5 +108,28 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("drain timeout reached; closing remaining connections");
+    }
+}
+
+/// Serves one connection (plain TCP or TLS) until it closes; shutdown
+/// drains it through `watcher`.
+async fn serve_connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    io: I,
+    proxy: Proxy,
+    client: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, client).await) }
+    });
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    if let Err(error) = watcher.watch(connection).await {
+        tracing::debug!(error = %error, %client, "connection ended with an error");
     }
 }

@@ -1,14 +1,19 @@
-//! Route matching: which route of the table answers a (host, path) pair.
+//! Route matching: which route of the table answers a request, by host,
+//! path and (optionally) header values.
 //!
 //! Routes are ordered once, when the table is built, so a request walks a
 //! short list and takes the first match: exact hosts before wildcard hosts
 //! (longer suffix first) before any-host routes, and within each, the longest
-//! path prefix first. That is the order nginx (server_name, then location) and
-//! Envoy (virtual host, then route) resolve in, except that a request whose
-//! exact host has no matching prefix falls through to wildcard and any-host
-//! routes instead of answering 404.
+//! path prefix first, and for the same prefix, routes that also require
+//! header values (more required headers first) before those that do not.
+//! That is the order nginx (server_name, then location) and Envoy (virtual
+//! host, then route) resolve in, except that a request whose exact host has
+//! no matching prefix falls through to wildcard and any-host routes instead
+//! of answering 404.
 
 use std::cmp::Ordering;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// The host part of a route's match.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,11 +87,71 @@ fn check_host_chars(host: &str) -> Result<(), String> {
     }
 }
 
-/// Order in which routes are tried: most specific first.
-pub fn match_order(a: (&HostMatch, &str), b: (&HostMatch, &str)) -> Ordering {
+/// Header values a route requires (`match_headers`): every listed header
+/// must be present with exactly that value. Empty for most routes, which
+/// then pay one length check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderMatch {
+    /// Sorted, so two routes requiring the same set compare equal.
+    required: Box<[(HeaderName, HeaderValue)]>,
+}
+
+impl HeaderMatch {
+    /// Parses the config form (name → value); names are case-insensitive.
+    pub fn parse<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<HeaderMatch, String> {
+        let mut required = Vec::new();
+        for (name, value) in pairs {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("'{name}' is not a valid header name"))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| format!("header '{name}': '{value}' is not a valid header value"))?;
+            required.push((name, value));
+        }
+        required.sort_by(|a, b| {
+            (a.0.as_str(), a.1.as_bytes()).cmp(&(b.0.as_str(), b.1.as_bytes()))
+        });
+        Ok(HeaderMatch {
+            required: required.into_boxed_slice(),
+        })
+    }
+
+    #[inline]
+    pub fn matches(&self, headers: &HeaderMap) -> bool {
+        self.required.is_empty()
+            || self
+                .required
+                .iter()
+                .all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
+    }
+
+    pub fn len(&self) -> usize {
+        self.required.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.required.is_empty()
+    }
+}
+
+impl std::fmt::Display for HeaderMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, value)) in self.required.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{name}: {}", String::from_utf8_lossy(value.as_bytes()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Order in which routes are tried: most specific first. Each side is
+/// (host, path prefix, number of required headers).
+pub fn match_order(a: (&HostMatch, &str, usize), b: (&HostMatch, &str, usize)) -> Ordering {
     b.0.rank()
         .cmp(&a.0.rank())
         .then_with(|| b.1.len().cmp(&a.1.len()))
+        .then_with(|| b.2.cmp(&a.2))
 }
 
 /// The request's host, lowercase and without port, from the Host header or
@@ -154,7 +219,38 @@ mod tests {
     fn order_prefers_specific_host_then_long_prefix() {
         let any = HostMatch::Any;
         let exact = HostMatch::Exact("a".into());
-        assert_eq!(match_order((&exact, "/"), (&any, "/long")), Ordering::Less);
-        assert_eq!(match_order((&any, "/long"), (&any, "/")), Ordering::Less);
+        assert_eq!(
+            match_order((&exact, "/", 0), (&any, "/long", 0)),
+            Ordering::Less
+        );
+        assert_eq!(
+            match_order((&any, "/long", 0), (&any, "/", 0)),
+            Ordering::Less
+        );
+        assert_eq!(match_order((&any, "/", 1), (&any, "/", 0)), Ordering::Less);
+        assert_eq!(
+            match_order((&any, "/", 1), (&any, "/x", 0)),
+            Ordering::Greater
+        );
+    }
+
+    #[test]
+    fn header_match_requires_every_value() {
+        let m = HeaderMatch::parse([("X-Beta", "1"), ("x-team", "qa")]).expect("valid");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-beta", HeaderValue::from_static("1"));
+        assert!(!m.matches(&headers));
+        headers.insert("x-team", HeaderValue::from_static("qa"));
+        assert!(m.matches(&headers));
+        headers.insert("x-beta", HeaderValue::from_static("2"));
+        assert!(!m.matches(&headers));
+        assert!(HeaderMatch::default().matches(&HeaderMap::new()));
+        assert_eq!(
+            HeaderMatch::parse([("x-team", "qa"), ("x-beta", "1")]).expect("valid"),
+            m
+        );
+        assert!(HeaderMatch::parse([("bad name", "1")]).is_err());
+        assert!(HeaderMatch::parse([("x-beta", "a\nb")]).is_err());
+        assert_eq!(m.to_string(), "x-beta: 1, x-team: qa");
     }
 }

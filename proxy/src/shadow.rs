@@ -784,7 +784,13 @@ impl Comparison {
         let status = response.status();
         let Comparison { waiting, digest } = self;
         if !digest {
-            report(waiting, Primary { status, digest: None });
+            report(
+                waiting,
+                Primary {
+                    status,
+                    digest: None,
+                },
+            );
             return response;
         }
         response.map(|body| {
@@ -825,13 +831,21 @@ mod tests {
             let hits = (0..every * 100).filter(|_| shadow.sampled()).count();
             assert_eq!(hits, 100, "{percent}%");
         }
-        let none = build(&ShadowSpec { percent: 0.0, ..spec() }).expect("valid");
+        let none = build(&ShadowSpec {
+            percent: 0.0,
+            ..spec()
+        })
+        .expect("valid");
         assert!((0..1000).all(|_| !none.sampled()));
         let all = build(&spec()).expect("valid");
         assert!((0..1000).all(|_| all.sampled()));
         // 100 % never touches the shared counter.
         assert_eq!(all.state.sampled.load(Ordering::Relaxed), 0);
-        let fraction = build(&ShadowSpec { percent: 33.3, ..spec() }).expect("valid");
+        let fraction = build(&ShadowSpec {
+            percent: 33.3,
+            ..spec()
+        })
+        .expect("valid");
         let hits = (0..10_000).filter(|_| fraction.sampled()).count();
         assert!((3329..=3331).contains(&hits), "{hits}");
     }
@@ -842,17 +856,83 @@ mod tests {
             let error = build(&spec).expect_err("should fail");
             assert!(error.contains(needle), "{error}");
         };
-        bad(ShadowSpec { name: "a b".into(), ..spec() }, "name");
-        bad(ShadowSpec { endpoints: vec![], ..spec() }, "endpoints");
-        bad(ShadowSpec { endpoints: vec!["x".into()], ..spec() }, "'x'");
-        bad(ShadowSpec { percent: 100.5, ..spec() }, "0 to 100");
-        bad(ShadowSpec { percent: f64::NAN, ..spec() }, "0 to 100");
-        bad(ShadowSpec { methods: vec!["get".into()], ..spec() }, "'GET'");
-        bad(ShadowSpec { methods: vec!["G ET".into()], ..spec() }, "method");
-        bad(ShadowSpec { methods: vec![], ..spec() }, "methods");
-        bad(ShadowSpec { max_in_flight: 0, ..spec() }, "max_in_flight");
-        bad(ShadowSpec { strip_headers: vec!["a:b".into()], ..spec() }, "header");
-        bad(ShadowSpec { compare_ignore_body: true, ..spec() }, "compare = true");
+        bad(
+            ShadowSpec {
+                name: "a b".into(),
+                ..spec()
+            },
+            "name",
+        );
+        bad(
+            ShadowSpec {
+                endpoints: vec![],
+                ..spec()
+            },
+            "endpoints",
+        );
+        bad(
+            ShadowSpec {
+                endpoints: vec!["x".into()],
+                ..spec()
+            },
+            "'x'",
+        );
+        bad(
+            ShadowSpec {
+                percent: 100.5,
+                ..spec()
+            },
+            "0 to 100",
+        );
+        bad(
+            ShadowSpec {
+                percent: f64::NAN,
+                ..spec()
+            },
+            "0 to 100",
+        );
+        bad(
+            ShadowSpec {
+                methods: vec!["get".into()],
+                ..spec()
+            },
+            "'GET'",
+        );
+        bad(
+            ShadowSpec {
+                methods: vec!["G ET".into()],
+                ..spec()
+            },
+            "method",
+        );
+        bad(
+            ShadowSpec {
+                methods: vec![],
+                ..spec()
+            },
+            "methods",
+        );
+        bad(
+            ShadowSpec {
+                max_in_flight: 0,
+                ..spec()
+            },
+            "max_in_flight",
+        );
+        bad(
+            ShadowSpec {
+                strip_headers: vec!["a:b".into()],
+                ..spec()
+            },
+            "header",
+        );
+        bad(
+            ShadowSpec {
+                compare_ignore_body: true,
+                ..spec()
+            },
+            "compare = true",
+        );
         assert!(parse_method("PURGE").is_ok());
         let problems = check(&ShadowSpec {
             endpoints: vec!["127.0.0.1:1".into(), "nope".into()],
@@ -870,7 +950,9 @@ mod tests {
     #[test]
     fn in_flight_places_are_bounded_and_returned() {
         let state = Arc::new(ShadowState::new("web", "next"));
-        let held: Vec<InFlight> = (0..3).filter_map(|_| InFlight::acquire(&state, 3)).collect();
+        let held: Vec<InFlight> = (0..3)
+            .filter_map(|_| InFlight::acquire(&state, 3))
+            .collect();
         assert_eq!(held.len(), 3);
         assert!(InFlight::acquire(&state, 3).is_none());
         drop(held);

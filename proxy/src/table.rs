@@ -13,9 +13,13 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::uri::Authority;
 
-use crate::route::{match_order, HostMatch};
+use crate::forward::Transport;
+use crate::health::{EndpointHealth, HealthCheckSpec, HealthRegistry, OutlierPolicy};
+use crate::route::{match_order, HeaderMatch, HostMatch};
+use crate::select::VersionOverride;
 use crate::shadow::{Shadow, ShadowSpec, MAX_SHADOWS};
 use crate::split::{RoundRobin, WeightedPicker, MAX_VERSIONS, MAX_WEIGHT};
+use crate::sticky::{Sticky, StickySpec};
 
 /// Plain data describing a table: what the control plane builds from config
 /// and edits for weight changes.
@@ -32,6 +36,8 @@ pub struct Settings {
     pub version_header: bool,
     /// Add `x-switchyard-revision: N` (the table revision a request used).
     pub revision_header: bool,
+    /// The request header that forces a version; `None`: disabled.
+    pub version_override: Option<VersionOverride>,
 }
 
 impl Default for Settings {
@@ -39,11 +45,12 @@ impl Default for Settings {
         Settings {
             version_header: true,
             revision_header: false,
+            version_override: None,
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RouteSpec {
     pub name: String,
     /// `None`, `*`, `*.example.com` or an exact host.
@@ -56,14 +63,24 @@ pub struct RouteSpec {
     pub timeout: Duration,
     /// Targets that get a copy of this route's requests.
     pub shadows: Vec<ShadowSpec>,
+    /// Header values a request must carry to match (name, value).
+    pub match_headers: Vec<(String, String)>,
+    /// Keep each user on one version.
+    pub sticky: Option<StickySpec>,
+    /// Passive ejection of failing endpoints; `None`: off.
+    pub outlier: Option<OutlierPolicy>,
+    /// Active checks of every endpoint (run by the control plane).
+    pub health_check: Option<HealthCheckSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct VersionSpec {
     pub name: String,
     pub weight: u32,
     /// `host:port` of each backend.
     pub endpoints: Vec<String>,
+    /// TLS and HTTP/2 towards the endpoints (default: plain HTTP/1.1).
+    pub transport: Transport,
 }
 
 /// Why a spec cannot become a table. Each names the route and version.
@@ -71,13 +88,18 @@ pub struct VersionSpec {
 pub enum TableError {
     #[error("route '{0}' is defined twice: route names must be unique")]
     DuplicateRoute(String),
-    #[error("routes '{first}' and '{second}' both match host '{host}' and path prefix '{prefix}': give one a different host or prefix")]
+    #[error("routes '{first}' and '{second}' both match host '{host}' and path prefix '{prefix}'{}: give one a different host, prefix or match_headers", headers_note(headers))]
     DuplicateMatch {
         first: String,
         second: String,
         host: String,
         prefix: String,
+        headers: String,
     },
+    #[error("route '{route}', match_headers: {reason}")]
+    BadMatchHeaders { route: String, reason: String },
+    #[error("route '{route}', sticky: {reason}")]
+    BadSticky { route: String, reason: String },
     #[error("route '{route}': {reason}")]
     BadHost { route: String, reason: String },
     #[error("route '{0}': path_prefix must start with '/'")]
@@ -123,6 +145,14 @@ pub enum TableError {
     },
 }
 
+fn headers_note(headers: &str) -> String {
+    if headers.is_empty() {
+        String::new()
+    } else {
+        format!(" with headers {headers}")
+    }
+}
+
 /// One live table. Cheap to share; never mutated.
 #[derive(Debug)]
 pub struct RoutingTable {
@@ -130,6 +160,7 @@ pub struct RoutingTable {
     spec: TableSpec,
     /// Routes in match order (most specific first).
     routes: Vec<Route>,
+    health: Arc<HealthRegistry>,
 }
 
 #[derive(Debug)]
@@ -137,11 +168,18 @@ pub struct Route {
     pub name: Arc<str>,
     pub host: HostMatch,
     pub path_prefix: String,
+    /// Required header values; empty for most routes.
+    pub headers: HeaderMatch,
     pub versions: Box<[Version]>,
     pub timeout: Duration,
     /// Empty for most routes: then the mirror stage costs nothing.
     pub shadows: Box<[Shadow]>,
     picker: WeightedPicker,
+    sticky: Option<Sticky>,
+    /// Index of the baseline version.
+    baseline: usize,
+    /// Passive ejection; `None`: failures are not counted.
+    pub outlier: Option<OutlierPolicy>,
 }
 
 #[derive(Debug)]
@@ -151,6 +189,7 @@ pub struct Version {
     pub header_value: http::HeaderValue,
     pub weight: u32,
     pub endpoints: Box<[Endpoint]>,
+    pub transport: Transport,
     round_robin: RoundRobin,
 }
 
@@ -158,6 +197,8 @@ pub struct Version {
 pub struct Endpoint {
     /// What the upstream URI is built from.
     pub authority: Authority,
+    /// Shared with every table that has this address.
+    pub health: Arc<EndpointHealth>,
 }
 
 impl RoutingTable {
@@ -173,20 +214,32 @@ impl RoutingTable {
         revision: u64,
         previous: Option<&RoutingTable>,
     ) -> Result<RoutingTable, TableError> {
+        let health = previous.map_or_else(Arc::default, |table| Arc::clone(&table.health));
         let mut names = HashSet::new();
         let mut routes = Vec::with_capacity(spec.routes.len());
         for route in &spec.routes {
             if !names.insert(route.name.as_str()) {
                 return Err(TableError::DuplicateRoute(route.name.clone()));
             }
-            routes.push(Route::build(route, previous.and_then(|t| t.route(&route.name)))?);
+            routes.push(Route::build(
+                route,
+                previous.and_then(|t| t.route(&route.name)),
+                &health,
+            )?);
         }
-        routes.sort_by(|a, b| match_order((&a.host, &a.path_prefix), (&b.host, &b.path_prefix)));
+        routes.sort_by(|a, b| {
+            match_order(
+                (&a.host, &a.path_prefix, a.headers.len()),
+                (&b.host, &b.path_prefix, b.headers.len()),
+            )
+        });
         // Not just neighbours: routes of equal rank and prefix length keep
         // config order, so two with the same match need not be adjacent.
         for (i, second) in routes.iter().enumerate() {
             let same = |first: &&Route| {
-                first.host == second.host && first.path_prefix == second.path_prefix
+                first.host == second.host
+                    && first.path_prefix == second.path_prefix
+                    && first.headers == second.headers
             };
             if let Some(first) = routes[..i].iter().find(same) {
                 return Err(TableError::DuplicateMatch {
@@ -194,6 +247,7 @@ impl RoutingTable {
                     second: second.name.to_string(),
                     host: first.host.to_string(),
                     prefix: first.path_prefix.clone(),
+                    headers: first.headers.to_string(),
                 });
             }
         }
@@ -201,11 +255,17 @@ impl RoutingTable {
             revision,
             spec,
             routes,
+            health,
         })
     }
 
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// Endpoint health, shared by this table and the ones built after it.
+    pub fn health(&self) -> &HealthRegistry {
+        &self.health
     }
 
     /// The spec this table was built from (in config order).
@@ -222,12 +282,26 @@ impl RoutingTable {
         &self.routes
     }
 
-    /// The first route (most specific) matching `host` and `path`.
+    /// The first route (most specific) matching `host` and `path` for a
+    /// request without headers (routes with `match_headers` never match).
     #[inline]
     pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
-        self.routes
-            .iter()
-            .find(|route| path.starts_with(route.path_prefix.as_str()) && route.host.matches(host))
+        self.find_request(host, path, &http::HeaderMap::new())
+    }
+
+    /// The first route (most specific) matching a request.
+    #[inline]
+    pub fn find_request(
+        &self,
+        host: &str,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Option<&Route> {
+        self.routes.iter().find(|route| {
+            path.starts_with(route.path_prefix.as_str())
+                && route.host.matches(host)
+                && route.headers.matches(headers)
+        })
     }
 
     pub fn route(&self, name: &str) -> Option<&Route> {
@@ -236,7 +310,11 @@ impl RoutingTable {
 }
 
 impl Route {
-    fn build(spec: &RouteSpec, previous: Option<&Route>) -> Result<Route, TableError> {
+    fn build(
+        spec: &RouteSpec,
+        previous: Option<&Route>,
+        health: &HealthRegistry,
+    ) -> Result<Route, TableError> {
         if !valid_name(&spec.name) {
             return Err(TableError::BadName {
                 route: spec.name.clone(),
@@ -266,7 +344,7 @@ impl Route {
                     version: version.name.clone(),
                 });
             }
-            versions.push(Version::build(&spec.name, version)?);
+            versions.push(Version::build(&spec.name, version, health)?);
         }
         if !seen.contains(spec.baseline.as_str()) {
             return Err(TableError::UnknownBaseline {
@@ -278,15 +356,70 @@ impl Route {
         if weights.iter().all(|w| *w == 0) {
             return Err(TableError::AllZero(spec.name.clone()));
         }
+        let headers = HeaderMatch::parse(
+            spec.match_headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str())),
+        )
+        .map_err(|reason| TableError::BadMatchHeaders {
+            route: spec.name.clone(),
+            reason,
+        })?;
+        let sticky = match &spec.sticky {
+            Some(sticky) => Some(
+                Sticky::build(
+                    &spec.name,
+                    sticky,
+                    versions.iter().map(|v| (&*v.name, v.weight)),
+                )
+                .map_err(|reason| TableError::BadSticky {
+                    route: spec.name.clone(),
+                    reason,
+                })?,
+            ),
+            None => None,
+        };
+        let baseline = versions
+            .iter()
+            .position(|v| *v.name == *spec.baseline)
+            .unwrap_or_default();
         Ok(Route {
             name: spec.name.as_str().into(),
             host,
             path_prefix: spec.path_prefix.clone(),
+            baseline,
+            outlier: spec.outlier.clone(),
+            headers,
+            sticky,
             picker: WeightedPicker::new(&weights),
             versions: versions.into_boxed_slice(),
             timeout: spec.timeout,
             shadows: build_shadows(spec, previous)?,
         })
+    }
+
+    /// `version`, unless every one of its endpoints is known to be down:
+    /// then its share goes to the baseline, or failing that to any version
+    /// with weight and a live endpoint. When nothing is up, `version` still
+    /// answers (as Envoy's panic routing does): better a try than a refusal.
+    #[inline]
+    pub fn available<'a>(&'a self, version: &'a Version) -> &'a Version {
+        if !version.is_down() {
+            return version;
+        }
+        let baseline = &self.versions[self.baseline];
+        if !baseline.is_down() {
+            return baseline;
+        }
+        self.versions
+            .iter()
+            .find(|v| v.weight > 0 && !v.is_down())
+            .unwrap_or(version)
+    }
+
+    /// The version `rollback` returns to.
+    pub fn baseline(&self) -> &Version {
+        &self.versions[self.baseline]
     }
 
     pub fn shadow(&self, name: &str) -> Option<&Shadow> {
@@ -302,10 +435,16 @@ impl Route {
     pub fn version(&self, name: &str) -> Option<&Version> {
         self.versions.iter().find(|v| &*v.name == name)
     }
+
+    /// The sticky assignment, when the route has one.
+    #[inline]
+    pub fn sticky(&self) -> Option<&Sticky> {
+        self.sticky.as_ref()
+    }
 }
 
 impl Version {
-    fn build(route: &str, spec: &VersionSpec) -> Result<Version, TableError> {
+    fn build(route: &str, spec: &VersionSpec, health: &HealthRegistry) -> Result<Version, TableError> {
         if !valid_name(&spec.name) {
             return Err(TableError::BadName {
                 route: route.into(),
@@ -335,7 +474,10 @@ impl Version {
             .iter()
             .map(|endpoint| {
                 parse_endpoint(endpoint)
-                    .map(|authority| Endpoint { authority })
+                    .map(|authority| Endpoint {
+                        health: health.get(authority.as_str()),
+                        authority,
+                    })
                     .map_err(|reason| TableError::BadEndpoint {
                         route: route.into(),
                         version: spec.name.clone(),
@@ -349,14 +491,46 @@ impl Version {
             header_value,
             weight: spec.weight,
             endpoints: endpoints.into_boxed_slice(),
+            transport: spec.transport.clone(),
             round_robin: RoundRobin::default(),
         })
     }
 
-    /// The next endpoint, round-robin.
+    /// The next available endpoint, round-robin; when none is available,
+    /// the next one regardless (see [`Route::available`]).
     #[inline]
     pub fn next_endpoint(&self) -> &Endpoint {
-        &self.endpoints[self.round_robin.next(self.endpoints.len())]
+        let len = self.endpoints.len();
+        let first = self.round_robin.next(len);
+        let endpoint = &self.endpoints[first];
+        if len == 1 || endpoint.health.is_available() {
+            return endpoint;
+        }
+        (1..len)
+            .map(|offset| &self.endpoints[(first + offset) % len])
+            .find(|e| e.health.is_available())
+            .unwrap_or(endpoint)
+    }
+
+    /// An available endpoint other than `not`, for a retry. It does not
+    /// advance the round-robin: a retry must not shift the rotation.
+    pub fn other_endpoint(&self, not: &Endpoint) -> Option<&Endpoint> {
+        let len = self.endpoints.len();
+        let first = self.endpoints.iter().position(|e| e.authority == not.authority).unwrap_or(0) + 1;
+        (0..len)
+            .map(|offset| &self.endpoints[(first + offset) % len])
+            .find(|e| e.authority != not.authority && e.health.is_available())
+    }
+
+    /// Every endpoint is known to be down (active checks or ejection).
+    #[inline]
+    pub fn is_down(&self) -> bool {
+        self.endpoints.iter().all(|e| !e.health.is_available())
+    }
+
+    /// Endpoints currently ejected by outlier detection.
+    pub fn ejected(&self) -> usize {
+        self.endpoints.iter().filter(|e| e.health.is_ejected()).count()
     }
 }
 
@@ -498,6 +672,7 @@ pub(crate) mod tests {
             name: name.into(),
             weight,
             endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+            ..VersionSpec::default()
         }
     }
 
@@ -514,7 +689,7 @@ pub(crate) mod tests {
             baseline: versions[0].name.clone(),
             versions,
             timeout: Duration::from_secs(1),
-            shadows: Vec::new(),
+            ..RouteSpec::default()
         }
     }
 
@@ -693,5 +868,53 @@ pub(crate) mod tests {
         assert_eq!(handle.load().revision(), before.revision());
         let next = handle.store(before.spec().clone()).expect("valid");
         assert_eq!(next.revision(), before.revision() + 1);
+    }
+
+    #[test]
+    fn header_routes_win_over_the_same_host_and_prefix() {
+        let v = || vec![version("stable", 1, &["127.0.0.1:1"])];
+        let mut beta = route("beta", None, "/", v());
+        beta.match_headers = vec![("x-beta".into(), "1".into())];
+        let mut beta_qa = route("beta-qa", None, "/", v());
+        beta_qa.match_headers = vec![("x-beta".into(), "1".into()), ("x-team".into(), "qa".into())];
+        let table = RoutingTable::build(
+            spec(vec![route("web", None, "/", v()), beta, beta_qa.clone()]),
+            1,
+        )
+        .expect("valid");
+        let found = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = http::HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, http::HeaderValue::from_static(value));
+            }
+            table
+                .find_request("x.org", "/", &headers)
+                .map(|r| r.name.to_string())
+        };
+        assert_eq!(found(&[]).as_deref(), Some("web"));
+        assert_eq!(found(&[("x-beta", "1")]).as_deref(), Some("beta"));
+        assert_eq!(found(&[("x-beta", "2")]).as_deref(), Some("web"));
+        assert_eq!(
+            found(&[("x-beta", "1"), ("x-team", "qa")]).as_deref(),
+            Some("beta-qa")
+        );
+        assert_eq!(table.find("x.org", "/").map(|r| &*r.name), Some("web"));
+
+        let mut again = beta_qa;
+        again.name = "again".into();
+        again.match_headers.reverse();
+        let result = RoutingTable::build(
+            spec(vec![route("web", None, "/", v()), again, {
+                let mut r = route("beta-qa", None, "/", v());
+                r.match_headers = vec![("x-team".into(), "qa".into()), ("x-beta".into(), "1".into())];
+                r
+            }]),
+            1,
+        );
+        assert!(
+            matches!(&result, Err(TableError::DuplicateMatch { headers, .. }) if headers == "x-beta: 1, x-team: qa"),
+            "{:?}",
+            result.map(|_| ())
+        );
     }
 }

@@ -283,17 +283,17 @@ mod tests {
         Aborted,
     }
 
+    /// What each sink (by limit) was told, in order.
+    type Log = Arc<Mutex<Vec<(usize, Outcome)>>>;
+
     struct Sink {
         limit: usize,
-        out: Arc<Mutex<Vec<(usize, Outcome)>>>,
+        out: Log,
     }
 
     impl Sink {
         fn push(&self, outcome: Outcome) {
-            self.out
-                .lock()
-                .expect("lock")
-                .push((self.limit, outcome));
+            self.out.lock().expect("lock").push((self.limit, outcome));
         }
     }
 
@@ -333,10 +333,12 @@ mod tests {
     }
 
     fn chunks(parts: &[&'static [u8]]) -> ProxyBody {
-        boxed(Frames(parts.iter().map(|p| Bytes::from_static(p)).collect()))
+        boxed(Frames(
+            parts.iter().map(|p| Bytes::from_static(p)).collect(),
+        ))
     }
 
-    fn sinks(limits: &[usize]) -> (Vec<Sink>, Arc<Mutex<Vec<(usize, Outcome)>>>) {
+    fn sinks(limits: &[usize]) -> (Vec<Sink>, Log) {
         let out = Arc::new(Mutex::new(Vec::new()));
         let sinks = limits
             .iter()

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::body::{self, ProxyBody};
 use crate::error::{body_error_kind, ProxyError, UpstreamErrorKind};
 use crate::table::RoutingTable;
 
@@ -57,6 +59,18 @@ impl Measure {
                 headers,
             }),
         })
+    }
+}
+
+/// Boxes an upstream response, measuring its body when `measure` is set.
+pub fn boxed_response<B>(measure: Option<Measure>, response: Response<B>) -> Response<ProxyBody>
+where
+    B: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match measure {
+        Some(measure) => measure.response(response).map(body::boxed),
+        None => response.map(body::boxed),
     }
 }
 

@@ -24,7 +24,7 @@ use prometheus::{IntCounterVec, Opts, Registry};
 
 use crate::table::{Route, RoutingTable, TableHandle, Version};
 
-pub use body::{Measure, Measured};
+pub use body::{boxed_response, Measure, Measured};
 pub use tally::{Latency, Outcome, SeriesStats, Snapshot, VersionStats, CODE_CLASSES};
 
 use directory::{Directory, TableIndex};
@@ -113,7 +113,6 @@ pub struct Metrics {
 
 pub(crate) struct Shared {
     enabled: bool,
-    started: Instant,
     core: Arc<Core>,
     directory: Mutex<Directory>,
     /// The newest table's index: the request path's lookup.
@@ -158,7 +157,6 @@ impl Metrics {
         };
         let shared = Arc::new(Shared {
             enabled: settings.enabled,
-            started: Instant::now(),
             core: Arc::new(Core::new(settings.slice, settings.slices, shards)),
             directory: Mutex::new(Directory::default()),
             index: ArcSwap::from_pointee(TableIndex::empty()),
@@ -438,5 +436,259 @@ impl Shared {
             weight: None,
         }));
         ordered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{ProxyError, UpstreamErrorKind};
+    use crate::table::tests::{route, version};
+    use crate::table::{Settings, TableSpec};
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+
+    fn spec(versions: Vec<crate::table::VersionSpec>) -> TableSpec {
+        TableSpec {
+            routes: vec![route("web", None, "/", versions)],
+            settings: Settings::default(),
+        }
+    }
+
+    fn three_versions() -> TableSpec {
+        spec(vec![
+            version("stable", 90, &["127.0.0.1:1"]),
+            version("canary", 10, &["127.0.0.1:2"]),
+            version("green", 0, &["127.0.0.1:3"]),
+        ])
+    }
+
+    fn metrics() -> Metrics {
+        Metrics::new(MetricsSettings {
+            slice: Duration::from_millis(200),
+            ..MetricsSettings::default()
+        })
+        .expect("valid settings")
+    }
+
+    fn start(metrics: &Metrics, table: &Arc<RoutingTable>, name: &str, ago: Duration) -> Measure {
+        let route = table.route("web").expect("route");
+        let version = route.version(name).expect("version");
+        metrics
+            .start(table, route, version, Instant::now() - ago)
+            .expect("enabled")
+    }
+
+    async fn respond(measure: Measure, status: u16) {
+        let response = http::Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from_static(b"hello")))
+            .expect("response");
+        let body = boxed_response(Some(measure), response).into_body();
+        body.collect().await.expect("body");
+    }
+
+    fn parse(text: &str) -> prometheus_parse::Scrape {
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        prometheus_parse::Scrape::parse(lines).expect("valid exposition text")
+    }
+
+    fn sample<'a>(
+        scrape: &'a prometheus_parse::Scrape,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Option<&'a prometheus_parse::Value> {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| &s.value)
+    }
+
+    #[tokio::test]
+    async fn records_status_errors_and_latency_per_version() {
+        let handle = TableHandle::new(three_versions()).expect("table");
+        let metrics = metrics();
+        metrics.watch_table(handle.clone());
+        let table = handle.load();
+        for _ in 0..3 {
+            respond(start(&metrics, &table, "stable", Duration::from_millis(5)), 200).await;
+        }
+        respond(start(&metrics, &table, "canary", Duration::from_millis(20)), 503).await;
+        start(&metrics, &table, "canary", Duration::from_millis(30)).failed(&ProxyError::timeout(
+            "canary",
+            "127.0.0.1:2",
+            Duration::from_millis(30),
+        ));
+
+        let stable = metrics
+            .window_stats("web", "stable", Duration::from_secs(1))
+            .expect("stable");
+        assert_eq!(stable.requests, 3);
+        assert_eq!(stable.status[1], 3);
+        assert_eq!(stable.errors, 0);
+        assert!(stable.latency.p50 >= Duration::from_millis(5));
+        assert!(stable.latency.p50 < Duration::from_millis(50));
+        let canary = metrics.totals("web", "canary").expect("canary");
+        assert_eq!(canary.requests, 2);
+        assert_eq!(canary.status[4], 2);
+        assert_eq!(canary.errors, 2);
+        assert_eq!(canary.upstream_errors[kind(UpstreamErrorKind::Timeout)], 1);
+        assert!((canary.error_rate() - 1.0).abs() < 1e-9);
+        let green = metrics.totals("web", "green").expect("green exists at zero");
+        assert_eq!(green.requests, 0);
+        let all = metrics.stats(Duration::from_secs(1));
+        let names: Vec<&str> = all.iter().map(|s| &*s.version).collect();
+        assert_eq!(names, ["stable", "canary", "green"], "config order");
+        assert_eq!(all[0].weight, Some(90));
+    }
+
+    fn kind(kind: UpstreamErrorKind) -> usize {
+        UpstreamErrorKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .expect("listed")
+    }
+
+    #[tokio::test]
+    async fn exported_text_parses_and_matches() {
+        let handle = TableHandle::new(three_versions()).expect("table");
+        let metrics = metrics();
+        metrics.watch_table(handle.clone());
+        metrics.connections_active().store(3, std::sync::atomic::Ordering::Relaxed);
+        metrics.record_reload(true);
+        metrics.record_reload(false);
+        metrics.record_reload(false);
+        let table = handle.load();
+        for _ in 0..4 {
+            respond(start(&metrics, &table, "stable", Duration::from_millis(2)), 200).await;
+        }
+        respond(start(&metrics, &table, "stable", Duration::from_millis(40)), 404).await;
+        let text = metrics.encode().expect("encode");
+        let scrape = parse(&text);
+        let value = |name: &str, labels: &[(&str, &str)]| match sample(&scrape, name, labels) {
+            Some(prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v)) => *v,
+            other => panic!("{name} {labels:?}: {other:?}\n{text}"),
+        };
+        let stable = [("route", "web"), ("version", "stable")];
+        assert_eq!(
+            value("switchyard_requests_total", &[stable[0], stable[1], ("code_class", "2xx")]),
+            4.0
+        );
+        assert_eq!(
+            value("switchyard_requests_total", &[stable[0], stable[1], ("code_class", "4xx")]),
+            1.0
+        );
+        assert_eq!(
+            value("switchyard_upstream_errors_total", &[stable[0], stable[1], ("kind", "reset")]),
+            0.0
+        );
+        assert_eq!(value("switchyard_route_weight", &stable), 90.0);
+        assert_eq!(value("switchyard_table_revision", &[]), 1.0);
+        assert_eq!(value("switchyard_connections_active", &[]), 3.0);
+        assert_eq!(value("switchyard_config_reloads_total", &[("result", "failure")]), 2.0);
+        let Some(prometheus_parse::Value::Histogram(buckets)) =
+            sample(&scrape, "switchyard_request_duration_seconds", &stable)
+        else {
+            panic!("no histogram\n{text}");
+        };
+        let le = |bound: f64| {
+            buckets
+                .iter()
+                .find(|b| b.less_than == bound || (b.less_than - bound).abs() < 1e-12)
+                .map(|b| b.count)
+        };
+        assert_eq!(le(0.001), Some(0.0));
+        assert_eq!(le(0.005), Some(4.0), "{buckets:?}");
+        assert_eq!(le(0.05), Some(5.0));
+        assert_eq!(le(f64::INFINITY), Some(5.0));
+        assert!(text.contains("process_cpu_seconds_total"), "process metrics");
+    }
+
+    #[tokio::test]
+    async fn removed_version_is_retired_once_its_requests_end() {
+        let handle = TableHandle::new(three_versions()).expect("table");
+        let metrics = metrics();
+        metrics.watch_table(handle.clone());
+        let old = handle.load();
+        let in_flight = start(&metrics, &old, "green", Duration::from_millis(1));
+        drop(old);
+        let next = handle
+            .store(spec(vec![
+                version("stable", 50, &["127.0.0.1:1"]),
+                version("canary", 50, &["127.0.0.1:2"]),
+            ]))
+            .expect("swap");
+        metrics.sync_table(&next);
+        let during = metrics.stats(Duration::from_secs(1));
+        let green = during.iter().find(|s| &*s.version == "green").expect("kept");
+        assert_eq!(green.weight, None, "no longer in the table");
+        respond(in_flight, 200).await;
+        let text = metrics.encode().expect("encode");
+        assert!(!text.contains("version=\"green\""), "retired:\n{text}");
+        assert!(metrics.totals("web", "green").is_none());
+        assert_eq!(metrics.stats(Duration::from_secs(1)).len(), 2);
+        // Same name again: a fresh series from zero, no ghost of the old one.
+        let again = handle.store(three_versions()).expect("swap");
+        metrics.sync_table(&again);
+        assert_eq!(metrics.totals("web", "green").map(|s| s.requests), Some(0));
+    }
+
+    #[tokio::test]
+    async fn aborted_and_empty_bodies() {
+        let handle = TableHandle::new(three_versions()).expect("table");
+        let metrics = metrics();
+        metrics.watch_table(handle.clone());
+        let table = handle.load();
+        // Never polled, with body left: the client went away.
+        let response = http::Response::new(Full::new(Bytes::from_static(b"unread")));
+        drop(boxed_response(Some(start(&metrics, &table, "stable", Duration::ZERO)), response));
+        // Empty body, never polled: complete.
+        let response = http::Response::new(http_body_util::Empty::<Bytes>::new());
+        drop(boxed_response(Some(start(&metrics, &table, "stable", Duration::ZERO)), response));
+        let stats = metrics.totals("web", "stable").expect("stable");
+        assert_eq!(stats.requests, 2);
+        assert_eq!(stats.aborted, 1);
+    }
+
+    #[test]
+    fn disabled_measures_nothing_but_exports_the_rest() {
+        let handle = TableHandle::new(three_versions()).expect("table");
+        let metrics = Metrics::disabled();
+        metrics.watch_table(handle.clone());
+        let table = handle.load();
+        let route = table.route("web").expect("route");
+        let version = route.version("stable").expect("version");
+        assert!(metrics.start(&table, route, version, Instant::now()).is_none());
+        assert!(metrics.clock().is_none());
+        let text = metrics.encode().expect("encode");
+        assert!(text.contains("switchyard_table_revision 1"), "{text}");
+        assert!(!text.contains("switchyard_requests_total"));
+    }
+
+    #[test]
+    fn settings_are_validated() {
+        let with = |f: fn(&mut MetricsSettings)| {
+            let mut settings = MetricsSettings::default();
+            f(&mut settings);
+            Metrics::new(settings).map(|_| ())
+        };
+        assert!(with(|_| {}).is_ok());
+        assert!(matches!(
+            with(|s| s.buckets = vec![0.1, 0.05]),
+            Err(MetricsError::BadBuckets(_))
+        ));
+        assert!(matches!(
+            with(|s| s.buckets = vec![]),
+            Err(MetricsError::BadBuckets(_))
+        ));
+        assert!(matches!(
+            with(|s| s.slice = Duration::from_millis(1)),
+            Err(MetricsError::SliceTooShort(_))
+        ));
+        assert!(matches!(
+            with(|s| s.slices = 0),
+            Err(MetricsError::BadSliceCount(0))
+        ));
     }
 }

@@ -22,8 +22,16 @@ impl AdminClient {
     }
 
     /// Sends a request; `if_match` is the raw header value.
-    pub async fn call(&self, method: Method, path: &str, if_match: Option<&str>, body: Option<&str>) -> Reply {
-        let mut req = Request::builder().method(method).uri(format!("{}{path}", self.base));
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        if_match: Option<&str>,
+        body: Option<&str>,
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -32,13 +40,19 @@ impl AdminClient {
         }
         let body = Bytes::from(body.unwrap_or("").to_owned());
         let req = req.body(full(body)).expect("admin request");
-        send(&self.client, req).await.unwrap_or_else(|e| panic!("admin call {path} failed: {e}"))
+        send(&self.client, req)
+            .await
+            .unwrap_or_else(|e| panic!("admin call {path} failed: {e}"))
     }
 
     pub async fn routes(&self) -> (u64, Value) {
         let reply = self.call(Method::GET, "/api/v1/routes", None, None).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
-        let etag = reply.header("etag").expect("ETag on routes").trim_matches('"').to_owned();
+        let etag = reply
+            .header("etag")
+            .expect("ETag on routes")
+            .trim_matches('"')
+            .to_owned();
         let body = reply.json();
         let revision = etag.parse().expect("numeric ETag");
         assert_eq!(body["revision"], revision);
@@ -47,7 +61,13 @@ impl AdminClient {
 
     pub async fn set_weights(&self, route: &str, revision: u64, body: &str) -> Reply {
         let path = format!("/api/v1/routes/{route}/weights");
-        self.call(Method::PUT, &path, Some(&format!("\"{revision}\"")), Some(body)).await
+        self.call(
+            Method::PUT,
+            &path,
+            Some(&format!("\"{revision}\"")),
+            Some(body),
+        )
+        .await
     }
 }
 

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod killable;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -67,7 +68,8 @@ pub const BACKEND_HEADER: &str = "x-backend";
 /// - anything else: its name as the body.
 ///
 /// `?delay_ms=N` on any request, or [`BackendBuilder::delay`] for all of
-/// them, holds the response headers back that long.
+/// them, holds the response headers back that long; `?status=N` answers
+/// with that status.
 pub struct BackendBuilder {
     name: String,
     delay: Duration,
@@ -154,6 +156,7 @@ async fn answer(
     req: Request<Incoming>,
 ) -> Result<Response<TestBody>, Infallible> {
     let extra = query_value(&req, "delay_ms").map_or(Duration::ZERO, Duration::from_millis);
+    let status = query_value(&req, "status").and_then(|s| StatusCode::from_u16(s as u16).ok());
     if !(delay + extra).is_zero() {
         tokio::time::sleep(delay + extra).await;
     }
@@ -189,6 +192,9 @@ async fn answer(
         BACKEND_HEADER,
         http::HeaderValue::from_str(&name).expect("backend names are header-safe"),
     );
+    if let Some(status) = status {
+        *response.status_mut() = status;
+    }
     Ok(response)
 }
 
@@ -228,7 +234,9 @@ pub async fn closed_port() -> SocketAddr {
 // ---------------------------------------------------------------------------
 
 pub fn full(bytes: impl Into<Bytes>) -> TestBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn empty() -> TestBody {
@@ -553,6 +561,34 @@ pub fn count_by(replies: &[Reply], name: &str) -> BTreeMap<String, usize> {
     counts
 }
 
+/// A fresh, empty directory for one test's files.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchyard-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// The path of an external tool a test drives (`promtool`, `chromium`).
+/// `None` skips that part of the test — unless `SWITCHYARD_REQUIRE_TOOLS`
+/// is set (scripts/test.sh installs the tools and sets it): then a missing
+/// tool fails the test instead of skipping it.
+pub fn tool(command: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(command))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("SWITCHYARD_REQUIRE_TOOLS").is_none(),
+            "{command} is not installed but SWITCHYARD_REQUIRE_TOOLS is set: run ./scripts/test.sh, which installs it"
+        );
+        eprintln!("note: {command} is not installed: skipping the part of this test that needs it");
+    }
+    found
+}
+
 // ---------------------------------------------------------------------------
 // The binary
 // ---------------------------------------------------------------------------
@@ -599,7 +635,10 @@ pub fn switchyard_bin() -> PathBuf {
             build.args(["--profile", &profile]);
         }
         let status = build.status().expect("run cargo build for the binary");
-        assert!(status.success(), "cargo build of the switchyard binary failed");
+        assert!(
+            status.success(),
+            "cargo build of the switchyard binary failed"
+        );
         let bin = profile_dir.join(format!("switchyard{}", std::env::consts::EXE_SUFFIX));
         assert!(bin.exists(), "{} missing after cargo build", bin.display());
         bin

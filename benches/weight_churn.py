@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Weight churn benchmark: does changing weights cost throughput?
+
+Runs the shared harness's saturation load (wrk -t1 -c64 with its report
+script, proxy and load pinned to their own CPUs, the harness's backend)
+through switchyard twice in one invocation, alternating: once quiet, once
+while this script sends 100 weight changes per second through the admin API
+(compare-and-set with If-Match, as deploy tooling does). Reports requests/s
+of both, the drop, wrk errors and the changes made. Bounded: --reps x 2 runs
+of --secs seconds.
+
+    python3 benches/weight_churn.py [--secs 10] [--reps 3]
+"""
+import argparse
+import http.client
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.environ.get("BENCH_DIR", os.path.join(os.path.dirname(REPO), "shared", "bench"))
+sys.path.insert(0, BENCH)
+import compare  # noqa: E402  (the harness: process handling, wrk runner)
+
+BIN = os.environ.get("CANDIDATE_BIN", os.path.join(REPO, "target", "release", "switchyard"))
+PORTS = {"stable": 19301, "canary": 19302, "proxy": 19380, "admin": 19390}
+
+
+def churn(stop, rate, counts):
+    """Alternate canary between 10 and 20 % at `rate` changes per second."""
+    conn = http.client.HTTPConnection("127.0.0.1", PORTS["admin"], timeout=5)
+    conn.request("GET", "/api/v1/routes")
+    resp = conn.getresponse()
+    revision = resp.getheader("ETag")
+    resp.read()
+    interval = 1.0 / rate
+    next_at = time.monotonic()
+    flip = False
+    while not stop.is_set():
+        flip = not flip
+        body = json.dumps({"stable": 80 if flip else 90, "canary": 20 if flip else 10})
+        conn.request("PUT", "/api/v1/routes/web/weights", body=body, headers={"If-Match": revision})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status == 200:
+            counts["ok"] += 1
+            revision = resp.getheader("ETag")
+        else:
+            counts["failed"] += 1
+            print(f"change refused: {resp.status} {data[:200]!r}", file=sys.stderr)
+        next_at += interval
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--secs", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--rate", type=int, default=100, help="weight changes per second")
+    ap.add_argument("--proxy-cpu", default="1")
+    ap.add_argument("--load-cpu", default="0")
+    args = ap.parse_args()
+    if not os.path.exists(BIN):
+        sys.exit(f"{BIN} missing: cargo build --release -p switchyard-control")
+    if not os.path.exists(compare.BACKEND_BIN):
+        sys.exit(f"{compare.BACKEND_BIN} missing: run {BENCH}/setup.sh")
+
+    rundir = tempfile.mkdtemp(prefix="switchyard-churn-")
+    config = os.path.join(rundir, "switchyard.toml")
+    with open(config, "w") as f:
+        f.write(f"""[listen]
+data = "127.0.0.1:{PORTS['proxy']}"
+admin = "127.0.0.1:{PORTS['admin']}"
+
+[[routes]]
+name = "web"
+  [[routes.versions]]
+  name = "stable"
+  weight = 90
+  endpoints = ["127.0.0.1:{PORTS['stable']}"]
+  [[routes.versions]]
+  name = "canary"
+  weight = 10
+  endpoints = ["127.0.0.1:{PORTS['canary']}"]
+""")
+    started = []
+    try:
+        for name in ("stable", "canary"):
+            argv = ["taskset", "-c", args.load_cpu, compare.BACKEND_BIN, "--port", str(PORTS[name]), "--name", name]
+            started.append(compare.Started(f"backend-{name}", argv))
+        env = dict(os.environ, SWITCHYARD_LOG="warn")
+        proxy = compare.Started("switchyard", ["taskset", "-c", args.proxy_cpu, BIN, "run", "--workers", "1",
+                                               "--no-watch", "--config", config], env=env,
+                                logfile=os.path.join(rundir, "switchyard.log"))
+        started.append(proxy)
+        for port in (PORTS["stable"], PORTS["canary"], PORTS["proxy"], PORTS["admin"]):
+            if not compare.wait_port(port, None, 15):
+                sys.exit(f"port {port} never came up (see {rundir})")
+        compare.run_wrk(args.load_cpu, PORTS["proxy"], 64, 2, "/")  # warm-up
+        quiet, churned, errors, changes = [], [], 0, {"ok": 0, "failed": 0}
+        for rep in range(args.reps):
+            for mode in ("quiet", "churn"):
+                stop = threading.Event()
+                worker = None
+                if mode == "churn":
+                    worker = threading.Thread(target=churn, args=(stop, args.rate, changes), daemon=True)
+                    worker.start()
+                result = compare.run_wrk(args.load_cpu, PORTS["proxy"], 64, args.secs, "/")
+                stop.set()
+                if worker:
+                    worker.join(10)
+                errors += result["errors"]
+                (quiet if mode == "quiet" else churned).append(result["rps"])
+                print(f"rep {rep + 1} {mode:5}: {result['rps']:9.0f} req/s, errors {result['errors']}", file=sys.stderr)
+        q, c = statistics.median(quiet), statistics.median(churned)
+        drop = (q - c) / q * 100 if q else 0.0
+        print(f"weight churn ({args.rate}/s): quiet {q:.0f} req/s, churning {c:.0f} req/s, "
+              f"drop {drop:.2f} %, wrk errors {errors}, changes applied {changes['ok']}, refused {changes['failed']}")
+        return 0 if errors == 0 and changes["failed"] == 0 else 1
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+//! Config keys that decide who gets which version: a route's
+//! `[routes.sticky]` and `match_headers`, and the `[proxy]` override-header
+//! settings; their validation and their data-plane form.
+//!
+//! ```toml
+//! [proxy]
+//! version_override = true                 # default; false ignores the header
+//! override_header = "x-switchyard-version"
+//! override_secret = "s3cret"              # then: "x-switchyard-version: canary:s3cret"
+//!
+//! [[routes]]
+//! name = "beta"
+//! match_headers = { "x-beta" = "1" }      # only requests with x-beta: 1
+//!   [routes.sticky]
+//!   header = "x-user-id"                  # and/or: cookie = "uid"
+//!   set_cookie = false                    # mint a key cookie for clients without one
+//!   seed = 0                              # same seed ⇒ same assignment everywhere
+//! ```
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use http::header::{HeaderName, HeaderValue};
+use serde::Deserialize;
+use switchyard_proxy::route::HeaderMatch;
+use switchyard_proxy::sticky::Sticky;
+use switchyard_proxy::{StickySpec, VersionOverride};
+use toml::Spanned;
+
+use super::{ProxyOptions, RouteConfig};
+
+/// `[routes.sticky]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickyConfig {
+    /// Request header carrying the user's key.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Cookie carrying the user's key (read after the header).
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// Give clients without a key one, in the cookie (named `cookie`, or
+    /// `switchyard-<route>`), so they stick too.
+    #[serde(default)]
+    pub set_cookie: bool,
+    /// Hash seed; replicas must share it (the default 0 is fine).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl StickyConfig {
+    pub fn spec(&self) -> StickySpec {
+        StickySpec {
+            header: self.header.clone(),
+            cookie: self.cookie.clone(),
+            set_cookie: self.set_cookie,
+            seed: self.seed,
+        }
+    }
+}
+
+pub fn default_override_header() -> Spanned<String> {
+    Spanned::new(0..0, "x-switchyard-version".into())
+}
+
+/// A route's `match_headers` in matching form (empty when absent or bad).
+pub fn header_match(route: &RouteConfig) -> HeaderMatch {
+    route
+        .match_headers
+        .as_ref()
+        .and_then(|headers| HeaderMatch::parse(pairs(headers.get_ref())).ok())
+        .unwrap_or_default()
+}
+
+fn pairs(headers: &BTreeMap<String, String>) -> impl Iterator<Item = (&str, &str)> {
+    headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+}
+
+/// The data plane's (name, value) list.
+pub fn match_headers_spec(route: &RouteConfig) -> Vec<(String, String)> {
+    route.match_headers.as_ref().map_or_else(Vec::new, |headers| {
+        headers
+            .get_ref()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    })
+}
+
+/// The override settings, `None` when disabled.
+pub fn version_override(proxy: &ProxyOptions) -> Option<VersionOverride> {
+    if !proxy.version_override {
+        return None;
+    }
+    Some(VersionOverride {
+        header: HeaderName::from_bytes(proxy.override_header.get_ref().as_bytes()).ok()?,
+        secret: proxy.override_secret.as_ref().map(|s| s.get_ref().clone()),
+    })
+}
+
+pub fn validate_proxy(proxy: &ProxyOptions, error: &mut impl FnMut(String, Range<usize>, String)) {
+    let header = proxy.override_header.get_ref();
+    if HeaderName::from_bytes(header.as_bytes()).is_err() {
+        error(
+            "proxy.override_header".into(),
+            proxy.override_header.span(),
+            format!("'{header}' is not a valid header name"),
+        );
+    }
+    if let Some(secret) = &proxy.override_secret {
+        let value = secret.get_ref();
+        if value.is_empty() || HeaderValue::from_str(value).is_err() {
+            error(
+                "proxy.override_secret".into(),
+                secret.span(),
+                "must be non-empty visible ASCII (it is sent in a header)".into(),
+            );
+        }
+    }
+}
+
+pub fn validate_route(
+    route: &RouteConfig,
+    r: usize,
+    error: &mut impl FnMut(String, Range<usize>, String),
+) {
+    if let Some(headers) = &route.match_headers {
+        if let Err(reason) = HeaderMatch::parse(pairs(headers.get_ref())) {
+            error(format!("routes[{r}].match_headers"), headers.span(), reason);
+        }
+    }
+    if let Some(sticky) = &route.sticky {
+        // The data plane's own checks, without versions: names and key.
+        if let Err(reason) = Sticky::build(
+            route.name.get_ref(),
+            &sticky.get_ref().spec(),
+            std::iter::empty(),
+        ) {
+            error(format!("routes[{r}].sticky"), sticky.span(), reason);
+        }
+    }
+}

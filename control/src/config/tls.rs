@@ -1,0 +1,212 @@
+//! TLS keys of the config file: `[listen.tls]` (the listener's certificates)
+//! and each version's `tls`, `ca_file`, `server_name` and `http2`; their
+//! validation, the check that the files are usable (`switchyard check` and
+//! start), and their data-plane form.
+//!
+//! ```toml
+//! [listen]
+//! data = "0.0.0.0:8443"
+//! tls = { cert = "certs/site.pem", key = "certs/site.key" }
+//!
+//! # or several certificates, chosen by SNI (the first is the default):
+//! [[listen.tls.certificates]]
+//! cert = "certs/a.pem"
+//! key = "certs/a.key"
+//!
+//! [[routes.versions]]
+//! name = "canary"
+//! endpoints = ["10.0.0.7:443"]
+//! tls = true                      # HTTPS to the endpoints
+//! ca_file = "certs/internal-ca.pem"   # default: the Mozilla roots
+//! server_name = "canary.internal" # default: the endpoint's host
+//! http2 = true                    # h2 (ALPN over TLS, h2c without)
+//! ```
+//!
+//! Relative paths are relative to the config file's directory.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use switchyard_proxy::tls::{self, CertFiles, ServerTls, TlsError};
+use switchyard_proxy::{Transport, UpstreamTls};
+use toml::Spanned;
+
+use super::{line_column, Config, ConfigError, VersionConfig};
+
+/// `[listen.tls]`: a certificate given directly (`cert`, `key`) comes
+/// first, then `[[listen.tls.certificates]]` in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenTls {
+    #[serde(default)]
+    pub cert: Option<Spanned<String>>,
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub certificates: Vec<CertConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertConfig {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+/// A certificate or CA file that cannot be used, with the key naming it.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {source}")]
+pub struct TlsConfigError {
+    pub key: String,
+    pub source: TlsError,
+}
+
+/// One configured certificate: its key path, position and files.
+struct Pair {
+    key: String,
+    span: Range<usize>,
+    files: CertFiles,
+}
+
+fn resolve(dir: Option<&Path>, path: &str) -> PathBuf {
+    let path = PathBuf::from(path);
+    match dir {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path,
+    }
+}
+
+impl ListenTls {
+    fn pairs(&self, dir: Option<&Path>) -> Vec<Pair> {
+        let direct = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(("listen.tls".to_owned(), cert, key)),
+            _ => None,
+        };
+        let listed = self
+            .certificates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("listen.tls.certificates[{i}]"), &c.cert, &c.key));
+        direct
+            .into_iter()
+            .chain(listed)
+            .map(|(key, cert, key_file)| Pair {
+                key,
+                span: cert.span(),
+                files: CertFiles {
+                    cert: resolve(dir, cert.get_ref()),
+                    key: resolve(dir, key_file.get_ref()),
+                },
+            })
+            .collect()
+    }
+}
+
+/// The syntactic checks of `[listen.tls]`.
+pub fn validate_listen(
+    listen_tls: &Spanned<ListenTls>,
+    error: &mut impl FnMut(String, Range<usize>, String),
+) {
+    let tls = listen_tls.get_ref();
+    match (&tls.cert, &tls.key) {
+        (Some(_), None) | (None, Some(_)) => error(
+            "listen.tls".into(),
+            listen_tls.span(),
+            "give both cert and key (PEM files), or neither".into(),
+        ),
+        (None, None) if tls.certificates.is_empty() => error(
+            "listen.tls".into(),
+            listen_tls.span(),
+            "no certificate: set cert and key, or add [[listen.tls.certificates]]".into(),
+        ),
+        _ => {}
+    }
+}
+
+/// The syntactic checks of a version's transport keys.
+pub fn validate_version(
+    version: &VersionConfig,
+    at: &dyn Fn(&str) -> String,
+    error: &mut impl FnMut(String, Range<usize>, String),
+) {
+    for (key, value) in [("ca_file", &version.ca_file), ("server_name", &version.server_name)] {
+        if let (Some(value), false) = (value, version.tls) {
+            error(at(key), value.span(), format!("{key} needs tls = true"));
+        }
+    }
+    if let Some(name) = &version.server_name {
+        if let Err(e) = tls::server_name(name.get_ref()) {
+            error(at("server_name"), name.span(), e.to_string());
+        }
+    }
+}
+
+/// How the data plane talks to a version's endpoints.
+pub fn transport(version: &VersionConfig) -> Transport {
+    Transport {
+        tls: version.tls.then(|| UpstreamTls {
+            ca_file: version.ca_file.as_ref().map(|f| PathBuf::from(f.get_ref())),
+            server_name: version.server_name.as_ref().map(|n| n.get_ref().clone()),
+        }),
+        http2: version.http2,
+    }
+}
+
+impl Config {
+    /// Loads every certificate, key and CA file the config names, relative
+    /// to `dir`, and reports each one that cannot be used.
+    pub fn check_files(&self, text: &str, dir: Option<&Path>) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut report = |path: String, span: Range<usize>, source: TlsError| {
+            errors.push(ConfigError {
+                path,
+                position: (span.end > 0).then(|| line_column(text, span.start)),
+                message: source.to_string(),
+            });
+        };
+        if let Some(listen_tls) = &self.listen.tls {
+            let provider = tls::provider();
+            for pair in listen_tls.get_ref().pairs(dir) {
+                if let Err(e) = tls::load_cert(&pair.files, &provider) {
+                    report(pair.key, pair.span, e);
+                }
+            }
+        }
+        for (r, route) in self.routes.iter().enumerate() {
+            for (v, version) in route.versions.get_ref().iter().enumerate() {
+                let Some(ca_file) = version.ca_file.as_ref().filter(|_| version.tls) else {
+                    continue;
+                };
+                let path = resolve(dir, ca_file.get_ref());
+                if let Err(e) = tls::load_roots(Some(&path)) {
+                    report(format!("routes[{r}].versions[{v}].ca_file"), ca_file.span(), e);
+                }
+            }
+        }
+        errors
+    }
+
+    /// The listener's TLS, if `[listen.tls]` is set; relative paths are
+    /// relative to `dir`.
+    pub fn server_tls(&self, dir: Option<&Path>) -> Result<Option<ServerTls>, TlsConfigError> {
+        let Some(listen_tls) = &self.listen.tls else {
+            return Ok(None);
+        };
+        let pairs = listen_tls.get_ref().pairs(dir);
+        let provider = tls::provider();
+        // Load one by one first, so an error names its key.
+        for pair in &pairs {
+            tls::load_cert(&pair.files, &provider).map_err(|source| TlsConfigError {
+                key: pair.key.clone(),
+                source,
+            })?;
+        }
+        ServerTls::new(pairs.into_iter().map(|p| p.files).collect())
+            .map(Some)
+            .map_err(|source| TlsConfigError {
+                key: "listen.tls".into(),
+                source,
+            })
+    }
+}

@@ -1,0 +1,184 @@
+//! Active health checks: one task per endpoint address that a route with a
+//! `[routes.health_check]` names, probing it with an HTTP GET and marking it
+//! down after `unhealthy_threshold` failures in a row, up again after
+//! `healthy_threshold` passes. The data plane reads the mark on every pick
+//! (`switchyard_proxy::health`); a version whose endpoints are all down hands
+//! its share to the baseline there, at once.
+//!
+//! The set of checked endpoints follows the live table: after every change
+//! the supervisor starts checks for new endpoints and stops removed ones.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Empty;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use switchyard_proxy::health::HealthCheckSpec;
+use switchyard_proxy::RoutingTable;
+use tokio::task::JoinHandle;
+
+use crate::history::{self, Change, Source};
+use crate::plane::{ControlPlane, PlaneEvent};
+
+type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// Starts the supervisor; it runs until aborted.
+pub fn start(plane: Arc<ControlPlane>) -> JoinHandle<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(4);
+    plane.observe(Box::new(move |event| {
+        if matches!(event, PlaneEvent::TableChanged(_)) {
+            let _ = tx.try_send(());
+        }
+    }));
+    tokio::spawn(async move {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client: ProbeClient = Client::builder(TokioExecutor::new()).build(connector);
+        let mut checks: HashMap<String, (HealthCheckSpec, JoinHandle<()>)> = HashMap::new();
+        loop {
+            reconcile(&plane, &client, &mut checks);
+            if rx.recv().await.is_none() {
+                break;
+            }
+        }
+        for (_, (_, task)) in checks {
+            task.abort();
+        }
+    })
+}
+
+/// Makes the running checks match the table: one per checked address.
+fn reconcile(
+    plane: &Arc<ControlPlane>,
+    client: &ProbeClient,
+    checks: &mut HashMap<String, (HealthCheckSpec, JoinHandle<()>)>,
+) {
+    let table = plane.table().load();
+    let mut wanted: HashMap<String, HealthCheckSpec> = HashMap::new();
+    for route in &table.spec().routes {
+        let Some(check) = &route.health_check else { continue };
+        for version in &route.versions {
+            for endpoint in &version.endpoints {
+                wanted.entry(endpoint.clone()).or_insert_with(|| check.clone());
+            }
+        }
+    }
+    checks.retain(|address, (spec, task)| {
+        let keep = wanted.get(address) == Some(spec);
+        if !keep {
+            task.abort();
+            // An endpoint no longer checked must not stay marked down.
+            table.health().get(address).set_active_down(false);
+        }
+        keep
+    });
+    for (address, spec) in wanted {
+        if checks.contains_key(&address) {
+            continue;
+        }
+        let task = tokio::spawn(probe_loop(
+            Arc::clone(plane),
+            client.clone(),
+            address.clone(),
+            spec.clone(),
+        ));
+        checks.insert(address, (spec, task));
+    }
+}
+
+async fn probe_loop(plane: Arc<ControlPlane>, client: ProbeClient, address: String, spec: HealthCheckSpec) {
+    let health = plane.table().load().health().get(&address);
+    let (mut passes, mut failures) = (0u32, 0u32);
+    let mut ticker = tokio::time::interval(spec.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let ok = probe(&client, &address, &spec).await;
+        if ok {
+            passes += 1;
+            failures = 0;
+        } else {
+            failures += 1;
+            passes = 0;
+        }
+        let down = health.is_active_down();
+        let flip = if down && passes >= spec.healthy_threshold {
+            Some(false)
+        } else if !down && failures >= spec.unhealthy_threshold {
+            Some(true)
+        } else {
+            None
+        };
+        if let Some(now_down) = flip {
+            let before = plane.table().load();
+            let weights_before = effective_weights(&before);
+            health.set_active_down(now_down);
+            tracing::warn!(endpoint = %address, down = now_down, "active health check changed the endpoint's state");
+            record_effect(&plane, &address, now_down, weights_before);
+        }
+    }
+}
+
+/// One probe: GET the path, any 2xx within the timeout passes.
+async fn probe(client: &ProbeClient, address: &str, spec: &HealthCheckSpec) -> bool {
+    let Ok(req) = Request::get(format!("http://{address}{}", spec.path))
+        .header(http::header::USER_AGENT, "switchyard-health-check")
+        .body(Empty::new())
+    else {
+        return false;
+    };
+    match tokio::time::timeout(spec.timeout, client.request(req)).await {
+        Ok(Ok(response)) => response.status().is_success(),
+        _ => false,
+    }
+}
+
+/// Each route's versions with the share they really get now: a version
+/// whose endpoints are all down gives its weight to the version the data
+/// plane sends its requests to instead.
+pub fn effective_weights(table: &RoutingTable) -> Vec<(String, history::Weights)> {
+    table
+        .routes()
+        .iter()
+        .map(|route| {
+            let mut weights: history::Weights = route.versions.iter().map(|v| (v.name.to_string(), 0)).collect();
+            for version in route.versions.iter() {
+                let target = route.available(version);
+                *weights.entry(target.name.to_string()).or_default() += version.weight;
+            }
+            (route.name.to_string(), weights)
+        })
+        .collect()
+}
+
+/// Records in the history each route whose effective weights changed.
+fn record_effect(plane: &ControlPlane, address: &str, down: bool, before: Vec<(String, history::Weights)>) {
+    let table = plane.table().load();
+    let after = effective_weights(&table);
+    let reason = format!(
+        "active health check: endpoint {address} is {}",
+        if down { "down" } else { "up again" }
+    );
+    let changes: Vec<Change> = after
+        .into_iter()
+        .filter_map(|(route, weights)| {
+            let old = before.iter().find(|(r, _)| *r == route).map(|(_, w)| w.clone());
+            (old.as_ref() != Some(&weights)).then(|| Change {
+                time: history::now_rfc3339(),
+                source: Source::Auto,
+                who: "health".into(),
+                route,
+                action: "health".into(),
+                before: old,
+                after: Some(weights),
+                revision: table.revision(),
+                reason: Some(reason.clone()),
+            })
+        })
+        .collect();
+    plane.record_changes(changes);
+}

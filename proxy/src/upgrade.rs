@@ -1,0 +1,150 @@
+//! HTTP/1.1 Upgrade (WebSocket) passthrough. A request asking to upgrade
+//! keeps its `Connection: upgrade` and `Upgrade` headers on the way to the
+//! chosen version; when that version answers 101, hyper hands over both
+//! connections and bytes are copied both ways until either side closes.
+//!
+//! A tunnel holds nothing of the routing table, so table swaps never touch
+//! it; open tunnels are counted in a gauge. They are not part of the
+//! listener's drain: shutdown waits for requests, not for tunnels.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+/// A request that asked to switch protocols, with hyper's handle on the
+/// client's connection.
+pub struct UpgradeRequest {
+    client: OnUpgrade,
+    protocol: HeaderValue,
+}
+
+/// Takes the upgrade handle if `req` asks to upgrade: HTTP/1.1 with an
+/// `Upgrade` header and `upgrade` among the `Connection` options.
+pub fn requested<B>(req: &mut Request<B>) -> Option<UpgradeRequest> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let protocol = req.headers().get(header::UPGRADE)?.clone();
+    if !connection_has_upgrade(req.headers()) {
+        return None;
+    }
+    Some(UpgradeRequest {
+        client: hyper::upgrade::on(req),
+        protocol,
+    })
+}
+
+fn connection_has_upgrade(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|b| *b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+    })
+}
+
+/// Sets `Connection: upgrade` and `Upgrade: protocol` (after hop-by-hop
+/// stripping removed them).
+pub fn restore_headers(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
+impl UpgradeRequest {
+    /// Puts the upgrade headers back on the request to the upstream.
+    pub fn prepare<B>(&self, upstream: &mut Request<B>) {
+        restore_headers(upstream.headers_mut(), self.protocol.clone());
+    }
+
+    /// If the upstream switched protocols, spawns the tunnel between the two
+    /// connections and returns the protocol to announce downstream.
+    pub fn tunnel<B>(
+        self,
+        response: &mut Response<B>,
+        open: &Arc<AtomicI64>,
+    ) -> Option<HeaderValue> {
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return None;
+        }
+        let protocol = response
+            .headers()
+            .get(header::UPGRADE)
+            .cloned()
+            .unwrap_or(self.protocol);
+        let upstream = hyper::upgrade::on(response);
+        let client = self.client;
+        let open = Arc::clone(open);
+        tokio::spawn(async move {
+            let (client, upstream) = match tokio::try_join!(client, upstream) {
+                Ok(both) => both,
+                Err(error) => {
+                    tracing::debug!(%error, "upgrade did not complete");
+                    return;
+                }
+            };
+            let _counted = Counted::new(open);
+            let mut client = TokioIo::new(client);
+            let mut upstream = TokioIo::new(upstream);
+            match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
+                Err(error) => tracing::debug!(%error, "upgraded connection ended"),
+            }
+        });
+        Some(protocol)
+    }
+}
+
+/// One open tunnel in the gauge, for as long as it lives.
+struct Counted(Arc<AtomicI64>);
+
+impl Counted {
+    fn new(gauge: Arc<AtomicI64>) -> Counted {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(version: Version, connection: &str, upgrade: Option<&str>) -> Request<()> {
+        let mut builder = Request::get("/").version(version).header("connection", connection);
+        if let Some(upgrade) = upgrade {
+            builder = builder.header("upgrade", upgrade);
+        }
+        builder.body(()).expect("request")
+    }
+
+    #[test]
+    fn detects_upgrade_requests() {
+        let mut ws = request(Version::HTTP_11, "keep-alive, Upgrade", Some("websocket"));
+        let upgrade = requested(&mut ws).expect("an upgrade");
+        let mut upstream = Request::new(());
+        upgrade.prepare(&mut upstream);
+        assert_eq!(upstream.headers()["connection"], "upgrade");
+        assert_eq!(upstream.headers()["upgrade"], "websocket");
+        assert!(requested(&mut request(Version::HTTP_11, "keep-alive", Some("websocket"))).is_none());
+        assert!(requested(&mut request(Version::HTTP_11, "upgrade", None)).is_none());
+        assert!(requested(&mut request(Version::HTTP_10, "upgrade", Some("websocket"))).is_none());
+    }
+
+    #[test]
+    fn gauge_counts_while_alive() {
+        let gauge = Arc::new(AtomicI64::new(0));
+        let counted = Counted::new(Arc::clone(&gauge));
+        assert_eq!(gauge.load(Ordering::Relaxed), 1);
+        drop(counted);
+        assert_eq!(gauge.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs switchyard's whole test suite: installs what the tests need when it is
+# missing (fresh Debian machine, no prompts), then every unit and end-to-end
+# test of the workspace. Usage: ./scripts/test.sh [extra nextest/cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_updated=false
+# ensure_pkg COMMAND [PACKAGE]: installs Debian's PACKAGE (default: COMMAND)
+# only when COMMAND is not on PATH. Tests needing a tool add one line below.
+ensure_pkg() {
+  local cmd=$1 pkg=${2:-$1} sudo=""
+  command -v "$cmd" >/dev/null 2>&1 && return 0
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  echo "test.sh: $cmd is missing: installing Debian package $pkg" >&2
+  if ! $apt_updated; then
+    $sudo apt-get update -qq
+    apt_updated=true
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$pkg" </dev/null
+}
+
+command -v cargo >/dev/null 2>&1 || {
+  echo "test.sh: cargo not found: install the Rust toolchain (rustup)" >&2
+  exit 1
+}
+
+# What the tests run besides cargo (one line per tool):
+ensure_pkg kill procps # tests/tests/cli.rs stops `switchyard run` with SIGTERM
+ensure_pkg promtool prometheus # tests/tests/metrics.rs checks GET /metrics with promtool
+ensure_pkg chromium # tests/tests/dashboard.rs loads the dashboard in headless Chromium
+# Tests that use a tool installed above fail (instead of skipping) without it.
+export SWITCHYARD_REQUIRE_TOOLS=1
+
+# The CLI tests run the real binary; build it up front so a compile error
+# shows here, not as a test failure (the tests also rebuild it if stale).
+cargo build --quiet -p switchyard-control --bin switchyard
+
+# Doc examples first (nextest does not run them), so the runner's summary
+# below stays the last thing printed.
+cargo test --quiet --workspace --doc
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi

@@ -1,0 +1,186 @@
+//! Backend health: passive ejection of failing endpoints, active checks
+//! that take a dead version out (its share goes to the baseline) and bring
+//! it back, and the connect-failure retry (GET yes, POST never).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use http::Method;
+use support::admin::AdminClient;
+use support::killable::Killable;
+use support::*;
+
+fn endpoints(list: &[&str]) -> String {
+    list.iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_endpoint_is_ejected_and_comes_back() {
+    let sick = Killable::start("sick").await;
+    let well = Killable::start("well").await;
+    let toml = config(&format!(
+        r#"[[routes]]
+name = "web"
+  [routes.outlier_detection]
+  consecutive_failures = 3
+  base_ejection = "400ms"
+  max_ejection = "2s"
+  [[routes.versions]]
+  name = "stable"
+  weight = 1
+  endpoints = [{}]
+"#,
+        endpoints(&[&sick.endpoint(), &well.endpoint()])
+    ));
+    let proxy = start_proxy(&toml).await;
+    sick.set_failing(true);
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(proxy.get("/").await.status.as_u16());
+    }
+    // Round-robin: the sick endpoint answers every other request until its
+    // third failure ejects it; then nothing reaches it.
+    assert_eq!(sick.hits(), 3, "statuses: {statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 500).count(), 3);
+    assert_eq!(well.hits(), 37);
+
+    // Healed, and the ejection over: it serves again.
+    sick.set_failing(false);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..20 {
+        assert_eq!(proxy.get("/").await.status, 200);
+    }
+    assert!(sick.hits() >= 3 + 9, "sick endpoint got {} requests after recovery", sick.hits() - 3);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejection_never_takes_more_than_the_allowed_share() {
+    let a = Killable::start("a").await;
+    let b = Killable::start("b").await;
+    let toml = config(&format!(
+        r#"[[routes]]
+name = "web"
+  [routes.outlier_detection]
+  consecutive_failures = 2
+  base_ejection = "10s"
+  max_ejection_percent = 50
+  [[routes.versions]]
+  name = "stable"
+  weight = 1
+  endpoints = [{}]
+"#,
+        endpoints(&[&a.endpoint(), &b.endpoint()])
+    ));
+    let proxy = start_proxy(&toml).await;
+    a.set_failing(true);
+    b.set_failing(true);
+    for _ in 0..20 {
+        proxy.get("/").await;
+    }
+    // One of two may be ejected (50 %); the other keeps getting traffic.
+    let (ha, hb) = (a.hits(), b.hits());
+    assert!(ha.min(hb) == 2 && ha.max(hb) == 18, "a={ha} b={hb}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_version_hands_its_share_to_stable_until_it_recovers() {
+    let stable = Killable::start("stable").await;
+    let mut canary = Killable::start("canary").await;
+    let toml = config(&format!(
+        r#"[[routes]]
+name = "web"
+  [routes.health_check]
+  path = "/healthz"
+  interval = "100ms"
+  timeout = "200ms"
+  healthy_threshold = 2
+  unhealthy_threshold = 2
+  [[routes.versions]]
+  name = "stable"
+  weight = 50
+  endpoints = [{}]
+  [[routes.versions]]
+  name = "canary"
+  weight = 50
+  endpoints = [{}]
+"#,
+        endpoints(&[&stable.endpoint()]),
+        endpoints(&[&canary.endpoint()])
+    ));
+    let proxy = start_proxy(&toml).await;
+    let admin = AdminClient::new(proxy.running.admin_addr, None);
+    let counts = count_by(&load(&proxy, "/", 100, 2).await, "x-switchyard-version");
+    assert_eq!(counts.get("canary"), Some(&50), "{counts:?}");
+
+    canary.kill().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, routes) = admin.routes().await;
+        if routes["routes"][0]["versions"][1]["down"] == true {
+            assert_eq!(routes["routes"][0]["versions"][0]["effective_weight"], 100, "{routes}");
+            assert_eq!(routes["routes"][0]["versions"][1]["effective_weight"], 0, "{routes}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "canary never marked down: {routes}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = canary.hits();
+    let replies = load(&proxy, "/", 100, 2).await;
+    assert!(replies.iter().all(|r| r.status == 200));
+    let counts = count_by(&replies, "x-switchyard-version");
+    assert_eq!(counts.get("stable"), Some(&100), "{counts:?}");
+    assert_eq!(canary.hits(), before);
+    let history = admin.call(Method::GET, "/api/v1/history", None, None).await.json();
+    let last = history["changes"].as_array().and_then(|c| c.last()).cloned().unwrap_or_default();
+    assert_eq!(last["source"], "auto", "{history}");
+    assert!(last["reason"].as_str().is_some_and(|r| r.contains(&canary.endpoint())), "{last}");
+
+    canary.revive().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, routes) = admin.routes().await;
+        if routes["routes"][0]["versions"][1]["down"] == false {
+            break;
+        }
+        assert!(Instant::now() < deadline, "canary never came back: {routes}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let counts = count_by(&load(&proxy, "/", 100, 2).await, "x-switchyard-version");
+    assert_eq!(counts.get("canary"), Some(&50), "{counts:?}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failures_retry_get_never_post() {
+    let live = backend("live").start().await;
+    let dead = closed_port().await;
+    let toml = config(&format!(
+        r#"[[routes]]
+name = "web"
+  [[routes.versions]]
+  name = "stable"
+  weight = 1
+  endpoints = [{}]
+"#,
+        endpoints(&[&dead.to_string(), &live.endpoint()])
+    ));
+    let proxy = start_proxy(&toml).await;
+    for _ in 0..10 {
+        let reply = proxy.get("/").await;
+        assert_eq!(reply.status, 200, "GET was not retried: {}", reply.text());
+    }
+    assert_eq!(live.hits(), 10);
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let req = http::Request::post(proxy.url("/")).body(full("order")).expect("req");
+        let reply = send(&proxy.client, req).await.expect("reply");
+        statuses.push(reply.status.as_u16());
+    }
+    // Round-robin sends every other POST to the dead endpoint: 502, never retried.
+    assert_eq!(statuses.iter().filter(|s| **s == 502).count(), 5, "{statuses:?}");
+    assert_eq!(live.hits(), 15);
+    proxy.shutdown().await;
+}
