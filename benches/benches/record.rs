@@ -53,7 +53,9 @@ fn request(handle: &TableHandle, metrics: &Metrics) -> usize {
     let measure = started.and_then(|at| metrics.start(&table, route, version, at));
     if let Some(measure) = measure {
         // An empty body ends at once: dropping it records the request.
-        drop(black_box(measure.response(http::Response::new(Empty::<Bytes>::new()))));
+        drop(black_box(
+            measure.response(http::Response::new(Empty::<Bytes>::new())),
+        ));
     }
     endpoint.authority.as_str().len()
 }
@@ -91,11 +93,17 @@ fn record(c: &mut Criterion) {
 fn per_request(c: &mut Criterion) {
     let mut group = c.benchmark_group("per-request bookkeeping");
     group.throughput(Throughput::Elements(1));
-    for (name, enabled) in [("measured, 1 thread", true), ("unmeasured, 1 thread", false)] {
+    for (name, enabled) in [
+        ("measured, 1 thread", true),
+        ("unmeasured, 1 thread", false),
+    ] {
         let (handle, metrics) = setup(enabled);
         group.bench_function(name, |b| b.iter(|| black_box(request(&handle, &metrics))));
     }
-    for (name, enabled) in [("measured, 2 threads", true), ("unmeasured, 2 threads", false)] {
+    for (name, enabled) in [
+        ("measured, 2 threads", true),
+        ("unmeasured, 2 threads", false),
+    ] {
         let (handle, metrics) = setup(enabled);
         group.bench_function(name, |b| {
             b.iter_custom(|iters| two_threads(iters, || request(&handle, &metrics)))

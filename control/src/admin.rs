@@ -273,6 +273,9 @@ impl Admin {
             (Method::POST, ["api", "v1", "routes", route, "flip"]) => {
                 let body: FlipBody = read_json(req).await?;
                 let expected = optional_precondition(if_match.as_deref())?;
+                if !flags.force {
+                    self.guard_flip(route, &body.to)?;
+                }
                 self.flip(route, &body.from, &body.to, expected, &who)
             }
             _ => {
@@ -376,13 +379,36 @@ impl Admin {
         Ok(self.changed(table, route))
     }
 
+    /// Blue-green safety: on a route with active health checks, refuse to
+    /// send traffic to a version whose endpoints are not all passing.
+    fn guard_flip(&self, route: &str, to: &str) -> Result<(), ApiError> {
+        let table = self.plane.table().load();
+        let checked = table.spec().routes.iter().any(|r| r.name == route && r.health_check.is_some());
+        let Some(version) = table.route(route).and_then(|r| r.version(to)) else {
+            return Ok(()); // unknown names are reported by the change itself
+        };
+        let failing: Vec<&str> = version
+            .endpoints
+            .iter()
+            .filter(|e| !e.health.is_available())
+            .map(|e| e.authority.as_str())
+            .collect();
+        if checked && !failing.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("refusing to flip to '{to}': its endpoints {} fail health checks (add ?force=true to flip anyway)", failing.join(", ")),
+            ));
+        }
+        Ok(())
+    }
+
     fn reload(&self) -> Result<AdminResponse, ApiError> {
         match self.plane.reload(Source::Api) {
             Ok(ReloadOutcome::Unchanged) => Ok(json_response(
                 StatusCode::OK,
                 &json!({"reloaded": false, "reason": "the file is unchanged", "revision": self.plane.table().load().revision()}),
             )),
-            Ok(ReloadOutcome::Applied { revision, changes }) => Ok(json_response(
+            Ok(ReloadOutcome::Applied { revision, changes, .. }) => Ok(json_response(
                 StatusCode::OK,
                 &json!({"reloaded": true, "revision": revision, "changes": changes}),
             )),

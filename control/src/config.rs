@@ -118,7 +118,7 @@ pub struct Listen {
     pub admin: Spanned<String>,
     /// Terminate TLS on the data listener (see [`tls`]).
     #[serde(default)]
-    pub tls: Option<Spanned<tls::ListenTls>>,
+    pub tls: Option<tls::ListenTls>,
 }
 
 impl Default for Listen {
@@ -244,12 +244,61 @@ pub struct RouteConfig {
     /// Passive ejection of endpoints that keep failing.
     #[serde(default)]
     pub outlier_detection: Option<OutlierConfig>,
+    /// Progressive rollout with automatic rollback.
+    #[serde(default)]
+    pub rollout: Option<RolloutConfig>,
     /// Header values a request must carry for this route to match.
     #[serde(default)]
     pub match_headers: Option<Spanned<std::collections::BTreeMap<String, String>>>,
     /// Keep each user on one version (see [`routing`]).
     #[serde(default)]
     pub sticky: Option<Spanned<routing::StickyConfig>>,
+}
+
+/// `[routes.rollout]`; meaning in `crate::rollout`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutConfig {
+    #[serde(default = "default_canary")]
+    pub canary: Spanned<String>,
+    #[serde(default)]
+    pub baseline: Option<Spanned<String>>,
+    #[serde(default = "default_steps")]
+    pub steps: Spanned<Vec<u32>>,
+    #[serde(default = "secs::<60>")]
+    pub interval: Dur,
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+    #[serde(default = "default_max_error_rate")]
+    pub max_error_rate: Spanned<f64>,
+    #[serde(default)]
+    pub max_p99_ratio: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub max_p99: Option<Dur>,
+    #[serde(default = "default_on_success")]
+    pub on_success: crate::rollout::OnSuccess,
+    #[serde(default)]
+    pub autostart: bool,
+}
+
+fn default_canary() -> Spanned<String> {
+    Spanned::new(0..0, "canary".into())
+}
+
+fn default_steps() -> Spanned<Vec<u32>> {
+    Spanned::new(0..0, vec![5, 25, 50, 100])
+}
+
+fn default_min_requests() -> u64 {
+    200
+}
+
+fn default_max_error_rate() -> Spanned<f64> {
+    Spanned::new(0..0, 0.01)
+}
+
+fn default_on_success() -> crate::rollout::OnSuccess {
+    crate::rollout::OnSuccess::Promote
 }
 
 /// `[routes.health_check]`: a GET of `path` on every endpoint each
@@ -675,6 +724,33 @@ impl Config {
                     }
                 }
             }
+            if let Some(rollout) = &route.rollout {
+                let versions: Vec<&str> = route.versions.get_ref().iter().map(|v| v.name.get_ref().as_str()).collect();
+                let canary = rollout.canary.get_ref();
+                if !versions.contains(&canary.as_str()) {
+                    error(at("rollout.canary"), rollout.canary.span(), format!("'{canary}' is not one of this route's versions ({})", versions.join(", ")));
+                }
+                if let Some(baseline) = &rollout.baseline {
+                    if !versions.contains(&baseline.get_ref().as_str()) {
+                        error(at("rollout.baseline"), baseline.span(), format!("'{}' is not one of this route's versions", baseline.get_ref()));
+                    } else if baseline.get_ref() == canary {
+                        error(at("rollout.baseline"), baseline.span(), "the baseline must differ from the canary".into());
+                    }
+                }
+                let steps = rollout.steps.get_ref();
+                if steps.is_empty() || steps.iter().any(|w| *w > 100) || steps.windows(2).any(|p| p[0] >= p[1]) {
+                    error(at("rollout.steps"), rollout.steps.span(), "steps must be rising canary weights from 0 to 100, e.g. [5, 25, 50, 100]".into());
+                }
+                let rate = *rollout.max_error_rate.get_ref();
+                if !(0.0..=1.0).contains(&rate) {
+                    error(at("rollout.max_error_rate"), rollout.max_error_rate.span(), format!("{rate} is a share: 0 to 1 (0.01 = 1 %)"));
+                }
+                if let Some(ratio) = &rollout.max_p99_ratio {
+                    if !(*ratio.get_ref() > 0.0) {
+                        error(at("rollout.max_p99_ratio"), ratio.span(), "must be above 0 (1.5 = 50 % slower than the baseline)".into());
+                    }
+                }
+            }
             if let Some(outlier) = &route.outlier_detection {
                 if *outlier.consecutive_failures.get_ref() == 0 {
                     error(at("outlier_detection.consecutive_failures"), outlier.consecutive_failures.span(), "must be at least 1".into());
@@ -777,6 +853,37 @@ impl Config {
                 );
             }
         }
+    }
+
+    /// Each route's rollout policy, by route name.
+    pub fn rollout_policies(&self) -> std::collections::HashMap<String, crate::rollout::RolloutPolicy> {
+        let specs = self.table_spec();
+        self.routes
+            .iter()
+            .zip(&specs.routes)
+            .filter_map(|(route, spec)| {
+                let rollout = route.rollout.as_ref()?;
+                let baseline = match &rollout.baseline {
+                    Some(baseline) => baseline.get_ref().clone(),
+                    None => spec.baseline.clone(),
+                };
+                Some((
+                    spec.name.clone(),
+                    crate::rollout::RolloutPolicy {
+                        canary: rollout.canary.get_ref().clone(),
+                        baseline,
+                        steps: rollout.steps.get_ref().clone(),
+                        interval: rollout.interval.0,
+                        min_requests: rollout.min_requests,
+                        max_error_rate: *rollout.max_error_rate.get_ref(),
+                        max_p99_ratio: rollout.max_p99_ratio.as_ref().map(|r| *r.get_ref()),
+                        max_p99: rollout.max_p99.map(|d| d.0),
+                        on_success: rollout.on_success,
+                        autostart: rollout.autostart,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// The routing table this config describes.

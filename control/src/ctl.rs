@@ -42,6 +42,18 @@ pub enum CtlCommand {
     Reload,
     /// Shadow targets: copies, drops, compare results, last mismatches.
     Shadows,
+    /// Per-version requests, error rate and latency percentiles.
+    Stats {
+        /// How far back: `60s`, `5m`, … (capped by what is kept).
+        #[arg(long, default_value = "60s")]
+        window: String,
+    },
+    /// A route's progressive rollout: show it, or start|pause|resume|abort.
+    Rollout {
+        route: String,
+        #[arg(value_parser = ["status", "start", "pause", "resume", "abort"], default_value = "status")]
+        action: String,
+    },
 }
 
 pub struct Ctl {
@@ -122,6 +134,17 @@ impl Ctl {
             CtlCommand::Status => self.call(Method::GET, "/api/v1/status", None, None).await?,
             CtlCommand::Reload => self.call(Method::POST, "/api/v1/reload", None, None).await?,
             CtlCommand::Shadows => self.call(Method::GET, "/api/v1/shadows", None, None).await?,
+            CtlCommand::Rollout { route, action } => {
+                let path = format!("/api/v1/routes/{route}/rollout");
+                match action.as_str() {
+                    "status" => self.call(Method::GET, &path, None, None).await?,
+                    action => self.call(Method::POST, &format!("{path}/{action}"), None, None).await?,
+                }
+            }
+            CtlCommand::Stats { window } => {
+                let path = format!("/api/v1/stats?window={}", window.replace(' ', ""));
+                self.call(Method::GET, &path, None, None).await?
+            }
         };
         let reply = ok(reply)?;
         if self.json {
@@ -133,6 +156,8 @@ impl Ctl {
             CtlCommand::Status => render_object(&reply.body),
             CtlCommand::Reload => render_object(&reply.body),
             CtlCommand::Shadows => crate::shadows::render(&reply.body),
+            CtlCommand::Stats { .. } => crate::stats::render(&reply.body),
+            CtlCommand::Rollout { .. } => render_rollout(&reply.body),
             _ => render_change(&reply.body),
         })
     }
@@ -254,6 +279,30 @@ fn render_history(body: &Value) -> String {
     }
     if text.is_empty() {
         text.push_str("no changes yet\n");
+    }
+    text
+}
+
+fn render_rollout(body: &Value) -> String {
+    let mut text = format!(
+        "route {}: {} (step {} of {}, canary {}% ; {} vs {})\n",
+        body["route"].as_str().unwrap_or("?"),
+        body["state"].as_str().unwrap_or("?"),
+        body["step"],
+        body["steps"].as_array().map_or(0, Vec::len),
+        body["canary_weight"],
+        body["canary"].as_str().unwrap_or("?"),
+        body["baseline"].as_str().unwrap_or("?"),
+    );
+    let verdict = &body["last_verdict"];
+    if verdict.is_object() {
+        let _ = writeln!(
+            text,
+            "last verdict {} at {}: {}",
+            verdict["decision"].as_str().unwrap_or("?"),
+            verdict["time"].as_str().unwrap_or("?"),
+            verdict["reason"].as_str().unwrap_or("")
+        );
     }
     text
 }

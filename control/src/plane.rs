@@ -28,6 +28,8 @@ pub enum PlaneEvent<'a> {
     TableChanged(&'a Arc<RoutingTable>),
     /// A reload from the file was attempted.
     Reload { ok: bool },
+    /// These routes' definitions or weights changed (after `TableChanged`).
+    RoutesChanged { routes: &'a [String], source: Source },
 }
 
 pub type Observer = Box<dyn Fn(&PlaneEvent<'_>) + Send + Sync>;
@@ -59,7 +61,12 @@ pub enum ReloadError {
 pub enum ReloadOutcome {
     /// The file's content is what is already applied.
     Unchanged,
-    Applied { revision: u64, changes: usize },
+    Applied {
+        revision: u64,
+        changes: usize,
+        /// The routes the reload changed.
+        routes: Vec<String>,
+    },
 }
 
 struct State {
@@ -176,6 +183,7 @@ impl ControlPlane {
     ) -> Result<Arc<RoutingTable>, ChangeError> {
         let mut state = self.state();
         let mut before = None;
+        let mut changed = false;
         let table = self.table.update(|current| {
             if let Some(expected) = expected {
                 if expected != current.revision() {
@@ -200,10 +208,17 @@ impl ControlPlane {
             if !changes.is_empty() {
                 state.overrides.insert(route.to_owned());
             }
+            changed = !changes.is_empty();
             record(&mut state.history, changes);
         }
         drop(state);
         self.notify(PlaneEvent::TableChanged(&table));
+        if changed {
+            self.notify(PlaneEvent::RoutesChanged {
+                routes: &[route.to_owned()],
+                source,
+            });
+        }
         Ok(table)
     }
 
@@ -212,9 +227,10 @@ impl ControlPlane {
     pub fn reload(&self, source: Source) -> Result<ReloadOutcome, ReloadError> {
         let result = self.try_reload(source);
         self.notify(PlaneEvent::Reload { ok: result.is_ok() });
-        if let Ok(ReloadOutcome::Applied { .. }) = result {
+        if let Ok(ReloadOutcome::Applied { routes, .. }) = &result {
             let table = self.table.load();
             self.notify(PlaneEvent::TableChanged(&table));
+            self.notify(PlaneEvent::RoutesChanged { routes, source });
         }
         result
     }
@@ -288,11 +304,13 @@ impl ControlPlane {
             .map(|before| history::diff(&before, table.spec(), source, who, table.revision(), None))
             .unwrap_or_default();
         let count = changes.len();
+        let routes = changes.iter().map(|c| c.route.clone()).collect();
         record(&mut state.history, changes);
         tracing::info!(revision = table.revision(), changes = count, "config reloaded");
         Ok(ReloadOutcome::Applied {
             revision: table.revision(),
             changes: count,
+            routes,
         })
     }
 

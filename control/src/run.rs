@@ -15,7 +15,8 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, Admin, AdminAuth, AuthError, Extension};
 use crate::config::tls::TlsConfigError;
 use crate::config::Config;
-use crate::plane::ControlPlane;
+use crate::plane::{ControlPlane, PlaneEvent};
+use crate::rollout::Rollouts;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -96,7 +97,21 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
     let proxy = Proxy::new(table.clone(), Upstream::new(&upstream_settings), scheme)
         .with_metrics(metrics.clone());
     let upgraded_connections = Arc::clone(proxy.upgraded_connections());
+    let rollouts = Rollouts::new(Arc::clone(&plane), metrics.clone(), config.rollout_policies());
+    {
+        // A reload brings new rollout policies.
+        let rollouts = Arc::downgrade(&rollouts);
+        let plane_for_reload = Arc::downgrade(&plane);
+        plane.observe(Box::new(move |event| {
+            if let (PlaneEvent::Reload { ok: true }, Some(rollouts), Some(plane)) =
+                (event, rollouts.upgrade(), plane_for_reload.upgrade())
+            {
+                rollouts.set_policies(plane.config().rollout_policies());
+            }
+        }));
+    }
     let extensions: Vec<Extension> = vec![
+        crate::rollout::admin_extension(Arc::clone(&rollouts)),
         crate::shadows::admin_extension(table.clone()),
         crate::stats::extension(metrics.clone()),
         crate::dashboard::extension(),
@@ -128,6 +143,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         tokio::spawn(admin::serve(admin_listener, admin, stopped(shutdown_rx))),
     ];
     background.push(crate::health::start(Arc::clone(&plane)));
+    background.push(rollouts.start());
     plane.set_ready(true);
     tracing::info!(%data_addr, %admin_addr, "listeners ready");
     Ok(Running {

@@ -250,6 +250,7 @@ pub fn observer(metrics: Metrics) -> Observer {
     Box::new(move |event| match event {
         PlaneEvent::Reload { ok } => metrics.record_reload(*ok),
         PlaneEvent::TableChanged(table) => metrics.sync_table(table),
+        PlaneEvent::RoutesChanged { .. } => {}
     })
 }
 
@@ -292,7 +293,8 @@ pub fn render(body: &Value) -> String {
             rows.push([
                 route.route.clone(),
                 v.version.clone(),
-                v.weight.map_or_else(|| "retiring".to_owned(), |w| w.to_string()),
+                v.weight
+                    .map_or_else(|| "retiring".to_owned(), |w| w.to_string()),
                 v.requests.to_string(),
                 format!("{:.1}", v.rps),
                 format!("{} ({:.2}%)", v.errors, v.error_rate * 100.0),
@@ -382,13 +384,19 @@ mod tests {
         };
         let json = serde_json::to_value(&report).expect("json");
         assert_eq!(json["routes"][0]["versions"][0]["status"]["5xx"], 2);
-        assert_eq!(json["routes"][0]["versions"][0]["upstream_errors"]["connect"], 1);
+        assert_eq!(
+            json["routes"][0]["versions"][0]["upstream_errors"]["connect"],
+            1
+        );
         assert_eq!(json["routes"][0]["versions"][0]["latency_ms"]["p50"], 5.123);
         let text = render(&json);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].contains("revision 4"), "{text}");
         assert!(lines[1].starts_with("ROUTE"), "{text}");
-        assert!(lines[2].contains("stable") && lines[2].contains("5.12"), "{text}");
+        assert!(
+            lines[2].contains("stable") && lines[2].contains("5.12"),
+            "{text}"
+        );
         assert!(lines[2].contains("2 (2.00%)"), "{text}");
         assert!(lines[3].contains("retiring"), "{text}");
     }

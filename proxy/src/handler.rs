@@ -13,7 +13,7 @@ use http::header::{HeaderName, HeaderValue, SET_COOKIE};
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::body::ProxyBody;
+use crate::body::{self, ProxyBody};
 use crate::error::ProxyError;
 use crate::forward::{self, Upstream};
 use crate::metrics::{self, Measure, Metrics};
@@ -36,7 +36,7 @@ struct Inner {
     table: TableHandle,
     upstream: Upstream,
     /// Shadow copies never take (or wait for) a primary connection.
-    shadow_upstream: Upstream,
+    shadow_upstream: Arc<Upstream>,
     /// `http` or `https`: what X-Forwarded-Proto says.
     scheme: &'static str,
     metrics: Metrics,
@@ -49,7 +49,7 @@ impl Proxy {
         Proxy {
             inner: Arc::new(Inner {
                 table,
-                shadow_upstream: upstream.separate_pool(),
+                shadow_upstream: Arc::new(upstream.separate_pool()),
                 upstream,
                 scheme,
                 metrics: Metrics::disabled(),
@@ -129,23 +129,23 @@ impl Proxy {
         let endpoint = version.next_endpoint();
         let upgrade = upgrade::requested(&mut req);
 
-        // Mirror: copies for the route's shadows, spawned, never awaited.
-        let (req, comparison) = shadow::mirror(
-            &route.shadows,
-            &self.inner.shadow_upstream,
-            req,
-            client,
-            self.inner.scheme,
-        );
-
-        // Forward.
-        let mut upstream_req = forward::upstream_request(
-            req,
+        // Forward: the upstream request.
+        let upstream_req = forward::upstream_request(
+            req.map(body::boxed),
             &endpoint.authority,
             client,
             self.inner.scheme,
         )
         .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream request: {e}")))?;
+
+        // Mirror: copies of it for the route's shadows, spawned, never
+        // awaited (not of a protocol upgrade: a tunnel cannot be copied).
+        let shadows = upgrade.is_none().then_some(&route.shadows[..]);
+        let (mut upstream_req, comparison) = shadow::mirror(
+            shadows.unwrap_or_default(),
+            &self.inner.shadow_upstream,
+            upstream_req,
+        );
         if let Some(upgrade) = &upgrade {
             upgrade.prepare(&mut upstream_req);
         }

@@ -10,21 +10,20 @@
 //! from the previous one by route and shadow name.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use http::uri::Authority;
+use http::uri::{Authority, Uri};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 
 use crate::body::{self, BoxError, ProxyBody};
-use crate::forward::{self, Upstream};
+use crate::forward::Upstream;
 use crate::split::RoundRobin;
 use crate::table::{parse_endpoint, valid_name};
 use crate::tee::{Digest, Digesting, Tee, TeeSink};
@@ -472,7 +471,7 @@ impl Shadow {
             state.record(ShadowResult::Overload);
             return None;
         };
-        let head = match self.head(req, to) {
+        let head = match self.head(req) {
             Ok(head) => head,
             Err(error) => {
                 tracing::debug!(%error, shadow = %self.name, "cannot build the shadow request");
@@ -483,79 +482,68 @@ impl Shadow {
         Some(ShadowCopy {
             permit,
             head,
-            upstream: to.upstream.clone(),
+            upstream: Arc::clone(to.upstream),
             timeout: self.spec.timeout,
             limit: self.spec.max_body_bytes,
             compare: None,
         })
     }
 
-    /// The copy's request head: the primary's method, URI and headers sent to
-    /// the next shadow endpoint, minus `strip_headers`, plus the shadow header.
-    fn head(&self, req: &Request<ProxyBody>, to: &Target<'_>) -> Result<Request<()>, http::Error> {
-        let mut copy = Request::new(body::empty());
+    /// The copy's request head: the primary's upstream request (already
+    /// rewritten: hop-by-hop headers gone, X-Forwarded-* set) sent to the
+    /// next shadow endpoint, minus `strip_headers`, plus the shadow header.
+    fn head(&self, req: &Request<ProxyBody>) -> Result<Request<()>, http::Error> {
+        let endpoint = &self.endpoints[self.round_robin.next(self.endpoints.len())];
+        let mut uri = req.uri().clone().into_parts();
+        uri.authority = Some(endpoint.clone());
+        let mut copy = Request::new(());
+        *copy.uri_mut() = Uri::from_parts(uri)?;
         *copy.method_mut() = req.method().clone();
-        *copy.uri_mut() = req.uri().clone();
         *copy.version_mut() = req.version();
         *copy.headers_mut() = req.headers().clone();
-        let endpoint = &self.endpoints[self.round_robin.next(self.endpoints.len())];
-        let mut copy = forward::upstream_request(copy, endpoint, to.client, to.scheme)?;
         let headers = copy.headers_mut();
         for name in &*self.strip_headers {
             headers.remove(name);
         }
         headers.insert(SHADOW_HEADER, self.header_value.clone());
-        Ok(copy.map(|_| ()))
+        Ok(copy)
     }
 }
 
-/// Where this request's copies go and what their heads need.
+/// Where this request's copies go.
 struct Target<'a> {
-    upstream: &'a Upstream,
-    client: SocketAddr,
-    scheme: &'static str,
+    upstream: &'a Arc<Upstream>,
     /// The request body's length if declared, else 0 (checked as it streams).
     body_at_least: u64,
 }
 
-/// The mirror stage of one request: decides, per shadow of the route, whether
-/// to copy it; copies without a body are spawned at once, copies with a body
-/// when the [`Tee`] that now wraps the body has seen all of it. Returns the
-/// request to forward and what the compare stage needs.
+/// The mirror stage of one request, given the upstream request the primary
+/// is about to send: decides, per shadow of the route, whether to copy it;
+/// copies without a body are spawned at once, copies with a body when the
+/// [`Tee`] that now wraps the body has seen all of it. Returns the request
+/// to forward and what the compare stage needs.
 ///
-/// With no shadows this only boxes the body: no allocation beyond it, no
-/// atomic.
+/// With no shadows this returns at once: no allocation, no atomic.
 #[inline]
-pub fn mirror<B>(
+pub fn mirror(
     shadows: &[Shadow],
-    upstream: &Upstream,
-    req: Request<B>,
-    client: SocketAddr,
-    scheme: &'static str,
-) -> (Request<ProxyBody>, Comparison)
-where
-    B: Body<Data = Bytes> + Send + Sync + 'static,
-    B::Error: Into<BoxError>,
-{
-    let req = req.map(body::boxed);
+    upstream: &Arc<Upstream>,
+    req: Request<ProxyBody>,
+) -> (Request<ProxyBody>, Comparison) {
     if shadows.is_empty() {
         return (req, Comparison::default());
     }
-    mirror_to(shadows, upstream, req, client, scheme)
+    mirror_to(shadows, upstream, req)
 }
 
 fn mirror_to(
     shadows: &[Shadow],
-    upstream: &Upstream,
+    upstream: &Arc<Upstream>,
     req: Request<ProxyBody>,
-    client: SocketAddr,
-    scheme: &'static str,
 ) -> (Request<ProxyBody>, Comparison) {
     let has_body = !req.body().is_end_stream();
     let to = Target {
         upstream,
-        client,
-        scheme,
         body_at_least: if has_body {
             req.body().size_hint().lower()
         } else {
@@ -610,7 +598,7 @@ impl Drop for InFlight {
 struct ShadowCopy {
     permit: InFlight,
     head: Request<()>,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     timeout: Duration,
     limit: usize,
     compare: Option<Compared>,

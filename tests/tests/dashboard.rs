@@ -69,7 +69,8 @@ fn cell(dom: &str, version: &str, field: &str) -> Option<String> {
 }
 
 fn number(dom: &str, version: &str, field: &str) -> f64 {
-    let text = cell(dom, version, field).unwrap_or_else(|| panic!("no {field} for {version}:\n{dom}"));
+    let text =
+        cell(dom, version, field).unwrap_or_else(|| panic!("no {field} for {version}:\n{dom}"));
     text.parse()
         .unwrap_or_else(|_| panic!("{version} {field} is '{text}', not a number"))
 }
@@ -79,8 +80,14 @@ async fn dashboard_shows_live_per_version_figures() {
     let Some(chromium_bin) = tool("chromium") else {
         return;
     };
-    let stable = backend("stable").delay(Duration::from_millis(5)).start().await;
-    let canary = backend("canary").delay(Duration::from_millis(20)).start().await;
+    let stable = backend("stable")
+        .delay(Duration::from_millis(5))
+        .start()
+        .await;
+    let canary = backend("canary")
+        .delay(Duration::from_millis(20))
+        .start()
+        .await;
     let proxy = start_proxy(&config(&format!(
         "[metrics]\nwindow_slice = \"200ms\"\nwindow_slices = 10\n\n{}",
         route("web")
@@ -114,7 +121,9 @@ async fn dashboard_shows_live_per_version_figures() {
     }
     let page = admin.call(Method::GET, "/dashboard", None, None).await;
     assert_eq!(page.status, 200);
-    assert!(page.header("content-type").is_some_and(|t| t.starts_with("text/html")));
+    assert!(page
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/html")));
 
     let url = format!("http://{}/dashboard?window=1s", proxy.running.admin_addr);
     let browser = chromium_bin.clone();
@@ -147,7 +156,10 @@ async fn dashboard_shows_live_per_version_figures() {
         .expect("traffic task");
     eprintln!("sent {sent} requests; screenshot: {}", screenshot.display());
 
-    assert!(dom.contains("data-ready=\"1\""), "charts never held data:\n{dom}");
+    assert!(
+        dom.contains("data-ready=\"1\""),
+        "charts never held data:\n{dom}"
+    );
     for version in ["stable", "canary"] {
         assert!(number(&dom, version, "requests") > 0.0, "{version}");
         assert!(number(&dom, version, "rps") > 0.0, "{version}");

@@ -184,3 +184,64 @@ name = "web"
     assert_eq!(live.hits(), 15);
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flip_is_refused_while_the_target_fails_checks() {
+    let blue = Killable::start("blue").await;
+    let mut green = Killable::start("green").await;
+    let toml = config(&format!(
+        r#"[[routes]]
+name = "web"
+  [routes.health_check]
+  path = "/healthz"
+  interval = "100ms"
+  timeout = "200ms"
+  healthy_threshold = 1
+  unhealthy_threshold = 1
+  [[routes.versions]]
+  name = "blue"
+  weight = 100
+  endpoints = [{}]
+  [[routes.versions]]
+  name = "green"
+  weight = 0
+  endpoints = [{}]
+"#,
+        endpoints(&[&blue.endpoint()]),
+        endpoints(&[&green.endpoint()])
+    ));
+    let proxy = start_proxy(&toml).await;
+    let admin = AdminClient::new(proxy.running.admin_addr, None);
+    green.kill().await;
+    let flip = r#"{"from": "blue", "to": "green"}"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = admin.call(Method::POST, "/api/v1/routes/web/flip", None, Some(flip)).await;
+        if reply.status == 409 {
+            assert!(reply.text().contains("fail health checks"), "{}", reply.text());
+            break;
+        }
+        // Not yet seen as down: undo and try again.
+        assert!(Instant::now() < deadline, "flip to a dead version was never refused");
+        admin.call(Method::POST, "/api/v1/routes/web/rollback", None, None).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    green.revive().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = admin.call(Method::POST, "/api/v1/routes/web/flip", None, Some(flip)).await;
+        if reply.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "flip never allowed after recovery: {}", reply.text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let counts = count_by(&load(&proxy, "/", 20, 2).await, "x-switchyard-version");
+    assert_eq!(counts.get("green"), Some(&20), "{counts:?}");
+    // Rollback is instant and needs no check.
+    let reply = admin.call(Method::POST, "/api/v1/routes/web/rollback", None, None).await;
+    assert_eq!(reply.status, 200);
+    let counts = count_by(&load(&proxy, "/", 20, 2).await, "x-switchyard-version");
+    assert_eq!(counts.get("blue"), Some(&20), "{counts:?}");
+    proxy.shutdown().await;
+}

@@ -15,6 +15,7 @@ use http::Method;
 use serde_json::Value;
 use support::admin::AdminClient;
 use support::*;
+use switchyard_control::ctl::{Ctl, CtlCommand};
 use switchyard_control::{Config, StartOptions};
 
 const STABLE_DELAY: Duration = Duration::from_millis(5);
@@ -28,7 +29,9 @@ async fn scrape(admin: &AdminClient) -> (String, prometheus_parse::Scrape) {
     let reply = admin.call(Method::GET, "/metrics", None, None).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert!(
-        reply.header("content-type").is_some_and(|t| t.starts_with("text/plain")),
+        reply
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain")),
         "{:?}",
         reply.headers
     );
@@ -85,11 +88,10 @@ fn series_keys(scrape: &prometheus_parse::Scrape) -> BTreeSet<String> {
     scrape
         .samples
         .iter()
-        .filter(|s| {
-            s.metric.starts_with("switchyard_") && s.labels.get("version").is_some()
-        })
+        .filter(|s| s.metric.starts_with("switchyard_") && s.labels.get("version").is_some())
         .map(|s| {
-            let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let mut labels: Vec<String> =
+                s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             labels.sort();
             format!("{}{{{}}}", s.metric, labels.join(","))
         })
@@ -98,7 +100,12 @@ fn series_keys(scrape: &prometheus_parse::Scrape) -> BTreeSet<String> {
 
 async fn stats(admin: &AdminClient, window: &str) -> Value {
     let reply = admin
-        .call(Method::GET, &format!("/api/v1/stats?window={window}"), None, None)
+        .call(
+            Method::GET,
+            &format!("/api/v1/stats?window={window}"),
+            None,
+            None,
+        )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.json()
@@ -192,8 +199,29 @@ async fn per_version_latency_and_counts_match_the_backends() {
             "{name}: p50 {p50} ms is not within 10 % of {direct} ms (+1 ms proxy overhead)"
         );
         for field in ["p90", "p99", "p999", "max"] {
-            assert!(v["latency_ms"][field].as_f64().expect(field) >= p50, "{v:#}");
+            assert!(
+                v["latency_ms"][field].as_f64().expect(field) >= p50,
+                "{v:#}"
+            );
         }
+    }
+    // `switchyard ctl stats` prints the same figures as a table.
+    let ctl = Ctl::new(&proxy.running.admin_addr.to_string(), None, false);
+    let table = ctl
+        .run(CtlCommand::Stats {
+            window: "1m".into(),
+        })
+        .await
+        .expect("ctl stats");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[1].starts_with("ROUTE") && lines[1].contains("P99.9 ms"),
+        "{table}"
+    );
+    for (line, name) in lines[2..4].iter().zip(["stable", "canary"]) {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[..3], ["web", name, "1"], "{table}");
+        assert_eq!(cells[3], rounds.to_string(), "{table}");
     }
     proxy.shutdown().await;
 }
@@ -206,7 +234,10 @@ async fn status_classes_and_upstream_errors_land_in_their_series() {
     let refused = closed_port().await.to_string();
     let proxy = start_proxy(&config(&format!(
         "{}{}{}{}",
-        route("ok").key("path_prefix", "/ok").backend("stable", 1, &ok).build(),
+        route("ok")
+            .key("path_prefix", "/ok")
+            .backend("stable", 1, &ok)
+            .build(),
         route("unavailable")
             .key("path_prefix", "/unavailable")
             .backend("stable", 1, &unavailable)
@@ -238,7 +269,11 @@ async fn status_classes_and_upstream_errors_land_in_their_series() {
         value(
             &scrape,
             "switchyard_requests_total",
-            &[("route", route), ("version", "stable"), ("code_class", class)],
+            &[
+                ("route", route),
+                ("version", "stable"),
+                ("code_class", class),
+            ],
         )
     };
     let errors = |route: &str, kind: &str| {
@@ -258,19 +293,30 @@ async fn status_classes_and_upstream_errors_land_in_their_series() {
         for (class, count) in ["1xx", "2xx", "3xx", "4xx", "5xx"].into_iter().zip(classes) {
             assert_eq!(requests(route, class), count, "{route} {class}\n{text}");
         }
-        for (kind, count) in ["connect", "timeout", "reset", "protocol"].into_iter().zip(kinds) {
+        for (kind, count) in ["connect", "timeout", "reset", "protocol"]
+            .into_iter()
+            .zip(kinds)
+        {
             assert_eq!(errors(route, kind), count, "{route} {kind}\n{text}");
         }
     }
     let stats = stats(&admin, "60s").await;
-    for (route, rate) in [("ok", 0.0), ("unavailable", 1.0), ("refused", 1.0), ("slow", 1.0)] {
+    for (route, rate) in [
+        ("ok", 0.0),
+        ("unavailable", 1.0),
+        ("refused", 1.0),
+        ("slow", 1.0),
+    ] {
         let v = version(&stats, route, "stable").expect("in stats");
         assert_eq!(v["error_rate"].as_f64(), Some(rate), "{route}: {v:#}");
     }
     let slow_p50 = version(&stats, "slow", "stable").expect("slow")["latency_ms"]["p50"]
         .as_f64()
         .expect("p50");
-    assert!((300.0..1_000.0).contains(&slow_p50), "timeouts are timed: {slow_p50}");
+    assert!(
+        (300.0..1_000.0).contains(&slow_p50),
+        "timeouts are timed: {slow_p50}"
+    );
     proxy.shutdown().await;
 }
 
@@ -278,19 +324,61 @@ async fn status_classes_and_upstream_errors_land_in_their_series() {
 async fn metrics_text_is_valid_and_stable_across_a_weight_change() {
     let stable = backend("stable").start().await;
     let canary = backend("canary").start().await;
-    let proxy = start_proxy(&config(
-        &route("web")
+    let next = backend("next").start().await;
+    let shadow = format!(
+        "\n  [[routes.shadows]]\n  name = \"next\"\n  endpoints = [\"{}\"]\n  \
+         compare = true\n  compare_ignore_body = true\n",
+        next.endpoint()
+    );
+    let proxy = start_proxy(&config(&format!(
+        "{}{shadow}",
+        route("web")
             .backend("stable", 90, &stable)
             .backend("canary", 10, &canary)
-            .build(),
-    ))
+            .build()
+    )))
     .await;
     // The test client's pooled connection stays open: one active at least.
     assert_eq!(proxy.get("/").await.status, 200);
     load(&proxy, "/", 19, 2).await;
     let admin = admin(&proxy.running);
+    // Shadow copies finish on their own time.
+    let stats = stats_until(&admin, |stats| {
+        stats["routes"][0]["shadows"][0]["compared"].as_u64() == Some(20)
+    })
+    .await;
+    assert_eq!(
+        stats["routes"][0]["shadows"][0]["match_rate"], 1.0,
+        "{stats:#}"
+    );
     let (before_text, before) = scrape(&admin).await;
     promtool_check(&before_text);
+    let shadow_matched = [("route", "web"), ("shadow", "next"), ("result", "matched")];
+    assert_eq!(
+        value(&before, "switchyard_shadow_requests_total", &shadow_matched),
+        20.0
+    );
+    // Every metric the Grafana dashboard queries is exported.
+    let grafana = std::fs::read_to_string(workspace_root().join("config/grafana/switchyard.json"))
+        .expect("config/grafana/switchyard.json");
+    let grafana: Value = serde_json::from_str(&grafana).expect("the Grafana dashboard is JSON");
+    let mut queried = BTreeSet::new();
+    for panel in grafana["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr");
+            queried.extend(
+                expr.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .filter(|word| word.starts_with("switchyard_") || word.starts_with("process_")),
+            );
+        }
+    }
+    assert!(queried.len() >= 8, "{queried:?}");
+    for name in queried {
+        assert!(
+            before_text.contains(&format!("\n{name}")),
+            "Grafana queries {name}, not exported"
+        );
+    }
     for family in [
         "switchyard_requests_total",
         "switchyard_request_duration_seconds",
@@ -301,10 +389,16 @@ async fn metrics_text_is_valid_and_stable_across_a_weight_change() {
         "switchyard_connections_active",
         "process_cpu_seconds_total",
     ] {
-        assert!(before_text.contains(family), "{family} missing:\n{before_text}");
+        assert!(
+            before_text.contains(family),
+            "{family} missing:\n{before_text}"
+        );
     }
     let web = |v: &'static str| [("route", "web"), ("version", v)];
-    assert_eq!(value(&before, "switchyard_route_weight", &web("canary")), 10.0);
+    assert_eq!(
+        value(&before, "switchyard_route_weight", &web("canary")),
+        10.0
+    );
     let ok = |scrape: &prometheus_parse::Scrape, v: &str| {
         let labels = [("route", "web"), ("version", v), ("code_class", "2xx")];
         value(scrape, "switchyard_requests_total", &labels)
@@ -322,17 +416,33 @@ async fn metrics_text_is_valid_and_stable_across_a_weight_change() {
 
     let (after_text, after) = scrape(&admin).await;
     promtool_check(&after_text);
-    assert_eq!(series_keys(&before), series_keys(&after), "same series after the swap");
-    assert_eq!(value(&after, "switchyard_route_weight", &web("canary")), 50.0);
-    assert_eq!(value(&after, "switchyard_table_revision", &[]), (revision + 1) as f64);
+    assert_eq!(
+        series_keys(&before),
+        series_keys(&after),
+        "same series after the swap"
+    );
+    assert_eq!(
+        value(&after, "switchyard_route_weight", &web("canary")),
+        50.0
+    );
+    assert_eq!(
+        value(&after, "switchyard_table_revision", &[]),
+        (revision + 1) as f64
+    );
     for sample in &before.samples {
         if sample.metric == "switchyard_requests_total" {
-            let labels: Vec<(&str, &str)> =
-                sample.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let labels: Vec<(&str, &str)> = sample
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             let prometheus_parse::Value::Counter(then) = sample.value else {
                 panic!("not a counter: {sample:?}");
             };
-            assert!(value(&after, &sample.metric, &labels) >= then, "counter went down: {labels:?}");
+            assert!(
+                value(&after, &sample.metric, &labels) >= then,
+                "counter went down: {labels:?}"
+            );
         }
     }
     assert_eq!(ok(&after, "stable") + ok(&after, "canary"), 40.0);
@@ -373,7 +483,10 @@ async fn removed_version_is_retired_after_its_last_request() {
     let in_flight = tokio::spawn(async move { get(&client(), &url).await });
     let deadline = Instant::now() + Duration::from_secs(5);
     while green.hits() == 0 {
-        assert!(Instant::now() < deadline, "the slow request never reached green");
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never reached green"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
@@ -398,7 +511,11 @@ async fn removed_version_is_retired_after_its_last_request() {
         assert!(!text.contains("version=\"green\""), "ghost series:\n{text}");
         promtool_check(&text);
         assert_eq!(
-            value(&scrape, "switchyard_config_reloads_total", &[("result", "success")]),
+            value(
+                &scrape,
+                "switchyard_config_reloads_total",
+                &[("result", "success")]
+            ),
             1.0,
             "{text}"
         );

@@ -313,6 +313,8 @@ async fn sighup_reloads_the_binary_and_ctl_round_trips() {
     assert!(ok, "{err}");
     let status: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
     assert!(status["revision"].as_u64().is_some_and(|r| r >= 6), "{status}");
+    let (ok, _, err) = ctl(&["rollout", "web"]);
+    assert!(!ok && err.contains("no [routes.rollout]"), "{err}");
     let (ok, _, err) = ctl(&["set-weights", "nope", "stable=1"]);
     assert!(!ok && err.contains("404") && err.contains("nope"), "{err}");
     let output = Command::new(&bin)

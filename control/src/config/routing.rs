@@ -140,3 +140,77 @@ pub fn validate_route(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+
+    const ROUTE: &str = r#"
+[[routes]]
+name = "web"
+  [[routes.versions]]
+  name = "stable"
+  weight = 90
+  endpoints = ["127.0.0.1:9001"]
+  [[routes.versions]]
+  name = "canary"
+  weight = 10
+  endpoints = ["127.0.0.1:9002"]
+"#;
+
+    fn errors(text: &str) -> Vec<ConfigError> {
+        Config::parse(text, "t.toml").expect_err("should fail").errors
+    }
+
+    #[test]
+    fn sticky_and_override_reach_the_table() {
+        let text = format!(
+            "[proxy]\noverride_header = \"x-force\"\noverride_secret = \"s\"\n{ROUTE}  [routes.sticky]\n  cookie = \"uid\"\n  set_cookie = true\n  seed = 9\n"
+        );
+        let spec = Config::parse(&text, "t.toml").expect("valid").table_spec();
+        let sticky = spec.routes[0].sticky.as_ref().expect("sticky");
+        assert_eq!((sticky.cookie.as_deref(), sticky.set_cookie, sticky.seed), (Some("uid"), true, 9));
+        let o = spec.settings.version_override.as_ref().expect("override");
+        assert_eq!((o.header.as_str(), o.secret.as_deref()), ("x-force", Some("s")));
+        switchyard_proxy::RoutingTable::build(spec, 1).expect("table");
+
+        let off = format!("[proxy]\nversion_override = false\n{ROUTE}");
+        let spec = Config::parse(&off, "t.toml").expect("valid").table_spec();
+        assert!(spec.settings.version_override.is_none());
+        let inline = ROUTE.replace("name = \"web\"\n", "name = \"web\"\nsticky = { header = \"x-user-id\" }\n");
+        assert!(Config::parse(&inline, "t.toml").is_ok());
+    }
+
+    #[test]
+    fn bad_keys_are_reported_with_path_and_line() {
+        let text = format!("{ROUTE}  [routes.sticky]\n  header = \"x user\"\n");
+        let found = errors(&text);
+        assert_eq!(found[0].path, "routes[0].sticky");
+        assert_eq!(found[0].position.map(|p| p.0), Some(14), "{found:?}");
+        assert!(found[0].message.contains("x user"), "{}", found[0].message);
+
+        let text = format!("{ROUTE}  [routes.sticky]\n  set_cookie = false\n");
+        assert!(errors(&text)[0].message.contains("needs a key"));
+
+        let text = ROUTE.replace("name = \"web\"\n", "name = \"web\"\nmatch_headers = { \"bad name\" = \"1\" }\n");
+        let found = errors(&text);
+        assert_eq!(found[0].path, "routes[0].match_headers");
+        assert_eq!(found[0].position.map(|p| p.0), Some(4));
+
+        let found = errors(&format!("[proxy]\noverride_header = \"x y\"\n{ROUTE}"));
+        assert_eq!(found[0].path, "proxy.override_header");
+        assert_eq!(found[0].position.map(|p| p.0), Some(2));
+    }
+
+    #[test]
+    fn same_match_needs_different_headers() {
+        let beta = ROUTE.replace("name = \"web\"\n", "name = \"beta\"\nmatch_headers = { \"x-beta\" = \"1\" }\n");
+        assert!(Config::parse(&format!("{ROUTE}{beta}"), "t.toml").is_ok());
+        let again = beta.replace("name = \"beta\"", "name = \"beta2\"");
+        let found = errors(&format!("{ROUTE}{beta}{again}"));
+        assert!(
+            found.iter().any(|e| e.path == "routes[2].path_prefix" && e.message.contains("x-beta: 1")),
+            "{found:?}"
+        );
+    }
+}

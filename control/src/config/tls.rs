@@ -104,20 +104,16 @@ impl ListenTls {
 }
 
 /// The syntactic checks of `[listen.tls]`.
-pub fn validate_listen(
-    listen_tls: &Spanned<ListenTls>,
-    error: &mut impl FnMut(String, Range<usize>, String),
-) {
-    let tls = listen_tls.get_ref();
+pub fn validate_listen(tls: &ListenTls, error: &mut impl FnMut(String, Range<usize>, String)) {
     match (&tls.cert, &tls.key) {
-        (Some(_), None) | (None, Some(_)) => error(
+        (Some(given), None) | (None, Some(given)) => error(
             "listen.tls".into(),
-            listen_tls.span(),
+            given.span(),
             "give both cert and key (PEM files), or neither".into(),
         ),
         (None, None) if tls.certificates.is_empty() => error(
             "listen.tls".into(),
-            listen_tls.span(),
+            0..0,
             "no certificate: set cert and key, or add [[listen.tls.certificates]]".into(),
         ),
         _ => {}
@@ -167,7 +163,7 @@ impl Config {
         };
         if let Some(listen_tls) = &self.listen.tls {
             let provider = tls::provider();
-            for pair in listen_tls.get_ref().pairs(dir) {
+            for pair in listen_tls.pairs(dir) {
                 if let Err(e) = tls::load_cert(&pair.files, &provider) {
                     report(pair.key, pair.span, e);
                 }
@@ -193,7 +189,7 @@ impl Config {
         let Some(listen_tls) = &self.listen.tls else {
             return Ok(None);
         };
-        let pairs = listen_tls.get_ref().pairs(dir);
+        let pairs = listen_tls.pairs(dir);
         let provider = tls::provider();
         // Load one by one first, so an error names its key.
         for pair in &pairs {
@@ -208,5 +204,55 @@ impl Config {
                 key: "listen.tls".into(),
                 source,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const ROUTE: &str = r#"
+[[routes]]
+name = "web"
+  [[routes.versions]]
+  name = "stable"
+  weight = 1
+  endpoints = ["127.0.0.1:9001"]
+"#;
+
+    #[test]
+    fn transport_keys_are_checked_and_converted() {
+        let text = ROUTE.replace("weight = 1", "weight = 1\n  ca_file = \"ca.pem\"");
+        let errors = Config::parse(&text, "t.toml").expect_err("no tls").errors;
+        assert_eq!(errors[0].path, "routes[0].versions[0].ca_file");
+        assert!(errors[0].message.contains("needs tls = true"));
+        assert_eq!(errors[0].position.map(|p| p.0), Some(7));
+
+        let text = ROUTE.replace("weight = 1", "weight = 1\n  tls = true\n  server_name = \"not a name\"");
+        let errors = Config::parse(&text, "t.toml").expect_err("bad name").errors;
+        assert_eq!(errors[0].path, "routes[0].versions[0].server_name");
+
+        let text = ROUTE.replace("weight = 1", "weight = 1\n  tls = true\n  ca_file = \"ca.pem\"\n  http2 = true");
+        let spec = Config::parse(&text, "t.toml").expect("valid").table_spec();
+        let transport = &spec.routes[0].versions[0].transport;
+        assert!(transport.http2);
+        let tls = transport.tls.as_ref().expect("tls");
+        assert_eq!(tls.ca_file.as_deref(), Some(std::path::Path::new("ca.pem")));
+    }
+
+    #[test]
+    fn listen_tls_needs_a_whole_certificate() {
+        let text = format!("[listen]\ntls = {{ key = \"k.pem\" }}\n{ROUTE}");
+        let errors = Config::parse(&text, "t.toml").expect_err("no cert").errors;
+        assert_eq!(errors[0].path, "listen.tls");
+        assert_eq!(errors[0].position.map(|p| p.0), Some(2));
+        let text = format!("[listen.tls]\n{ROUTE}");
+        let errors = Config::parse(&text, "t.toml").expect_err("empty").errors;
+        assert!(errors[0].message.contains("no certificate"));
+        let text = format!("[listen]\ntls = {{ cert = \"c.pem\", key = \"k.pem\" }}\n{ROUTE}");
+        let config = Config::parse(&text, "t.toml").expect("syntax is fine");
+        let errors = config.check_files(&text, Some(std::path::Path::new("/nonexistent")));
+        assert_eq!(errors[0].path, "listen.tls");
+        assert!(errors[0].message.contains("/nonexistent/c.pem"), "{}", errors[0].message);
     }
 }

@@ -14,16 +14,15 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::body::{self, ProxyBody};
 use crate::error::{body_error_kind, ProxyError, UpstreamErrorKind};
-use crate::table::RoutingTable;
 
-use super::shards::{Core, Slot};
+use super::directory::TableIndex;
+use super::shards::Slot;
 use super::tally::Outcome;
 
-/// One request being measured. Holds its table so the series stays live
-/// (not retired) until the request is recorded.
+/// One request being measured. Holds its table's index (and so the table)
+/// so the series stays live (not retired) until the request is recorded.
 pub struct Measure {
-    pub(crate) core: Arc<Core>,
-    pub(crate) table: Arc<RoutingTable>,
+    pub(crate) index: Arc<TableIndex>,
     pub(crate) slot: Slot,
     pub(crate) started: Instant,
 }
@@ -33,7 +32,7 @@ impl Measure {
     pub fn failed(self, error: &ProxyError) {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.started);
-        self.core.record(
+        self.index.core.record(
             self.slot,
             &Outcome {
                 status: error.status().as_u16(),
@@ -84,12 +83,11 @@ impl Pending {
     fn record(self, upstream_error: Option<UpstreamErrorKind>, aborted: bool) {
         let now = Instant::now();
         let Measure {
-            core,
-            table,
+            index,
             slot,
             started,
         } = self.measure;
-        core.record(
+        index.core.record(
             slot,
             &Outcome {
                 status: self.status,
@@ -100,7 +98,6 @@ impl Pending {
                 finished: now,
             },
         );
-        drop(table);
     }
 }
 

@@ -16,10 +16,14 @@ use crate::table::{Route, RoutingTable, Version};
 
 use super::shards::{Core, Slot, Store};
 
-/// Maps one table's (route, version) positions to slots.
+/// Maps one table's (route, version) positions to slots. A request's
+/// measure holds the index, and the index holds the table and the core: so
+/// the table (and its series) stays live until the request is recorded, at
+/// the cost of one reference count per request.
 pub(crate) struct TableIndex {
-    /// Identity of the table: its address and revision.
-    table: usize,
+    pub(crate) core: Arc<Core>,
+    /// `None` only for the empty index before the first table.
+    table: Option<Arc<RoutingTable>>,
     revision: u64,
     /// Where each route's versions start in `slots` (table match order).
     offsets: Box<[usize]>,
@@ -27,9 +31,10 @@ pub(crate) struct TableIndex {
 }
 
 impl TableIndex {
-    pub(crate) fn empty() -> TableIndex {
+    pub(crate) fn empty(core: Arc<Core>) -> TableIndex {
         TableIndex {
-            table: 0,
+            core,
+            table: None,
             revision: 0,
             offsets: Box::new([]),
             slots: Box::new([]),
@@ -38,7 +43,9 @@ impl TableIndex {
 
     #[inline]
     pub(crate) fn is_for(&self, table: &Arc<RoutingTable>) -> bool {
-        self.table == Arc::as_ptr(table) as usize && self.revision == table.revision()
+        self.table
+            .as_ref()
+            .is_some_and(|own| Arc::ptr_eq(own, table))
     }
 
     pub(crate) fn revision(&self) -> u64 {
@@ -48,7 +55,12 @@ impl TableIndex {
     /// The slot of `version` of `route`, both borrowed from the table this
     /// index was built for.
     #[inline]
-    pub(crate) fn slot(&self, table: &RoutingTable, route: &Route, version: &Version) -> Option<Slot> {
+    pub(crate) fn slot(
+        &self,
+        table: &RoutingTable,
+        route: &Route,
+        version: &Version,
+    ) -> Option<Slot> {
         let r = position(table.routes(), route)?;
         let v = position(&route.versions, version)?;
         self.slots.get(self.offsets.get(r)? + v).copied()
@@ -83,7 +95,7 @@ pub(crate) struct Directory {
 impl Directory {
     /// Makes sure every series of `table` exists, retires series no live
     /// table names any more, and returns the table's index.
-    pub(crate) fn register(&mut self, core: &Core, table: &Arc<RoutingTable>) -> TableIndex {
+    pub(crate) fn register(&mut self, core: &Arc<Core>, table: &Arc<RoutingTable>) -> TableIndex {
         // A dead table's address may be reused by `table`: forget it first.
         self.tables.retain(|seen| seen.table.strong_count() > 0);
         let known = self
@@ -110,7 +122,7 @@ impl Directory {
         if self
             .newest
             .upgrade()
-            .map_or(true, |newest| newest.revision() <= table.revision())
+            .is_none_or(|newest| newest.revision() <= table.revision())
         {
             self.newest = Arc::downgrade(table);
         }
@@ -122,7 +134,8 @@ impl Directory {
             next += route.versions.len();
         }
         TableIndex {
-            table: Arc::as_ptr(table) as usize,
+            core: Arc::clone(core),
+            table: Some(Arc::clone(table)),
             revision: table.revision(),
             offsets: offsets.into_boxed_slice(),
             slots: slots.into_boxed_slice(),

@@ -103,7 +103,13 @@ impl Exporter {
             .iter()
             .filter_map(|family| {
                 let labels = family.labels.iter().map(|l| l.to_string()).collect();
-                Desc::new(family.name.into(), family.help.into(), labels, HashMap::new()).ok()
+                Desc::new(
+                    family.name.into(),
+                    family.help.into(),
+                    labels,
+                    HashMap::new(),
+                )
+                .ok()
             })
             .collect();
         let bounds = shared

@@ -155,11 +155,12 @@ impl Metrics {
         } else {
             1
         };
+        let core = Arc::new(Core::new(settings.slice, settings.slices, shards));
         let shared = Arc::new(Shared {
             enabled: settings.enabled,
-            core: Arc::new(Core::new(settings.slice, settings.slices, shards)),
+            core: Arc::clone(&core),
             directory: Mutex::new(Directory::default()),
-            index: ArcSwap::from_pointee(TableIndex::empty()),
+            index: ArcSwap::from_pointee(TableIndex::empty(Arc::clone(&core))),
             table: OnceLock::new(),
             connections: Arc::new(AtomicI64::new(0)),
             buckets: settings.buckets,
@@ -271,10 +272,13 @@ impl Metrics {
         if !self.shared.enabled {
             return None;
         }
-        let SeriesId(slot) = self.series(table, route, version)?;
+        let mut index = self.shared.index.load_full();
+        if !index.is_for(table) {
+            index = self.register(table);
+        }
+        let slot = index.slot(table, route, version)?;
         Some(Measure {
-            core: Arc::clone(&self.shared.core),
-            table: Arc::clone(table),
+            index,
             slot,
             started,
         })
@@ -320,21 +324,32 @@ impl Metrics {
 
     /// Windowed figures of one version: the current slice plus whole
     /// earlier slices reaching back `window` (at most `slice × slices`).
-    pub fn window_stats(&self, route: &str, version: &str, window: Duration) -> Option<VersionStats> {
-        let store = self.shared.prepare_read(|directory| directory.store(route, version))?;
+    pub fn window_stats(
+        &self,
+        route: &str,
+        version: &str,
+        window: Duration,
+    ) -> Option<VersionStats> {
+        let store = self
+            .shared
+            .prepare_read(|directory| directory.store(route, version))?;
         Some(self.shared.core.window(&store, window, Instant::now()))
     }
 
     /// Since-start totals of one version at this moment; two of them give
     /// exact figures for the time in between ([`Snapshot::since`]).
     pub fn snapshot(&self, route: &str, version: &str) -> Option<Snapshot> {
-        let store = self.shared.prepare_read(|directory| directory.store(route, version))?;
+        let store = self
+            .shared
+            .prepare_read(|directory| directory.store(route, version))?;
         Some(self.shared.core.snapshot(&store))
     }
 
     /// Since-start totals of one version.
     pub fn totals(&self, route: &str, version: &str) -> Option<VersionStats> {
-        let store = self.shared.prepare_read(|directory| directory.store(route, version))?;
+        let store = self
+            .shared
+            .prepare_read(|directory| directory.store(route, version))?;
         Some(self.shared.core.snapshot(&store).totals(store.created))
     }
 
@@ -512,9 +527,17 @@ mod tests {
         metrics.watch_table(handle.clone());
         let table = handle.load();
         for _ in 0..3 {
-            respond(start(&metrics, &table, "stable", Duration::from_millis(5)), 200).await;
+            respond(
+                start(&metrics, &table, "stable", Duration::from_millis(5)),
+                200,
+            )
+            .await;
         }
-        respond(start(&metrics, &table, "canary", Duration::from_millis(20)), 503).await;
+        respond(
+            start(&metrics, &table, "canary", Duration::from_millis(20)),
+            503,
+        )
+        .await;
         start(&metrics, &table, "canary", Duration::from_millis(30)).failed(&ProxyError::timeout(
             "canary",
             "127.0.0.1:2",
@@ -535,7 +558,9 @@ mod tests {
         assert_eq!(canary.errors, 2);
         assert_eq!(canary.upstream_errors[kind(UpstreamErrorKind::Timeout)], 1);
         assert!((canary.error_rate() - 1.0).abs() < 1e-9);
-        let green = metrics.totals("web", "green").expect("green exists at zero");
+        let green = metrics
+            .totals("web", "green")
+            .expect("green exists at zero");
         assert_eq!(green.requests, 0);
         let all = metrics.stats(Duration::from_secs(1));
         let names: Vec<&str> = all.iter().map(|s| &*s.version).collect();
@@ -555,15 +580,25 @@ mod tests {
         let handle = TableHandle::new(three_versions()).expect("table");
         let metrics = metrics();
         metrics.watch_table(handle.clone());
-        metrics.connections_active().store(3, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .connections_active()
+            .store(3, std::sync::atomic::Ordering::Relaxed);
         metrics.record_reload(true);
         metrics.record_reload(false);
         metrics.record_reload(false);
         let table = handle.load();
         for _ in 0..4 {
-            respond(start(&metrics, &table, "stable", Duration::from_millis(2)), 200).await;
+            respond(
+                start(&metrics, &table, "stable", Duration::from_millis(2)),
+                200,
+            )
+            .await;
         }
-        respond(start(&metrics, &table, "stable", Duration::from_millis(40)), 404).await;
+        respond(
+            start(&metrics, &table, "stable", Duration::from_millis(40)),
+            404,
+        )
+        .await;
         let text = metrics.encode().expect("encode");
         let scrape = parse(&text);
         let value = |name: &str, labels: &[(&str, &str)]| match sample(&scrape, name, labels) {
@@ -572,21 +607,33 @@ mod tests {
         };
         let stable = [("route", "web"), ("version", "stable")];
         assert_eq!(
-            value("switchyard_requests_total", &[stable[0], stable[1], ("code_class", "2xx")]),
+            value(
+                "switchyard_requests_total",
+                &[stable[0], stable[1], ("code_class", "2xx")]
+            ),
             4.0
         );
         assert_eq!(
-            value("switchyard_requests_total", &[stable[0], stable[1], ("code_class", "4xx")]),
+            value(
+                "switchyard_requests_total",
+                &[stable[0], stable[1], ("code_class", "4xx")]
+            ),
             1.0
         );
         assert_eq!(
-            value("switchyard_upstream_errors_total", &[stable[0], stable[1], ("kind", "reset")]),
+            value(
+                "switchyard_upstream_errors_total",
+                &[stable[0], stable[1], ("kind", "reset")]
+            ),
             0.0
         );
         assert_eq!(value("switchyard_route_weight", &stable), 90.0);
         assert_eq!(value("switchyard_table_revision", &[]), 1.0);
         assert_eq!(value("switchyard_connections_active", &[]), 3.0);
-        assert_eq!(value("switchyard_config_reloads_total", &[("result", "failure")]), 2.0);
+        assert_eq!(
+            value("switchyard_config_reloads_total", &[("result", "failure")]),
+            2.0
+        );
         let Some(prometheus_parse::Value::Histogram(buckets)) =
             sample(&scrape, "switchyard_request_duration_seconds", &stable)
         else {
@@ -602,7 +649,10 @@ mod tests {
         assert_eq!(le(0.005), Some(4.0), "{buckets:?}");
         assert_eq!(le(0.05), Some(5.0));
         assert_eq!(le(f64::INFINITY), Some(5.0));
-        assert!(text.contains("process_cpu_seconds_total"), "process metrics");
+        assert!(
+            text.contains("process_cpu_seconds_total"),
+            "process metrics"
+        );
     }
 
     #[tokio::test]
@@ -621,7 +671,10 @@ mod tests {
             .expect("swap");
         metrics.sync_table(&next);
         let during = metrics.stats(Duration::from_secs(1));
-        let green = during.iter().find(|s| &*s.version == "green").expect("kept");
+        let green = during
+            .iter()
+            .find(|s| &*s.version == "green")
+            .expect("kept");
         assert_eq!(green.weight, None, "no longer in the table");
         respond(in_flight, 200).await;
         let text = metrics.encode().expect("encode");
@@ -642,10 +695,16 @@ mod tests {
         let table = handle.load();
         // Never polled, with body left: the client went away.
         let response = http::Response::new(Full::new(Bytes::from_static(b"unread")));
-        drop(boxed_response(Some(start(&metrics, &table, "stable", Duration::ZERO)), response));
+        drop(boxed_response(
+            Some(start(&metrics, &table, "stable", Duration::ZERO)),
+            response,
+        ));
         // Empty body, never polled: complete.
         let response = http::Response::new(http_body_util::Empty::<Bytes>::new());
-        drop(boxed_response(Some(start(&metrics, &table, "stable", Duration::ZERO)), response));
+        drop(boxed_response(
+            Some(start(&metrics, &table, "stable", Duration::ZERO)),
+            response,
+        ));
         let stats = metrics.totals("web", "stable").expect("stable");
         assert_eq!(stats.requests, 2);
         assert_eq!(stats.aborted, 1);
@@ -659,7 +718,9 @@ mod tests {
         let table = handle.load();
         let route = table.route("web").expect("route");
         let version = route.version("stable").expect("version");
-        assert!(metrics.start(&table, route, version, Instant::now()).is_none());
+        assert!(metrics
+            .start(&table, route, version, Instant::now())
+            .is_none());
         assert!(metrics.clock().is_none());
         let text = metrics.encode().expect("encode");
         assert!(text.contains("switchyard_table_revision 1"), "{text}");

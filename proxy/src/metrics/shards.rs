@@ -333,7 +333,11 @@ mod tests {
         core.flush();
         assert_eq!(core.snapshot(&store).tally.requests(), 4_000);
         core.flush();
-        assert_eq!(core.snapshot(&store).tally.requests(), 4_000, "flush is idempotent");
+        assert_eq!(
+            core.snapshot(&store).tally.requests(),
+            4_000,
+            "flush is idempotent"
+        );
     }
 
     #[test]

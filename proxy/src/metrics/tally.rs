@@ -297,8 +297,7 @@ impl Snapshot {
 
     /// Figures since the series started.
     pub fn totals(&self, started: Instant) -> VersionStats {
-        self.tally
-            .stats(self.at.saturating_duration_since(started))
+        self.tally.stats(self.at.saturating_duration_since(started))
     }
 
     pub fn taken_at(&self) -> Instant {

@@ -1,10 +1,12 @@
-//! A backend that can fail on demand, die (connections refused, open ones
-//! closed) and come back on the same port: for health checks and ejection.
+//! A backend that can fail on demand, be slow, die (connections refused,
+//! open ones closed) and come back on the same port: for health checks,
+//! ejection and rollouts.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Response, StatusCode};
 use hyper::service::service_fn;
@@ -15,11 +17,20 @@ use tokio::task::JoinSet;
 
 use super::{full, TestBody, BACKEND_HEADER};
 
+/// What the backend does to each request.
+#[derive(Default)]
+struct Behaviour {
+    /// Answer 500 to every n-th request (0: never, 1: always).
+    fail_every: AtomicUsize,
+    /// Hold each answer this many milliseconds.
+    delay_ms: AtomicU64,
+}
+
 pub struct Killable {
     pub name: String,
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
-    failing: Arc<AtomicBool>,
+    behaviour: Arc<Behaviour>,
     tasks: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -31,7 +42,7 @@ impl Killable {
             name: name.to_owned(),
             addr,
             hits: Arc::default(),
-            failing: Arc::default(),
+            behaviour: Arc::default(),
             tasks: None,
         };
         backend.serve(listener);
@@ -39,29 +50,30 @@ impl Killable {
     }
 
     fn serve(&mut self, listener: TcpListener) {
-        let (name, hits, failing) = (self.name.clone(), Arc::clone(&self.hits), Arc::clone(&self.failing));
+        let name = self.name.clone();
+        let hits = Arc::clone(&self.hits);
+        let behaviour = Arc::clone(&self.behaviour);
         self.tasks = Some(tokio::spawn(async move {
             // Connections live in this set: aborting the accept task drops
             // the set, which aborts (closes) every open connection too.
             let mut connections = JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let (name, hits, failing) = (name.clone(), Arc::clone(&hits), Arc::clone(&failing));
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let name = name.clone();
+                let hits = Arc::clone(&hits);
+                let behaviour = Arc::clone(&behaviour);
                 connections.spawn(async move {
                     let service = service_fn(move |_req| {
-                        hits.fetch_add(1, Ordering::Relaxed);
-                        let status = if failing.load(Ordering::Relaxed) {
-                            StatusCode::INTERNAL_SERVER_ERROR
-                        } else {
-                            StatusCode::OK
-                        };
-                        let mut response: Response<TestBody> = Response::new(full(name.clone()));
-                        *response.status_mut() = status;
-                        response.headers_mut().insert(
-                            BACKEND_HEADER,
-                            http::HeaderValue::from_str(&name).expect("header-safe name"),
-                        );
-                        async move { Ok::<_, Infallible>(response) }
+                        let answer = respond(&name, &hits, &behaviour);
+                        async move {
+                            let (response, delay) = answer;
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
+                            Ok::<_, Infallible>(response)
+                        }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -82,7 +94,18 @@ impl Killable {
 
     /// Answer 500 (or 200 again) from now on.
     pub fn set_failing(&self, failing: bool) {
-        self.failing.store(failing, Ordering::Relaxed);
+        self.fail_every(usize::from(failing));
+    }
+
+    /// Answer 500 to every n-th request (0: never).
+    pub fn fail_every(&self, n: usize) {
+        self.behaviour.fail_every.store(n, Ordering::Relaxed);
+    }
+
+    /// Hold every answer this long.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.behaviour.delay_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Stop listening and close every open connection.
@@ -95,9 +118,33 @@ impl Killable {
 
     /// Listen again on the same port.
     pub async fn revive(&mut self) {
-        let listener = TcpListener::bind(self.addr).await.expect("rebind the same port");
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .expect("rebind the same port");
         self.serve(listener);
     }
+}
+
+/// The answer to one request and how long to hold it.
+fn respond(
+    name: &str,
+    hits: &AtomicUsize,
+    behaviour: &Behaviour,
+) -> (Response<TestBody>, Duration) {
+    let n = hits.fetch_add(1, Ordering::Relaxed) + 1;
+    let every = behaviour.fail_every.load(Ordering::Relaxed);
+    let mut response: Response<TestBody> = Response::new(full(name.to_owned()));
+    if every > 0 && n % every == 0 {
+        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    response.headers_mut().insert(
+        BACKEND_HEADER,
+        http::HeaderValue::from_str(name).expect("header-safe name"),
+    );
+    (
+        response,
+        Duration::from_millis(behaviour.delay_ms.load(Ordering::Relaxed)),
+    )
 }
 
 impl Drop for Killable {

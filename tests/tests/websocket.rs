@@ -1,0 +1,152 @@
+//! WebSocket passthrough: the handshake reaches the chosen version, its 101
+//! switches the client's connection too, messages echo both ways, an open
+//! WebSocket survives a table swap that sends new connections elsewhere,
+//! and the upgraded-connection gauge follows opens and closes.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use support::*;
+use switchyard_proxy::TableError;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// A WebSocket echo server answering `NAME:text` to every text message.
+struct EchoBackend {
+    addr: SocketAddr,
+    accept: JoinHandle<()>,
+}
+
+impl Drop for EchoBackend {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn echo_backend(name: &'static str) -> EchoBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo backend");
+    let addr = listener.local_addr().expect("echo address");
+    let accept = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    let reply = match message {
+                        Message::Text(text) => Message::text(format!("{name}:{}", text.as_str())),
+                        Message::Close(_) => break,
+                        _ => continue,
+                    };
+                    if ws.send(reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    EchoBackend { addr, accept }
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+async fn connect(proxy: &TestProxy) -> Ws {
+    let stream = TcpStream::connect(proxy.running.data_addr).await.expect("connect");
+    let url = format!("ws://{}/chat", proxy.running.data_addr);
+    let (ws, response) = bounded(
+        Duration::from_secs(10),
+        "WebSocket handshake",
+        tokio_tungstenite::client_async(url, stream),
+    )
+    .await
+    .expect("handshake through the proxy");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+async fn echo(ws: &mut Ws, text: &str) -> String {
+    ws.send(Message::text(text)).await.expect("send");
+    let reply = bounded(Duration::from_secs(10), "echo", ws.next())
+        .await
+        .expect("a reply")
+        .expect("a message");
+    reply.to_text().expect("text").to_owned()
+}
+
+async fn wait_for_gauge(gauge: &AtomicI64, want: i64) {
+    bounded(Duration::from_secs(10), "upgraded-connection gauge", async {
+        while gauge.load(Ordering::Relaxed) != want {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+fn send_everything_to(proxy: &TestProxy, version: &str) {
+    proxy
+        .running
+        .table
+        .update(|current| {
+            let mut spec = current.spec().clone();
+            for v in &mut spec.routes[0].versions {
+                v.weight = u32::from(v.name == version);
+            }
+            Ok::<_, TableError>(spec)
+        })
+        .expect("valid swap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo_survives_a_table_swap() {
+    let stable = echo_backend("stable").await;
+    let canary = echo_backend("canary").await;
+    let proxy = start_proxy(&config(
+        &route("ws")
+            .version("stable", 1, &[stable.addr.to_string()])
+            .version("canary", 0, &[canary.addr.to_string()])
+            .build(),
+    ))
+    .await;
+    let gauge = Arc::clone(&proxy.running.upgraded_connections);
+    assert_eq!(gauge.load(Ordering::Relaxed), 0);
+
+    let mut first = connect(&proxy).await;
+    assert_eq!(echo(&mut first, "one").await, "stable:one");
+    wait_for_gauge(&gauge, 1).await;
+
+    send_everything_to(&proxy, "canary");
+    assert_eq!(proxy.running.table.load().revision(), 2);
+    // The open tunnel is untouched; new connections follow the new table.
+    assert_eq!(echo(&mut first, "two").await, "stable:two");
+    let mut second = connect(&proxy).await;
+    assert_eq!(echo(&mut second, "three").await, "canary:three");
+    wait_for_gauge(&gauge, 2).await;
+    for i in 0..20 {
+        assert_eq!(echo(&mut first, &format!("a{i}")).await, format!("stable:a{i}"));
+        assert_eq!(echo(&mut second, &format!("b{i}")).await, format!("canary:b{i}"));
+    }
+
+    // A client closes the WebSocket, reads to the end, then the TCP
+    // connection: the tunnel ends with it.
+    first.close(None).await.expect("close");
+    bounded(Duration::from_secs(10), "close handshake", async {
+        while let Some(Ok(_)) = first.next().await {}
+    })
+    .await;
+    drop(first);
+    wait_for_gauge(&gauge, 1).await;
+    drop(second);
+    wait_for_gauge(&gauge, 0).await;
+
+    // Plain requests on the same route are unaffected by upgrade handling.
+    let plain = proxy.get("/").await;
+    assert_ne!(plain.status, 101);
+    proxy.shutdown().await;
+}
