@@ -137,6 +137,74 @@ async fn probe(client: &ProbeClient, address: &str, spec: &HealthCheckSpec) -> b
     }
 }
 
+/// Exports what health makes of the table at scrape time:
+/// `switchyard_route_effective_weight{route,version}` (a down version's share
+/// shows under the version that serves it) and
+/// `switchyard_endpoint_available{route,version,endpoint}` (0: failing checks
+/// or ejected).
+pub struct HealthCollector {
+    plane: Arc<ControlPlane>,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+impl HealthCollector {
+    pub fn new(plane: Arc<ControlPlane>) -> prometheus::Result<HealthCollector> {
+        let descs = vec![
+            prometheus::core::Desc::new(
+                "switchyard_route_effective_weight".into(),
+                "Weight each version really gets now: a version whose endpoints are all down gives its weight to the one serving instead.".into(),
+                vec!["route".into(), "version".into()],
+                HashMap::new(),
+            )?,
+            prometheus::core::Desc::new(
+                "switchyard_endpoint_available".into(),
+                "1 if the endpoint may be picked, 0 if it fails active checks or is ejected.".into(),
+                vec!["route".into(), "version".into(), "endpoint".into()],
+                HashMap::new(),
+            )?,
+        ];
+        Ok(HealthCollector { plane, descs })
+    }
+}
+
+impl prometheus::core::Collector for HealthCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let table = self.plane.table().load();
+        let weights = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new("switchyard_route_effective_weight", self.descs[0].help.clone()),
+            &["route", "version"],
+        );
+        let available = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new("switchyard_endpoint_available", self.descs[1].help.clone()),
+            &["route", "version", "endpoint"],
+        );
+        let (Ok(weights), Ok(available)) = (weights, available) else {
+            return Vec::new();
+        };
+        for (route, shares) in effective_weights(&table) {
+            for (version, weight) in shares {
+                weights.with_label_values(&[&route, &version]).set(i64::from(weight));
+            }
+        }
+        for route in table.routes() {
+            for version in route.versions.iter() {
+                for endpoint in version.endpoints.iter() {
+                    available
+                        .with_label_values(&[&route.name, &version.name, endpoint.authority.as_str()])
+                        .set(i64::from(endpoint.health.is_available()));
+                }
+            }
+        }
+        let mut families = prometheus::core::Collector::collect(&weights);
+        families.extend(prometheus::core::Collector::collect(&available));
+        families
+    }
+}
+
 /// Each route's versions with the share they really get now: a version
 /// whose endpoints are all down gives its weight to the version the data
 /// plane sends its requests to instead.

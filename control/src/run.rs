@@ -97,6 +97,14 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
     let proxy = Proxy::new(table.clone(), Upstream::new(&upstream_settings), scheme)
         .with_metrics(metrics.clone());
     let upgraded_connections = Arc::clone(proxy.upgraded_connections());
+    match crate::health::HealthCollector::new(Arc::clone(&plane)) {
+        Ok(collector) => {
+            if let Err(error) = metrics.registry().register(Box::new(collector)) {
+                tracing::warn!(%error, "health metrics not registered");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "health metrics not created"),
+    }
     let rollouts = Rollouts::new(Arc::clone(&plane), metrics.clone(), config.rollout_policies());
     {
         // A reload brings new rollout policies.

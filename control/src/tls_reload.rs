@@ -30,10 +30,10 @@ pub fn watch_certificates(tls: Arc<ServerTls>) -> notify::Result<tokio::task::Jo
     let mut watcher: RecommendedWatcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let relevant = matches!(&event, Ok(event)
-                if !event.kind.is_access()
-                    && event.paths.iter().any(|changed| {
-                        relevant_files.iter().any(|file| concerns(file, changed))
-                    }));
+            if !event.kind.is_access()
+                && event.paths.iter().any(|changed| {
+                    relevant_files.iter().any(|file| concerns(file, changed))
+                }));
             if relevant {
                 // A full channel already holds a wake-up.
                 let _ = tx.try_send(());

@@ -158,7 +158,10 @@ mod tests {
     fn pick(table: &RoutingTable, o: Option<&VersionOverride>, value: Option<&str>) -> String {
         let mut headers = HeaderMap::new();
         if let Some(value) = value {
-            headers.insert("x-switchyard-version", HeaderValue::from_str(value).expect("value"));
+            headers.insert(
+                "x-switchyard-version",
+                HeaderValue::from_str(value).expect("value"),
+            );
         }
         let choice = choose(&table.routes()[0], o, &mut headers).expect("a choice");
         assert!(!headers.contains_key("x-switchyard-version") || o.is_none());
@@ -180,8 +183,8 @@ mod tests {
         let table = table(None);
         let mut headers = HeaderMap::new();
         headers.insert("x-switchyard-version", HeaderValue::from_static("nope"));
-        let error = choose(&table.routes()[0], Some(&settings(None)), &mut headers)
-            .expect_err("unknown");
+        let error =
+            choose(&table.routes()[0], Some(&settings(None)), &mut headers).expect_err("unknown");
         assert_eq!(error.status(), http::StatusCode::BAD_REQUEST);
         assert!(error.to_string().contains("stable, dark"), "{error}");
     }

@@ -258,7 +258,11 @@ fn fresh_key() -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let random = std::collections::hash_map::RandomState::new().hash_one((count, nanos));
-    format!("{:016x}{:016x}", random, fmix64(nanos ^ count.rotate_left(32)))
+    format!(
+        "{:016x}{:016x}",
+        random,
+        fmix64(nanos ^ count.rotate_left(32))
+    )
 }
 
 #[cfg(test)]
@@ -278,7 +282,10 @@ mod tests {
 
     fn assign_all(s: &Sticky, users: usize) -> Vec<usize> {
         (0..users)
-            .map(|u| s.version_for(format!("user-{u}").as_bytes()).expect("a version"))
+            .map(|u| {
+                s.version_for(format!("user-{u}").as_bytes())
+                    .expect("a version")
+            })
             .collect()
     }
 
@@ -287,7 +294,11 @@ mod tests {
         let users = 100_000;
         for weights in [[90u32, 10, 0], [50, 30, 20], [1, 1, 1]] {
             let s = sticky(
-                &[("stable", weights[0]), ("canary", weights[1]), ("green", weights[2])],
+                &[
+                    ("stable", weights[0]),
+                    ("canary", weights[1]),
+                    ("green", weights[2]),
+                ],
                 &by_header(),
             );
             let mut counts = [0usize; 3];
@@ -305,13 +316,26 @@ mod tests {
 
     #[test]
     fn raising_canary_only_moves_users_into_it() {
-        let before = assign_all(&sticky(&[("stable", 90), ("canary", 10)], &by_header()), 20_000);
-        let after = assign_all(&sticky(&[("stable", 70), ("canary", 30)], &by_header()), 20_000);
+        let before = assign_all(
+            &sticky(&[("stable", 90), ("canary", 10)], &by_header()),
+            20_000,
+        );
+        let after = assign_all(
+            &sticky(&[("stable", 70), ("canary", 30)], &by_header()),
+            20_000,
+        );
         let moved: Vec<_> = before.iter().zip(&after).filter(|(b, a)| b != a).collect();
-        assert!(moved.len() > 3_000, "about 20% should move, {} did", moved.len());
+        assert!(
+            moved.len() > 3_000,
+            "about 20% should move, {} did",
+            moved.len()
+        );
         assert!(moved.iter().all(|(b, a)| **b == 0 && **a == 1));
         // And back down: only out of canary.
-        let lower = assign_all(&sticky(&[("stable", 95), ("canary", 5)], &by_header()), 20_000);
+        let lower = assign_all(
+            &sticky(&[("stable", 95), ("canary", 5)], &by_header()),
+            20_000,
+        );
         assert!(after
             .iter()
             .zip(&lower)
@@ -393,7 +417,10 @@ mod tests {
             .expect("uid=KEY");
         assert_eq!(s.version_for(key.as_bytes()), Some(version));
         let mut headers = HeaderMap::new();
-        headers.insert(COOKIE, HeaderValue::from_str(&format!("uid={key}")).expect("value"));
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_str(&format!("uid={key}")).expect("value"),
+        );
         assert_eq!(s.assign(&headers), Assignment::Version(version));
     }
 

@@ -339,10 +339,8 @@ mod tests {
 
     impl Files {
         fn new(tag: &str) -> Files {
-            let dir = std::env::temp_dir().join(format!(
-                "switchyard-tls-{tag}-{}",
-                std::process::id()
-            ));
+            let dir =
+                std::env::temp_dir().join(format!("switchyard-tls-{tag}-{}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("temp dir");
             Files { dir }
         }
@@ -363,10 +361,9 @@ mod tests {
     /// A self-signed certificate for `names` and its key, as PEM files.
     fn self_signed(files: &Files, tag: &str, names: &[&str]) -> CertFiles {
         let key = rcgen::KeyPair::generate().expect("key");
-        let params = rcgen::CertificateParams::new(
-            names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-        )
-        .expect("params");
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
         let cert = params.self_signed(&key).expect("certificate");
         CertFiles {
             cert: files.write(&format!("{tag}.pem"), &cert.pem()),

@@ -119,7 +119,9 @@ mod tests {
     use super::*;
 
     fn request(version: Version, connection: &str, upgrade: Option<&str>) -> Request<()> {
-        let mut builder = Request::get("/").version(version).header("connection", connection);
+        let mut builder = Request::get("/")
+            .version(version)
+            .header("connection", connection);
         if let Some(upgrade) = upgrade {
             builder = builder.header("upgrade", upgrade);
         }
@@ -134,7 +136,12 @@ mod tests {
         upgrade.prepare(&mut upstream);
         assert_eq!(upstream.headers()["connection"], "upgrade");
         assert_eq!(upstream.headers()["upgrade"], "websocket");
-        assert!(requested(&mut request(Version::HTTP_11, "keep-alive", Some("websocket"))).is_none());
+        assert!(requested(&mut request(
+            Version::HTTP_11,
+            "keep-alive",
+            Some("websocket")
+        ))
+        .is_none());
         assert!(requested(&mut request(Version::HTTP_11, "upgrade", None)).is_none());
         assert!(requested(&mut request(Version::HTTP_10, "upgrade", Some("websocket"))).is_none());
     }

@@ -127,6 +127,15 @@ name = "web"
         assert!(Instant::now() < deadline, "canary never marked down: {routes}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let metrics = admin.call(Method::GET, "/metrics", None, None).await.text();
+    assert!(metrics.contains("switchyard_route_effective_weight{route=\"web\",version=\"stable\"} 100"), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "switchyard_endpoint_available{{endpoint=\"{}\",route=\"web\",version=\"canary\"}} 0",
+            canary.endpoint()
+        )),
+        "{metrics}"
+    );
     let before = canary.hits();
     let replies = load(&proxy, "/", 100, 2).await;
     assert!(replies.iter().all(|r| r.status == 200));

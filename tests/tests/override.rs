@@ -50,7 +50,10 @@ async fn override_header_forces_a_version_and_is_not_forwarded() {
     let unknown = get_with(&proxy, "/", &[("x-switchyard-version", "nope")]).await;
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
     let text = unknown.text();
-    assert!(text.contains("'nope'") && text.contains("stable, dark"), "{text}");
+    assert!(
+        text.contains("'nope'") && text.contains("stable, dark"),
+        "{text}"
+    );
     assert_eq!(stable.hits() + dark.hits(), 6, "a 400 reaches no backend");
     proxy.shutdown().await;
 }
@@ -83,7 +86,10 @@ async fn secret_and_header_name_are_configurable() {
     .await;
     let forced = get_with(&proxy, "/headers", &[("x-force", "dark:s3cret")]).await;
     assert_eq!(forced.header(BACKEND_HEADER), Some("dark"));
-    assert!(forced.json()["headers"]["x-force"].is_null(), "the secret must not leak upstream");
+    assert!(
+        forced.json()["headers"]["x-force"].is_null(),
+        "the secret must not leak upstream"
+    );
     for value in ["dark", "dark:wrong", "dark:s3cre", "dark:s3cret2"] {
         let reply = get_with(&proxy, "/", &[("x-force", value)]).await;
         assert_eq!(reply.status, StatusCode::OK, "{value}: {}", reply.text());
@@ -110,10 +116,11 @@ async fn header_matched_route_takes_only_matching_requests() {
             .backend("stable", 90, &stable)
             .backend("canary", 10, &canary)
             .build(),
-        route("beta")
-            .backend("beta", 1, &beta)
-            .build()
-            .replacen("name = \"beta\"\n", "name = \"beta\"\nmatch_headers = { \"x-beta\" = \"1\" }\n", 1)
+        route("beta").backend("beta", 1, &beta).build().replacen(
+            "name = \"beta\"\n",
+            "name = \"beta\"\nmatch_headers = { \"x-beta\" = \"1\" }\n",
+            1
+        )
     );
     let proxy = start_proxy(&config(&routes)).await;
     bounded(Duration::from_secs(60), "mixed requests", async {
@@ -129,13 +136,19 @@ async fn header_matched_route_takes_only_matching_requests() {
             if i % 3 == 0 {
                 assert_eq!(backend, "beta");
             } else {
-                assert_ne!(backend, "beta", "request {i} without x-beta: 1 reached beta");
+                assert_ne!(
+                    backend, "beta",
+                    "request {i} without x-beta: 1 reached beta"
+                );
             }
         }
     })
     .await;
     assert_eq!(beta.hits(), 67);
     assert_eq!(stable.hits() + canary.hits(), 133);
-    assert!(canary.hits() > 0, "the weighted split still applies to the other route");
+    assert!(
+        canary.hits() > 0,
+        "the weighted split still applies to the other route"
+    );
     proxy.shutdown().await;
 }

@@ -22,7 +22,12 @@ const CLIENTS: usize = 8;
 /// assignment of `user-0` … `user-999` — and this test — is deterministic.
 const SEED: u64 = 1;
 
-fn sticky_config(stable: &Backend, canary: &Backend, stable_weight: u32, canary_weight: u32) -> String {
+fn sticky_config(
+    stable: &Backend,
+    canary: &Backend,
+    stable_weight: u32,
+    canary_weight: u32,
+) -> String {
     config(&format!(
         "{}  [routes.sticky]\n  header = \"x-user-id\"\n  seed = {SEED}\n",
         route("web")
@@ -50,7 +55,9 @@ async fn versions_seen(proxy: &TestProxy, rounds: usize) -> BTreeMap<usize, Vec<
                         .expect("request");
                     let reply = send(&client, req).await.expect("proxied request");
                     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-                    let version = reply.header("x-switchyard-version").expect("version header");
+                    let version = reply
+                        .header("x-switchyard-version")
+                        .expect("version header");
                     assert_eq!(Some(version), reply.header(BACKEND_HEADER));
                     seen.push((*user, version.to_owned()));
                 }
@@ -96,7 +103,12 @@ async fn users_stick_and_raising_canary_only_moves_users_into_it() {
     let canary = backend("canary").start().await;
     let proxy = start_proxy(&sticky_config(&stable, &canary, 90, 10)).await;
 
-    let seen = bounded(Duration::from_secs(180), "5 rounds", versions_seen(&proxy, 5)).await;
+    let seen = bounded(
+        Duration::from_secs(180),
+        "5 rounds",
+        versions_seen(&proxy, 5),
+    )
+    .await;
     let before = one_version_each(&seen);
     assert_canary_share(&before, 10.0);
 
@@ -111,16 +123,27 @@ async fn users_stick_and_raising_canary_only_moves_users_into_it() {
             Ok::<_, TableError>(spec)
         })
         .expect("the raised weights are valid");
-    let seen = bounded(Duration::from_secs(120), "2 rounds", versions_seen(&proxy, 2)).await;
+    let seen = bounded(
+        Duration::from_secs(120),
+        "2 rounds",
+        versions_seen(&proxy, 2),
+    )
+    .await;
     let after = one_version_each(&seen);
     assert_canary_share(&after, 30.0);
     let back_to_stable: Vec<_> = before
         .iter()
         .filter(|(user, version)| *version == "canary" && after[user] == "stable")
         .collect();
-    assert!(back_to_stable.is_empty(), "users moved canary → stable: {back_to_stable:?}");
+    assert!(
+        back_to_stable.is_empty(),
+        "users moved canary → stable: {back_to_stable:?}"
+    );
     let moved = before.iter().filter(|(user, v)| after[user] != **v).count();
-    assert!(moved > 100, "raising canary by 20 pp moved only {moved} users");
+    assert!(
+        moved > 100,
+        "raising canary by 20 pp moved only {moved} users"
+    );
     proxy.shutdown().await;
 }
 
@@ -133,10 +156,20 @@ async fn two_independent_proxies_agree_on_every_user() {
     let second = start_proxy(&text).await;
     assert_ne!(first.running.data_addr, second.running.data_addr);
     let on_first = one_version_each(
-        &bounded(Duration::from_secs(120), "first proxy", versions_seen(&first, 1)).await,
+        &bounded(
+            Duration::from_secs(120),
+            "first proxy",
+            versions_seen(&first, 1),
+        )
+        .await,
     );
     let on_second = one_version_each(
-        &bounded(Duration::from_secs(120), "second proxy", versions_seen(&second, 1)).await,
+        &bounded(
+            Duration::from_secs(120),
+            "second proxy",
+            versions_seen(&second, 1),
+        )
+        .await,
     );
     assert_eq!(on_first, on_second);
     assert_canary_share(&on_first, 30.0);
@@ -159,10 +192,16 @@ async fn clients_without_a_key_get_a_pinning_cookie() {
     for _ in 0..10 {
         let first = proxy.get("/").await;
         assert_eq!(first.status, StatusCode::OK);
-        let cookie = first.header("set-cookie").expect("a pinning cookie").to_owned();
+        let cookie = first
+            .header("set-cookie")
+            .expect("a pinning cookie")
+            .to_owned();
         assert!(cookie.starts_with("switchyard-web="), "{cookie}");
         let pair = cookie.split(';').next().expect("name=value").to_owned();
-        let version = first.header("x-switchyard-version").expect("version").to_owned();
+        let version = first
+            .header("x-switchyard-version")
+            .expect("version")
+            .to_owned();
         for _ in 0..5 {
             let req = Request::get(proxy.url("/"))
                 .header("cookie", format!("other=1; {pair}"))
@@ -170,7 +209,11 @@ async fn clients_without_a_key_get_a_pinning_cookie() {
                 .expect("request");
             let again = send(&proxy.client, req).await.expect("request with cookie");
             assert_eq!(again.header("x-switchyard-version"), Some(version.as_str()));
-            assert_eq!(again.header("set-cookie"), None, "a pinned client is not re-pinned");
+            assert_eq!(
+                again.header("set-cookie"),
+                None,
+                "a pinned client is not re-pinned"
+            );
         }
     }
     // A request carrying the key needs no cookie.

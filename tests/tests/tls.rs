@@ -122,7 +122,6 @@ impl Drop for Pki {
     }
 }
 
-
 fn listener_tls(leaves: &[&Leaf]) -> String {
     leaves
         .iter()
@@ -161,7 +160,12 @@ async fn tls_connect(
 }
 
 fn peer_cert(stream: &TlsStream<TcpStream>) -> Vec<u8> {
-    stream.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec()
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("a certificate")[0]
+        .to_vec()
 }
 
 fn alpn(stream: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
@@ -195,11 +199,18 @@ async fn h1(stream: TlsStream<TcpStream>) -> hyper::client::conn::http1::SendReq
     sender
 }
 
-async fn h1_get(sender: &mut hyper::client::conn::http1::SendRequest<TestBody>, path: &str) -> Reply {
+async fn h1_get(
+    sender: &mut hyper::client::conn::http1::SendRequest<TestBody>,
+    path: &str,
+) -> Reply {
     sender.ready().await.expect("connection ready");
-    let response = bounded(REQUEST_TIMEOUT, path, sender.send_request(get_request(path)))
-        .await
-        .expect("HTTP/1.1 request");
+    let response = bounded(
+        REQUEST_TIMEOUT,
+        path,
+        sender.send_request(get_request(path)),
+    )
+    .await
+    .expect("HTTP/1.1 request");
     collect(response).await
 }
 
@@ -234,7 +245,9 @@ async fn alpn_picks_http1_or_h2_and_sni_picks_the_certificate() {
             .expect("h2 handshake");
     tokio::spawn(connection);
     for _ in 0..3 {
-        let req = Request::get("https://a.test/headers").body(empty()).expect("request");
+        let req = Request::get("https://a.test/headers")
+            .body(empty())
+            .expect("request");
         let reply = collect(sender.send_request(req).await.expect("h2 request")).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         assert_eq!(reply.version, Version::HTTP_2);
@@ -290,8 +303,13 @@ async fn a_rotated_certificate_is_served_to_new_connections() {
 
 /// A backend answering `NAME HTTP/x` (the protocol it was spoken to in),
 /// over TLS when `tls` is given.
-async fn protocol_backend(name: &'static str, tls: Option<Arc<ServerConfig>>) -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+async fn protocol_backend(
+    name: &'static str,
+    tls: Option<Arc<ServerConfig>>,
+) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
     let addr = listener.local_addr().expect("address");
     let acceptor = tls.map(TlsAcceptor::from);
     let task = tokio::spawn(async move {
@@ -308,7 +326,11 @@ async fn protocol_backend(name: &'static str, tls: Option<Arc<ServerConfig>>) ->
                         Ok(tls) => builder.serve_connection(TokioIo::new(tls), service).await,
                         Err(_) => Ok(()),
                     },
-                    None => builder.serve_connection(TokioIo::new(stream), service).await,
+                    None => {
+                        builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
                 };
             });
         }
@@ -324,26 +346,54 @@ fn version_toml(name: &str, addr: SocketAddr, extra: &str) -> String {
 async fn versions_reach_their_endpoints_over_tls_and_http2() {
     let pki = Pki::new("upstream");
     let leaf = pki.leaf("backend", &["backend.test"]);
-    let (h1_tls, _a) = protocol_backend("h1-tls", Some(pki.server_config(&leaf, &[b"http/1.1"]))).await;
-    let (h2_tls, _b) = protocol_backend("h2-tls", Some(pki.server_config(&leaf, &[b"h2", b"http/1.1"]))).await;
+    let (h1_tls, _a) =
+        protocol_backend("h1-tls", Some(pki.server_config(&leaf, &[b"http/1.1"]))).await;
+    let (h2_tls, _b) = protocol_backend(
+        "h2-tls",
+        Some(pki.server_config(&leaf, &[b"h2", b"http/1.1"])),
+    )
+    .await;
     let (h2c, _c) = protocol_backend("h2c", None).await;
     let ca = format!("{:?}", pki.ca_file().display().to_string());
     let tls_keys = format!("  tls = true\n  ca_file = {ca}\n  server_name = \"backend.test\"\n");
     let routes = [
         ("h1tls", version_toml("v", h1_tls, &tls_keys)),
-        ("h2tls", version_toml("v", h2_tls, &format!("{tls_keys}  http2 = true\n"))),
+        (
+            "h2tls",
+            version_toml("v", h2_tls, &format!("{tls_keys}  http2 = true\n")),
+        ),
         ("h2c", version_toml("v", h2c, "  http2 = true\n")),
         // No CA file: the public roots, which do not know the test CA.
-        ("untrusted", version_toml("v", h1_tls, "  tls = true\n  server_name = \"backend.test\"\n")),
+        (
+            "untrusted",
+            version_toml(
+                "v",
+                h1_tls,
+                "  tls = true\n  server_name = \"backend.test\"\n",
+            ),
+        ),
         // The certificate is for backend.test, not for a wrong name.
-        ("wrongname", version_toml("v", h1_tls, &format!("  tls = true\n  ca_file = {ca}\n  server_name = \"other.test\"\n"))),
+        (
+            "wrongname",
+            version_toml(
+                "v",
+                h1_tls,
+                &format!("  tls = true\n  ca_file = {ca}\n  server_name = \"other.test\"\n"),
+            ),
+        ),
     ];
     let text: String = routes
         .iter()
-        .map(|(name, version)| format!("[[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}\"\n{version}\n"))
+        .map(|(name, version)| {
+            format!("[[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}\"\n{version}\n")
+        })
         .collect();
     let proxy = start_proxy(&config(&text)).await;
-    for (path, want) in [("/h1tls", "h1-tls HTTP/1.1"), ("/h2tls", "h2-tls HTTP/2.0"), ("/h2c", "h2c HTTP/2.0")] {
+    for (path, want) in [
+        ("/h1tls", "h1-tls HTTP/1.1"),
+        ("/h2tls", "h2-tls HTTP/2.0"),
+        ("/h2c", "h2c HTTP/2.0"),
+    ] {
         for _ in 0..3 {
             let reply = proxy.get(path).await;
             assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text());
@@ -352,8 +402,17 @@ async fn versions_reach_their_endpoints_over_tls_and_http2() {
     }
     for path in ["/untrusted", "/wrongname"] {
         let reply = proxy.get(path).await;
-        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{path}: {}", reply.text());
-        assert!(reply.text().contains("certificate"), "{path}: {}", reply.text());
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_GATEWAY,
+            "{path}: {}",
+            reply.text()
+        );
+        assert!(
+            reply.text().contains("certificate"),
+            "{path}: {}",
+            reply.text()
+        );
     }
     proxy.shutdown().await;
 }
@@ -369,10 +428,17 @@ async fn check_and_start_report_unusable_certificates() {
     let pki = Pki::new("errors");
     let a = pki.leaf("a", &["a.test"]);
     let b = pki.leaf("b", &["b.test"]);
-    let routes = route("web").version("stable", 1, &["127.0.0.1:9".into()]).build();
+    let routes = route("web")
+        .version("stable", 1, &["127.0.0.1:9".into()])
+        .build();
 
     // Relative paths are relative to the config file.
-    let good = write_config(&pki.dir, &config(&format!("[listen.tls]\ncert = \"a.pem\"\nkey = \"a.key\"\n\n{routes}")));
+    let good = write_config(
+        &pki.dir,
+        &config(&format!(
+            "[listen.tls]\ncert = \"a.pem\"\nkey = \"a.key\"\n\n{routes}"
+        )),
+    );
     switchyard_control::Config::load(&good).expect("usable certificate");
 
     let crossed = config(&format!(
@@ -389,24 +455,40 @@ async fn check_and_start_report_unusable_certificates() {
         "{errors}"
     );
 
-    let missing = config(&format!("[listen.tls]\ncert = \"nope.pem\"\nkey = \"a.key\"\n\n{routes}"));
+    let missing = config(&format!(
+        "[listen.tls]\ncert = \"nope.pem\"\nkey = \"a.key\"\n\n{routes}"
+    ));
     let errors = switchyard_control::Config::load(&write_config(&pki.dir, &missing))
         .expect_err("missing file")
         .to_string();
-    assert!(errors.contains("cannot read the certificate file") && errors.contains("nope.pem"), "{errors}");
+    assert!(
+        errors.contains("cannot read the certificate file") && errors.contains("nope.pem"),
+        "{errors}"
+    );
 
     let half = config(&format!("[listen.tls]\ncert = \"a.pem\"\n\n{routes}"));
-    let errors = switchyard_control::Config::parse(&half, "t.toml").expect_err("no key").to_string();
-    assert!(errors.contains("listen.tls") && errors.contains("both cert and key"), "{errors}");
+    let errors = switchyard_control::Config::parse(&half, "t.toml")
+        .expect_err("no key")
+        .to_string();
+    assert!(
+        errors.contains("listen.tls") && errors.contains("both cert and key"),
+        "{errors}"
+    );
 
     let bad_ca = route("web")
         .version("stable", 1, &["127.0.0.1:9".into()])
         .build()
-        .replace("endpoints", "tls = true\n  ca_file = \"a.key\"\n  endpoints");
+        .replace(
+            "endpoints",
+            "tls = true\n  ca_file = \"a.key\"\n  endpoints",
+        );
     let errors = switchyard_control::Config::load(&write_config(&pki.dir, &config(&bad_ca)))
         .expect_err("a key is no CA")
         .to_string();
-    assert!(errors.contains("routes[0].versions[0].ca_file") && errors.contains("no PEM certificate"), "{errors}");
+    assert!(
+        errors.contains("routes[0].versions[0].ca_file") && errors.contains("no PEM certificate"),
+        "{errors}"
+    );
 
     // Start refuses the same mismatch with the key named.
     let absolute = config(&format!(
@@ -422,5 +504,8 @@ async fn check_and_start_report_unusable_certificates() {
         }
         Err(error) => error.to_string(),
     };
-    assert!(error.contains("listen.tls") && error.contains("does not belong"), "{error}");
+    assert!(
+        error.contains("listen.tls") && error.contains("does not belong"),
+        "{error}"
+    );
 }

@@ -31,7 +31,9 @@ impl Drop for EchoBackend {
 }
 
 async fn echo_backend(name: &'static str) -> EchoBackend {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo backend");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind echo backend");
     let addr = listener.local_addr().expect("echo address");
     let accept = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -58,7 +60,9 @@ async fn echo_backend(name: &'static str) -> EchoBackend {
 type Ws = WebSocketStream<TcpStream>;
 
 async fn connect(proxy: &TestProxy) -> Ws {
-    let stream = TcpStream::connect(proxy.running.data_addr).await.expect("connect");
+    let stream = TcpStream::connect(proxy.running.data_addr)
+        .await
+        .expect("connect");
     let url = format!("ws://{}/chat", proxy.running.data_addr);
     let (ws, response) = bounded(
         Duration::from_secs(10),
@@ -81,11 +85,15 @@ async fn echo(ws: &mut Ws, text: &str) -> String {
 }
 
 async fn wait_for_gauge(gauge: &AtomicI64, want: i64) {
-    bounded(Duration::from_secs(10), "upgraded-connection gauge", async {
-        while gauge.load(Ordering::Relaxed) != want {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
+    bounded(
+        Duration::from_secs(10),
+        "upgraded-connection gauge",
+        async {
+            while gauge.load(Ordering::Relaxed) != want {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        },
+    )
     .await;
 }
 
@@ -129,8 +137,14 @@ async fn websocket_echo_survives_a_table_swap() {
     assert_eq!(echo(&mut second, "three").await, "canary:three");
     wait_for_gauge(&gauge, 2).await;
     for i in 0..20 {
-        assert_eq!(echo(&mut first, &format!("a{i}")).await, format!("stable:a{i}"));
-        assert_eq!(echo(&mut second, &format!("b{i}")).await, format!("canary:b{i}"));
+        assert_eq!(
+            echo(&mut first, &format!("a{i}")).await,
+            format!("stable:a{i}")
+        );
+        assert_eq!(
+            echo(&mut second, &format!("b{i}")).await,
+            format!("canary:b{i}")
+        );
     }
 
     // A client closes the WebSocket, reads to the end, then the TCP

@@ -78,13 +78,16 @@ fn pairs(headers: &BTreeMap<String, String>) -> impl Iterator<Item = (&str, &str
 
 /// The data plane's (name, value) list.
 pub fn match_headers_spec(route: &RouteConfig) -> Vec<(String, String)> {
-    route.match_headers.as_ref().map_or_else(Vec::new, |headers| {
-        headers
-            .get_ref()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    })
+    route
+        .match_headers
+        .as_ref()
+        .map_or_else(Vec::new, |headers| {
+            headers
+                .get_ref()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
 }
 
 /// The override settings, `None` when disabled.
@@ -159,7 +162,9 @@ name = "web"
 "#;
 
     fn errors(text: &str) -> Vec<ConfigError> {
-        Config::parse(text, "t.toml").expect_err("should fail").errors
+        Config::parse(text, "t.toml")
+            .expect_err("should fail")
+            .errors
     }
 
     #[test]
@@ -169,15 +174,24 @@ name = "web"
         );
         let spec = Config::parse(&text, "t.toml").expect("valid").table_spec();
         let sticky = spec.routes[0].sticky.as_ref().expect("sticky");
-        assert_eq!((sticky.cookie.as_deref(), sticky.set_cookie, sticky.seed), (Some("uid"), true, 9));
+        assert_eq!(
+            (sticky.cookie.as_deref(), sticky.set_cookie, sticky.seed),
+            (Some("uid"), true, 9)
+        );
         let o = spec.settings.version_override.as_ref().expect("override");
-        assert_eq!((o.header.as_str(), o.secret.as_deref()), ("x-force", Some("s")));
+        assert_eq!(
+            (o.header.as_str(), o.secret.as_deref()),
+            ("x-force", Some("s"))
+        );
         switchyard_proxy::RoutingTable::build(spec, 1).expect("table");
 
         let off = format!("[proxy]\nversion_override = false\n{ROUTE}");
         let spec = Config::parse(&off, "t.toml").expect("valid").table_spec();
         assert!(spec.settings.version_override.is_none());
-        let inline = ROUTE.replace("name = \"web\"\n", "name = \"web\"\nsticky = { header = \"x-user-id\" }\n");
+        let inline = ROUTE.replace(
+            "name = \"web\"\n",
+            "name = \"web\"\nsticky = { header = \"x-user-id\" }\n",
+        );
         assert!(Config::parse(&inline, "t.toml").is_ok());
     }
 
@@ -186,13 +200,16 @@ name = "web"
         let text = format!("{ROUTE}  [routes.sticky]\n  header = \"x user\"\n");
         let found = errors(&text);
         assert_eq!(found[0].path, "routes[0].sticky");
-        assert_eq!(found[0].position.map(|p| p.0), Some(14), "{found:?}");
+        assert_eq!(found[0].position.map(|p| p.0), Some(12), "{found:?}");
         assert!(found[0].message.contains("x user"), "{}", found[0].message);
 
         let text = format!("{ROUTE}  [routes.sticky]\n  set_cookie = false\n");
         assert!(errors(&text)[0].message.contains("needs a key"));
 
-        let text = ROUTE.replace("name = \"web\"\n", "name = \"web\"\nmatch_headers = { \"bad name\" = \"1\" }\n");
+        let text = ROUTE.replace(
+            "name = \"web\"\n",
+            "name = \"web\"\nmatch_headers = { \"bad name\" = \"1\" }\n",
+        );
         let found = errors(&text);
         assert_eq!(found[0].path, "routes[0].match_headers");
         assert_eq!(found[0].position.map(|p| p.0), Some(4));
@@ -204,12 +221,17 @@ name = "web"
 
     #[test]
     fn same_match_needs_different_headers() {
-        let beta = ROUTE.replace("name = \"web\"\n", "name = \"beta\"\nmatch_headers = { \"x-beta\" = \"1\" }\n");
+        let beta = ROUTE.replace(
+            "name = \"web\"\n",
+            "name = \"beta\"\nmatch_headers = { \"x-beta\" = \"1\" }\n",
+        );
         assert!(Config::parse(&format!("{ROUTE}{beta}"), "t.toml").is_ok());
         let again = beta.replace("name = \"beta\"", "name = \"beta2\"");
         let found = errors(&format!("{ROUTE}{beta}{again}"));
         assert!(
-            found.iter().any(|e| e.path == "routes[2].path_prefix" && e.message.contains("x-beta: 1")),
+            found
+                .iter()
+                .any(|e| e.path == "routes[2].path_prefix" && e.message.contains("x-beta: 1")),
             "{found:?}"
         );
     }

@@ -126,7 +126,10 @@ pub fn validate_version(
     at: &dyn Fn(&str) -> String,
     error: &mut impl FnMut(String, Range<usize>, String),
 ) {
-    for (key, value) in [("ca_file", &version.ca_file), ("server_name", &version.server_name)] {
+    for (key, value) in [
+        ("ca_file", &version.ca_file),
+        ("server_name", &version.server_name),
+    ] {
         if let (Some(value), false) = (value, version.tls) {
             error(at(key), value.span(), format!("{key} needs tls = true"));
         }
@@ -176,7 +179,11 @@ impl Config {
                 };
                 let path = resolve(dir, ca_file.get_ref());
                 if let Err(e) = tls::load_roots(Some(&path)) {
-                    report(format!("routes[{r}].versions[{v}].ca_file"), ca_file.span(), e);
+                    report(
+                        format!("routes[{r}].versions[{v}].ca_file"),
+                        ca_file.span(),
+                        e,
+                    );
                 }
             }
         }
@@ -228,11 +235,17 @@ name = "web"
         assert!(errors[0].message.contains("needs tls = true"));
         assert_eq!(errors[0].position.map(|p| p.0), Some(7));
 
-        let text = ROUTE.replace("weight = 1", "weight = 1\n  tls = true\n  server_name = \"not a name\"");
+        let text = ROUTE.replace(
+            "weight = 1",
+            "weight = 1\n  tls = true\n  server_name = \"not a name\"",
+        );
         let errors = Config::parse(&text, "t.toml").expect_err("bad name").errors;
         assert_eq!(errors[0].path, "routes[0].versions[0].server_name");
 
-        let text = ROUTE.replace("weight = 1", "weight = 1\n  tls = true\n  ca_file = \"ca.pem\"\n  http2 = true");
+        let text = ROUTE.replace(
+            "weight = 1",
+            "weight = 1\n  tls = true\n  ca_file = \"ca.pem\"\n  http2 = true",
+        );
         let spec = Config::parse(&text, "t.toml").expect("valid").table_spec();
         let transport = &spec.routes[0].versions[0].transport;
         assert!(transport.http2);
@@ -253,6 +266,10 @@ name = "web"
         let config = Config::parse(&text, "t.toml").expect("syntax is fine");
         let errors = config.check_files(&text, Some(std::path::Path::new("/nonexistent")));
         assert_eq!(errors[0].path, "listen.tls");
-        assert!(errors[0].message.contains("/nonexistent/c.pem"), "{}", errors[0].message);
+        assert!(
+            errors[0].message.contains("/nonexistent/c.pem"),
+            "{}",
+            errors[0].message
+        );
     }
 }
