@@ -6,12 +6,12 @@
 
 use std::hint::black_box;
 use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http_body_util::Empty;
-use switchyard_proxy::metrics::{Metrics, MetricsSettings, Outcome, SeriesId};
+use switchyard_proxy::metrics::{Instant, Metrics, MetricsSettings, Outcome, SeriesId};
 use switchyard_proxy::TableHandle;
 
 const CONFIG: &str = r#"
@@ -121,7 +121,7 @@ fn two_threads(iters: u64, work: impl Fn() -> usize + Sync) -> Duration {
             .map(|_| {
                 scope.spawn(|| {
                     barrier.wait();
-                    let start = Instant::now();
+                    let start = std::time::Instant::now();
                     for _ in 0..iters {
                         black_box(work());
                     }

@@ -564,7 +564,7 @@ impl Config {
         })?;
         let source_name = path.display().to_string();
         let config = Config::parse(&text, &source_name)?;
-        let errors = config.check_files(&text, path.parent());
+        let errors = config.check_files(Some(&text), path.parent());
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -920,12 +920,16 @@ impl Config {
                     versions,
                     baseline,
                     timeout: route.timeout.unwrap_or(self.timeouts.upstream_response).0,
-                    shadows: route.shadows.get_ref().iter().map(ShadowConfig::spec).collect(),
+                    shadows: route
+                        .shadows
+                        .get_ref()
+                        .iter()
+                        .map(ShadowConfig::spec)
+                        .collect(),
                     health_check: route.health_check.as_ref().map(HealthCheckConfig::spec),
                     outlier: route.outlier_detection.as_ref().map(OutlierConfig::policy),
                     match_headers: routing::match_headers_spec(route),
                     sticky: route.sticky.as_ref().map(|s| s.get_ref().spec()),
-                    ..RouteSpec::default()
                 }
             })
             .collect();
@@ -1164,7 +1168,10 @@ name = "web"
         let config = Config::parse(&format!("{GOOD}{SHADOWS}"), "t.toml").expect("valid");
         let spec = config.table_spec();
         let shadows = &spec.routes[0].shadows;
-        assert_eq!(shadows[0], ShadowSpec::new("next", vec!["127.0.0.1:9003".into()]));
+        assert_eq!(
+            shadows[0],
+            ShadowSpec::new("next", vec!["127.0.0.1:9003".into()])
+        );
         let audit = &shadows[1];
         assert_eq!(audit.percent, 12.5);
         assert_eq!(audit.methods, ["GET", "POST"]);
@@ -1200,7 +1207,10 @@ name = "web"
         assert_eq!(e[0].path, "routes[0].shadows[1].max_in_flight");
         let e = bad("timeout = \"250ms\"", "timeout = \"0s\"");
         assert_eq!(e[0].path, "routes[0].shadows[1].timeout");
-        let e = bad("strip_headers = [\"Authorization\"", "strip_headers = [\"bad header\"");
+        let e = bad(
+            "strip_headers = [\"Authorization\"",
+            "strip_headers = [\"bad header\"",
+        );
         assert_eq!(e[0].path, "routes[0].shadows[1].strip_headers[0]");
         let e = bad("name = \"audit\"", "name = \"next\"");
         assert_eq!(e[0].path, "routes[0].shadows[1].name");

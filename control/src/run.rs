@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, Admin, AdminAuth, AuthError, Extension};
 use crate::config::tls::TlsConfigError;
-use crate::config::Config;
+use crate::config::{Config, ConfigErrors};
 use crate::plane::{ControlPlane, PlaneEvent};
 use crate::rollout::Rollouts;
 
@@ -36,6 +36,8 @@ pub enum StartError {
     Watch(#[from] notify::Error),
     #[error("TLS cannot be set up: {0}")]
     Tls(#[from] TlsConfigError),
+    #[error("{0}")]
+    Files(ConfigErrors),
 }
 
 /// How to start beyond what the config says.
@@ -77,6 +79,16 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
     let table = TableHandle::new(config.table_spec())?;
     let base_dir = options.config_path.as_ref().and_then(|p| p.parent()).map(PathBuf::from);
     let auth = AdminAuth::load(&config.admin, base_dir.as_deref(), config.admin_addr(), options.admin_token.clone())?;
+    let unusable = config.check_files(options.config_text.as_deref(), base_dir.as_deref());
+    if !unusable.is_empty() {
+        return Err(StartError::Files(ConfigErrors {
+            source_name: options
+                .config_path
+                .as_ref()
+                .map_or_else(|| "config".into(), |p| p.display().to_string()),
+            errors: unusable,
+        }));
+    }
     let server_tls = config.server_tls(base_dir.as_deref())?.map(Arc::new);
     let (data, data_addr) = bind(config.data_addr(), "data")?;
     let (admin_listener, admin_addr) = bind(config.admin_addr(), "admin")?;

@@ -218,6 +218,11 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Removes hop-by-hop headers, including every header the Connection header
 /// names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names (standard names
+    // compare by tag) is cheaper than a hashed removal per candidate.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if let Some(connection) = headers.get(header::CONNECTION) {
         let listed: Vec<HeaderName> = connection
             .to_str()

@@ -111,7 +111,7 @@ impl Proxy {
         let host = request_host(&req).unwrap_or_default();
         let Some(route) = table.find_request(&host, req.uri().path(), req.headers()) else {
             return Err(ProxyError::NoRoute {
-                host,
+                host: host.into_owned(),
                 path: req.uri().path().to_owned(),
             });
         };

@@ -156,13 +156,19 @@ pub fn match_order(a: (&HostMatch, &str, usize), b: (&HostMatch, &str, usize)) -
 
 /// The request's host, lowercase and without port, from the Host header or
 /// (HTTP/2) the URI authority.
-pub fn request_host<B>(req: &http::Request<B>) -> Option<String> {
+pub fn request_host<B>(req: &http::Request<B>) -> Option<std::borrow::Cow<'_, str>> {
     let raw = req
         .headers()
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().host())?;
-    Some(strip_port(raw).to_ascii_lowercase())
+    let host = strip_port(raw);
+    // Hosts are almost always lowercase already: no allocation then.
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    })
 }
 
 fn strip_port(host: &str) -> &str {

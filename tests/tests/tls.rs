@@ -508,4 +508,20 @@ async fn check_and_start_report_unusable_certificates() {
         error.contains("listen.tls") && error.contains("does not belong"),
         "{error}"
     );
+
+    // And an upstream CA file that holds no certificate.
+    let bad_ca = bad_ca.replace("\"a.key\"", &format!("{:?}", a.key.display().to_string()));
+    let parsed =
+        switchyard_control::Config::parse(&config(&bad_ca), "t.toml").expect("syntax is fine");
+    let error = match switchyard_control::start(&parsed).await {
+        Ok(running) => {
+            running.shutdown().await;
+            panic!("started with an unusable CA file");
+        }
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        error.contains("routes[0].versions[0].ca_file") && error.contains("no PEM certificate"),
+        "{error}"
+    );
 }

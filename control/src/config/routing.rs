@@ -145,10 +145,11 @@ pub fn validate_route(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::config::{Config, ConfigError};
 
-    const ROUTE: &str = r#"
+    /// One route, stable 90 / canary 10 (shared with the TLS key tests).
+    pub(crate) const ROUTE: &str = r#"
 [[routes]]
 name = "web"
   [[routes.versions]]

@@ -154,13 +154,16 @@ pub fn transport(version: &VersionConfig) -> Transport {
 
 impl Config {
     /// Loads every certificate, key and CA file the config names, relative
-    /// to `dir`, and reports each one that cannot be used.
-    pub fn check_files(&self, text: &str, dir: Option<&Path>) -> Vec<ConfigError> {
+    /// to `dir`, and reports each one that cannot be used (with line and
+    /// column when the config's `text` is given).
+    pub fn check_files(&self, text: Option<&str>, dir: Option<&Path>) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         let mut report = |path: String, span: Range<usize>, source: TlsError| {
             errors.push(ConfigError {
                 path,
-                position: (span.end > 0).then(|| line_column(text, span.start)),
+                position: text
+                    .filter(|_| span.end > 0)
+                    .map(|text| line_column(text, span.start)),
                 message: source.to_string(),
             });
         };
@@ -191,20 +194,13 @@ impl Config {
     }
 
     /// The listener's TLS, if `[listen.tls]` is set; relative paths are
-    /// relative to `dir`.
+    /// relative to `dir`. Run [`Config::check_files`] first for errors that
+    /// name the key of each unusable file.
     pub fn server_tls(&self, dir: Option<&Path>) -> Result<Option<ServerTls>, TlsConfigError> {
         let Some(listen_tls) = &self.listen.tls else {
             return Ok(None);
         };
         let pairs = listen_tls.pairs(dir);
-        let provider = tls::provider();
-        // Load one by one first, so an error names its key.
-        for pair in &pairs {
-            tls::load_cert(&pair.files, &provider).map_err(|source| TlsConfigError {
-                key: pair.key.clone(),
-                source,
-            })?;
-        }
         ServerTls::new(pairs.into_iter().map(|p| p.files).collect())
             .map(Some)
             .map_err(|source| TlsConfigError {
@@ -218,33 +214,26 @@ impl Config {
 mod tests {
     use crate::config::Config;
 
-    const ROUTE: &str = r#"
-[[routes]]
-name = "web"
-  [[routes.versions]]
-  name = "stable"
-  weight = 1
-  endpoints = ["127.0.0.1:9001"]
-"#;
+    use crate::config::routing::tests::ROUTE;
 
     #[test]
     fn transport_keys_are_checked_and_converted() {
-        let text = ROUTE.replace("weight = 1", "weight = 1\n  ca_file = \"ca.pem\"");
+        let text = ROUTE.replace("weight = 90", "weight = 90\n  ca_file = \"ca.pem\"");
         let errors = Config::parse(&text, "t.toml").expect_err("no tls").errors;
         assert_eq!(errors[0].path, "routes[0].versions[0].ca_file");
         assert!(errors[0].message.contains("needs tls = true"));
         assert_eq!(errors[0].position.map(|p| p.0), Some(7));
 
         let text = ROUTE.replace(
-            "weight = 1",
-            "weight = 1\n  tls = true\n  server_name = \"not a name\"",
+            "weight = 90",
+            "weight = 90\n  tls = true\n  server_name = \"not a name\"",
         );
         let errors = Config::parse(&text, "t.toml").expect_err("bad name").errors;
         assert_eq!(errors[0].path, "routes[0].versions[0].server_name");
 
         let text = ROUTE.replace(
-            "weight = 1",
-            "weight = 1\n  tls = true\n  ca_file = \"ca.pem\"\n  http2 = true",
+            "weight = 90",
+            "weight = 90\n  tls = true\n  ca_file = \"ca.pem\"\n  http2 = true",
         );
         let spec = Config::parse(&text, "t.toml").expect("valid").table_spec();
         let transport = &spec.routes[0].versions[0].transport;
@@ -264,7 +253,7 @@ name = "web"
         assert!(errors[0].message.contains("no certificate"));
         let text = format!("[listen]\ntls = {{ cert = \"c.pem\", key = \"k.pem\" }}\n{ROUTE}");
         let config = Config::parse(&text, "t.toml").expect("syntax is fine");
-        let errors = config.check_files(&text, Some(std::path::Path::new("/nonexistent")));
+        let errors = config.check_files(Some(&text), Some(std::path::Path::new("/nonexistent")));
         assert_eq!(errors[0].path, "listen.tls");
         assert!(
             errors[0].message.contains("/nonexistent/c.pem"),

@@ -6,11 +6,12 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
+use quanta::Instant;
 
 use crate::body::{self, ProxyBody};
 use crate::error::{body_error_kind, ProxyError, UpstreamErrorKind};

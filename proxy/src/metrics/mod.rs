@@ -5,9 +5,13 @@
 //! and read back as windowed stats (stats API, health decisions) and as
 //! Prometheus metrics with a registry of their own ([`export`]).
 //!
-//! The request path pays: one `Instant::now()` at the start, an index
-//! lookup at pick time ([`Metrics::start`]), and one uncontended lock plus
-//! two histogram increments when the response body ends ([`Measure`]).
+//! The request path pays: three clock reads (start, response headers, last
+//! byte), an index lookup and one reference count at pick time
+//! ([`Metrics::start`]), and one uncontended lock plus two histogram
+//! increments when the response body ends ([`Measure`]). The clock is
+//! [`quanta`]'s TSC clock: about 15 ns a read where `std::time::Instant`
+//! takes 35 ns on the KVM machines this was measured on, which is most of the
+//! cost of measuring a request.
 
 mod body;
 mod directory;
@@ -17,7 +21,7 @@ mod tally;
 
 use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use prometheus::{IntCounterVec, Opts, Registry};
@@ -25,6 +29,8 @@ use prometheus::{IntCounterVec, Opts, Registry};
 use crate::table::{Route, RoutingTable, TableHandle, Version};
 
 pub use body::{boxed_response, Measure, Measured};
+/// The clock requests are timed with (see the module comment).
+pub use quanta::Instant;
 pub use tally::{Latency, Outcome, SeriesStats, Snapshot, VersionStats, CODE_CLASSES};
 
 use directory::{Directory, TableIndex};
@@ -155,6 +161,10 @@ impl Metrics {
         } else {
             1
         };
+        if settings.enabled {
+            // The first read calibrates the clock: not on a request.
+            let _ = Instant::now();
+        }
         let core = Arc::new(Core::new(settings.slice, settings.slices, shards));
         let shared = Arc::new(Shared {
             enabled: settings.enabled,
@@ -350,7 +360,8 @@ impl Metrics {
         let store = self
             .shared
             .prepare_read(|directory| directory.store(route, version))?;
-        Some(self.shared.core.snapshot(&store).totals(store.created))
+        let covered = store.created.elapsed();
+        Some(self.shared.core.snapshot(&store).tally.stats(covered))
     }
 
     /// Windowed figures of every live series: the current table's versions

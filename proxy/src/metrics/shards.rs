@@ -9,11 +9,12 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use quanta::Instant;
 
-use super::tally::{Outcome, Snapshot, Tally, VersionStats};
+use super::tally::{micros, Outcome, Snapshot, Tally, VersionStats};
 
 /// Index of a series in shards and stores; stable while the series lives.
 pub(crate) type Slot = usize;
@@ -108,6 +109,7 @@ pub(crate) struct Core {
     origin: Instant,
     slice_us: u64,
     slices: usize,
+    /// A power of two long: a thread's shard is `slot & (len - 1)`.
     shards: Box<[Padded]>,
     stores: ArcSwap<Vec<Option<Arc<Store>>>>,
 }
@@ -118,7 +120,7 @@ impl Core {
             origin: Instant::now(),
             slice_us: (slice.as_micros() as u64).max(1),
             slices: slices.max(1),
-            shards: (0..shards.max(1))
+            shards: (0..shards.max(1).next_power_of_two())
                 .map(|_| Padded(Mutex::new(Shard::default())))
                 .collect(),
             stores: ArcSwap::from_pointee(Vec::new()),
@@ -133,28 +135,37 @@ impl Core {
         Duration::from_micros(self.slice_us)
     }
 
+    /// µs from the origin to `at`.
+    #[inline]
+    fn offset(&self, at: Instant) -> u64 {
+        micros(at.saturating_duration_since(self.origin))
+    }
+
     #[inline]
     fn epoch(&self, at: Instant) -> u64 {
-        let elapsed = at.saturating_duration_since(self.origin);
-        (elapsed.as_secs() * 1_000_000 + u64::from(elapsed.subsec_micros())) / self.slice_us
+        self.offset(at) / self.slice_us
     }
 
     /// Records one finished request into this thread's shard.
     #[inline]
     pub(crate) fn record(&self, slot: Slot, outcome: &Outcome) {
-        let epoch = self.epoch(outcome.finished);
-        let shard = &self.shards[thread_slot() % self.shards.len()].0;
+        let at = self.offset(outcome.finished);
+        let shard = &self.shards[thread_slot() & (self.shards.len() - 1)].0;
         {
             let mut shard = lock(shard);
             if let Some(tally) = shard.slot(slot) {
-                if tally.epoch == epoch || tally.is_empty() {
-                    tally.epoch = epoch;
+                if (tally.from_us..tally.until_us).contains(&at) {
+                    tally.record(outcome);
+                    return;
+                }
+                if tally.is_empty() {
+                    tally.set_epoch(at / self.slice_us, self.slice_us);
                     tally.record(outcome);
                     return;
                 }
             }
         }
-        self.record_in_new_slice(shard, slot, epoch, outcome);
+        self.record_in_new_slice(shard, slot, at / self.slice_us, outcome);
     }
 
     /// First request of a series on this shard, or of a new slice: the new
@@ -162,6 +173,7 @@ impl Core {
     #[cold]
     fn record_in_new_slice(&self, shard: &Mutex<Shard>, slot: Slot, epoch: u64, o: &Outcome) {
         let mut fresh = Box::new(Tally::new(epoch));
+        fresh.set_epoch(epoch, self.slice_us);
         fresh.record(o);
         let full = lock(shard).slot(slot).replace(fresh);
         if let Some(full) = full.filter(|t| !t.is_empty()) {
@@ -198,7 +210,7 @@ impl Core {
                         continue;
                     }
                     if let Some(mut replacement) = fresh.pop() {
-                        replacement.epoch = tally.epoch;
+                        replacement.set_epoch(tally.epoch, self.slice_us);
                         std::mem::swap(tally, &mut replacement);
                         full.push((slot, replacement));
                     }
@@ -254,7 +266,7 @@ impl Core {
     pub(crate) fn snapshot(&self, store: &Store) -> Snapshot {
         let tally = lock(&store.state).totals.clone();
         Snapshot {
-            at: Instant::now(),
+            at: std::time::Instant::now(),
             tally,
         }
     }

@@ -3,7 +3,9 @@
 //! add up, and what the stats API and health decisions read.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use quanta::Instant;
 
 use hdrhistogram::Histogram;
 
@@ -57,7 +59,7 @@ pub struct Outcome {
 }
 
 #[inline]
-fn micros(duration: Duration) -> u64 {
+pub(crate) fn micros(duration: Duration) -> u64 {
     duration
         .as_secs()
         .saturating_mul(1_000_000)
@@ -67,8 +69,12 @@ fn micros(duration: Duration) -> u64 {
 /// Requests summed: latency histograms in µs plus counters.
 #[derive(Clone)]
 pub struct Tally {
-    /// Window slice the data belongs to (shards and ring slots only).
+    /// Window slice the data belongs to (shards and ring slots only)…
     pub(crate) epoch: u64,
+    /// … and its bounds in µs since the core's origin, so the request path
+    /// compares instead of dividing. Empty until [`Tally::set_epoch`].
+    pub(crate) from_us: u64,
+    pub(crate) until_us: u64,
     pub(crate) headers: Histogram<u64>,
     pub(crate) last_byte: Histogram<u64>,
     /// Exact sums (µs) for Prometheus `_sum`; the histograms round.
@@ -97,6 +103,8 @@ impl Tally {
     pub(crate) fn new(epoch: u64) -> Tally {
         Tally {
             epoch,
+            from_us: 0,
+            until_us: 0,
             headers: histogram(),
             last_byte: histogram(),
             headers_sum_us: 0,
@@ -106,6 +114,12 @@ impl Tally {
             aborted: 0,
             errors: 0,
         }
+    }
+
+    pub(crate) fn set_epoch(&mut self, epoch: u64, slice_us: u64) {
+        self.epoch = epoch;
+        self.from_us = epoch.saturating_mul(slice_us);
+        self.until_us = self.from_us.saturating_add(slice_us);
     }
 
     #[inline]
@@ -283,7 +297,9 @@ pub struct SeriesStats {
 /// exact figures for the time between them ([`Snapshot::since`]).
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    pub(crate) at: Instant,
+    /// A std instant (not the request clock): callers compare it with their
+    /// own.
+    pub(crate) at: std::time::Instant,
     pub(crate) tally: Tally,
 }
 
@@ -295,12 +311,13 @@ impl Snapshot {
         Some(self.tally.minus(&earlier.tally)?.stats(covered))
     }
 
-    /// Figures since the series started.
-    pub fn totals(&self, started: Instant) -> VersionStats {
+    /// Figures of every request so far, as if they covered the time since
+    /// `started`.
+    pub fn totals(&self, started: std::time::Instant) -> VersionStats {
         self.tally.stats(self.at.saturating_duration_since(started))
     }
 
-    pub fn taken_at(&self) -> Instant {
+    pub fn taken_at(&self) -> std::time::Instant {
         self.at
     }
 }
@@ -355,7 +372,7 @@ mod tests {
 
     #[test]
     fn snapshots_subtract() {
-        let start = Instant::now();
+        let start = std::time::Instant::now();
         let mut tally = Tally::new(0);
         tally.record(&outcome(200, 1));
         let earlier = Snapshot {
