@@ -5,12 +5,12 @@
 //! one thread, and on two threads recording into the same metrics at once.
 
 use std::hint::black_box;
-use std::sync::Barrier;
 use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http_body_util::Empty;
+use switchyard_benches::two_threads;
 use switchyard_proxy::metrics::{Instant, Metrics, MetricsSettings, Outcome, SeriesId};
 use switchyard_proxy::TableHandle;
 
@@ -112,31 +112,6 @@ fn per_request(c: &mut Criterion) {
     group.finish();
 }
 
-/// Two threads run `work` `iters` times each, started together; the time
-/// of the slower one.
-fn two_threads(iters: u64, work: impl Fn() -> usize + Sync) -> Duration {
-    let barrier = Barrier::new(2);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..2)
-            .map(|_| {
-                scope.spawn(|| {
-                    barrier.wait();
-                    let start = std::time::Instant::now();
-                    for _ in 0..iters {
-                        black_box(work());
-                    }
-                    start.elapsed()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("bench thread"))
-            .max()
-            .unwrap_or_default()
-    })
-}
-
 fn record_two_threads(c: &mut Criterion) {
     let (_table, metrics, series, outcome) = one_series();
     let mut group = c.benchmark_group("metrics");
@@ -144,8 +119,7 @@ fn record_two_threads(c: &mut Criterion) {
     group.bench_function("record, 2 threads", |b| {
         b.iter_custom(|iters| {
             two_threads(iters, || {
-                metrics.record(black_box(series), black_box(&outcome));
-                0
+                metrics.record(black_box(series), black_box(&outcome))
             })
         })
     });

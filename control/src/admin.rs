@@ -43,7 +43,10 @@ pub struct AdminAuth {
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("cannot read the admin token file {path}: {source}")]
-    TokenFile { path: String, source: std::io::Error },
+    TokenFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the admin token file {0} is empty: put the token in it")]
     EmptyToken(String),
     #[error("the admin API would listen on {0}, which is not a loopback address, without a token: set [admin] token_file or SWITCHYARD_ADMIN_TOKEN, or listen on 127.0.0.1")]
@@ -53,7 +56,12 @@ pub enum AuthError {
 impl AdminAuth {
     /// Tokens from the config's files (relative paths are relative to
     /// `base`) and from `SWITCHYARD_ADMIN_TOKEN`.
-    pub fn load(config: &AdminConfig, base: Option<&Path>, addr: SocketAddr, env_token: Option<String>) -> Result<AdminAuth, AuthError> {
+    pub fn load(
+        config: &AdminConfig,
+        base: Option<&Path>,
+        addr: SocketAddr,
+        env_token: Option<String>,
+    ) -> Result<AdminAuth, AuthError> {
         let mut tokens = Vec::new();
         let read = |file: &Path| -> Result<String, AuthError> {
             let path = match base {
@@ -76,7 +84,10 @@ impl AdminAuth {
         for named in &config.tokens {
             tokens.push((named.name.clone(), read(&named.file)?));
         }
-        if let Some(token) = env_token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()) {
+        if let Some(token) = env_token
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+        {
             tokens.push(("env".to_owned(), token));
         }
         let loopback = addr.ip().is_loopback();
@@ -112,7 +123,8 @@ impl AdminAuth {
 
 /// An extra endpoint contributed by another module (metrics, dashboard,
 /// shadows): returns `None` when the path is not its own.
-pub type Extension = Box<dyn Fn(&Method, &str, Option<&str>) -> Option<AdminResponse> + Send + Sync>;
+pub type Extension =
+    Box<dyn Fn(&Method, &str, Option<&str>) -> Option<AdminResponse> + Send + Sync>;
 
 pub struct Admin {
     pub plane: Arc<ControlPlane>,
@@ -121,7 +133,11 @@ pub struct Admin {
 }
 
 /// Serves the admin API until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -171,7 +187,10 @@ impl ApiError {
     }
 
     fn into_response(self) -> AdminResponse {
-        json_response(self.status, &json!({"error": self.error, "detail": self.detail}))
+        json_response(
+            self.status,
+            &json!({"error": self.error, "detail": self.detail}),
+        )
     }
 }
 
@@ -195,13 +214,18 @@ pub fn json_response(status: StatusCode, value: &impl Serialize) -> AdminRespons
     let body = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
-pub fn text_response(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> AdminResponse {
+pub fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> AdminResponse {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response
@@ -253,8 +277,13 @@ impl Admin {
                 text_response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
             }),
             (Method::GET, ["api", "v1", "routes"]) => Ok(self.routes()),
-            (Method::GET, ["api", "v1", "history"]) => Ok(json_response(StatusCode::OK, &json!({ "changes": self.plane.history() }))),
-            (Method::GET, ["api", "v1", "status"]) => Ok(json_response(StatusCode::OK, &self.plane.status())),
+            (Method::GET, ["api", "v1", "history"]) => Ok(json_response(
+                StatusCode::OK,
+                &json!({ "changes": self.plane.history() }),
+            )),
+            (Method::GET, ["api", "v1", "status"]) => {
+                Ok(json_response(StatusCode::OK, &self.plane.status()))
+            }
             (Method::POST, ["api", "v1", "reload"]) => self.reload(),
             (Method::PUT, ["api", "v1", "routes", route, "weights"]) => {
                 let body: BTreeMap<String, i64> = read_json(req).await?;
@@ -286,7 +315,10 @@ impl Admin {
                 {
                     return Ok(response);
                 }
-                Err(ApiError::new(StatusCode::NOT_FOUND, format!("no admin endpoint {method} {path}")))
+                Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no admin endpoint {method} {path}"),
+                ))
             }
         }
     }
@@ -323,59 +355,98 @@ impl Admin {
         who: &str,
     ) -> Result<AdminResponse, ApiError> {
         if weights.is_empty() {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "no weights given: send e.g. {\"stable\": 75, \"canary\": 25}"));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "no weights given: send e.g. {\"stable\": 75, \"canary\": 25}",
+            ));
         }
-        let table = self.plane.change_route(route, expected, Source::Api, who, None, |spec| {
-            for (name, weight) in &weights {
-                if spec.versions.iter().all(|v| &v.name != name) {
-                    return Err(ChangeError::Invalid(format!(
-                        "route '{route}' has no version '{name}' (versions: {})",
-                        version_names(spec)
-                    )));
-                }
-                if *weight < 0 {
-                    return Err(ChangeError::Invalid(format!("weight of '{name}' is negative ({weight}): weights are 0 or more")));
-                }
-            }
-            for version in &mut spec.versions {
-                match weights.get(&version.name) {
-                    Some(weight) => {
-                        version.weight = u32::try_from(*weight).map_err(|_| {
-                            ChangeError::Table(TableError::WeightTooLarge {
-                                route: route.to_owned(),
-                                version: version.name.clone(),
-                                weight: u32::MAX,
-                            })
-                        })?
+        let table = self
+            .plane
+            .change_route(route, expected, Source::Api, who, None, |spec| {
+                for (name, weight) in &weights {
+                    if spec.versions.iter().all(|v| &v.name != name) {
+                        return Err(ChangeError::Invalid(format!(
+                            "route '{route}' has no version '{name}' (versions: {})",
+                            version_names(spec)
+                        )));
                     }
-                    None if exact => version.weight = 0,
-                    None => {}
+                    if *weight < 0 {
+                        return Err(ChangeError::Invalid(format!(
+                            "weight of '{name}' is negative ({weight}): weights are 0 or more"
+                        )));
+                    }
                 }
-            }
-            Ok(())
-        })?;
+                for version in &mut spec.versions {
+                    match weights.get(&version.name) {
+                        Some(weight) => {
+                            version.weight = u32::try_from(*weight).map_err(|_| {
+                                ChangeError::Table(TableError::WeightTooLarge {
+                                    route: route.to_owned(),
+                                    version: version.name.clone(),
+                                    weight: u32::MAX,
+                                })
+                            })?
+                        }
+                        None if exact => version.weight = 0,
+                        None => {}
+                    }
+                }
+                Ok(())
+            })?;
         Ok(self.changed(table, route))
     }
 
-    fn promote(&self, route: &str, version: &str, expected: Option<u64>, who: &str) -> Result<AdminResponse, ApiError> {
-        let table = self.plane.change_route(route, expected, Source::Api, who, Some("promote"), |spec| {
-            all_to(spec, version)
-        })?;
+    fn promote(
+        &self,
+        route: &str,
+        version: &str,
+        expected: Option<u64>,
+        who: &str,
+    ) -> Result<AdminResponse, ApiError> {
+        let table = self.plane.change_route(
+            route,
+            expected,
+            Source::Api,
+            who,
+            Some("promote"),
+            |spec| all_to(spec, version),
+        )?;
         Ok(self.changed(table, route))
     }
 
-    fn rollback(&self, route: &str, expected: Option<u64>, who: &str) -> Result<AdminResponse, ApiError> {
-        let table = self.plane.change_route(route, expected, Source::Api, who, Some("rollback"), |spec| {
-            let baseline = spec.baseline.clone();
-            all_to(spec, &baseline)
-        })?;
+    fn rollback(
+        &self,
+        route: &str,
+        expected: Option<u64>,
+        who: &str,
+    ) -> Result<AdminResponse, ApiError> {
+        let table = self.plane.change_route(
+            route,
+            expected,
+            Source::Api,
+            who,
+            Some("rollback"),
+            |spec| {
+                let baseline = spec.baseline.clone();
+                all_to(spec, &baseline)
+            },
+        )?;
         Ok(self.changed(table, route))
     }
 
-    fn flip(&self, route: &str, from: &str, to: &str, expected: Option<u64>, who: &str) -> Result<AdminResponse, ApiError> {
-        let table = self.plane.change_route(route, expected, Source::Api, who, Some("flip"), |spec| {
-            flip(spec, from, to)
-        })?;
+    fn flip(
+        &self,
+        route: &str,
+        from: &str,
+        to: &str,
+        expected: Option<u64>,
+        who: &str,
+    ) -> Result<AdminResponse, ApiError> {
+        let table =
+            self.plane
+                .change_route(route, expected, Source::Api, who, Some("flip"), |spec| {
+                    flip(spec, from, to)
+                })?;
         Ok(self.changed(table, route))
     }
 
@@ -383,7 +454,11 @@ impl Admin {
     /// send traffic to a version whose endpoints are not all passing.
     fn guard_flip(&self, route: &str, to: &str) -> Result<(), ApiError> {
         let table = self.plane.table().load();
-        let checked = table.spec().routes.iter().any(|r| r.name == route && r.health_check.is_some());
+        let checked = table
+            .spec()
+            .routes
+            .iter()
+            .any(|r| r.name == route && r.health_check.is_some());
         let Some(version) = table.route(route).and_then(|r| r.version(to)) else {
             return Ok(()); // unknown names are reported by the change itself
         };
@@ -408,11 +483,16 @@ impl Admin {
                 StatusCode::OK,
                 &json!({"reloaded": false, "reason": "the file is unchanged", "revision": self.plane.table().load().revision()}),
             )),
-            Ok(ReloadOutcome::Applied { revision, changes, .. }) => Ok(json_response(
+            Ok(ReloadOutcome::Applied {
+                revision, changes, ..
+            }) => Ok(json_response(
                 StatusCode::OK,
                 &json!({"reloaded": true, "revision": revision, "changes": changes}),
             )),
-            Err(ReloadError::NoFile) => Err(ApiError::new(StatusCode::CONFLICT, ReloadError::NoFile.to_string())),
+            Err(ReloadError::NoFile) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ReloadError::NoFile.to_string(),
+            )),
             Err(ReloadError::Invalid(error)) => Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "the config file is invalid; the current table is kept",
@@ -462,10 +542,19 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
     let body = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")))?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            )
+        })?
         .to_bytes();
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the request body is not the JSON expected: {e}")))
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the request body is not the JSON expected: {e}"),
+        )
+    })
 }
 
 /// `If-Match` for a weight change: required unless `force`.
@@ -494,11 +583,20 @@ fn parse_if_match(value: &str) -> Result<Option<u64>, ApiError> {
         .trim_matches('"')
         .parse::<u64>()
         .map(Some)
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("If-Match '{value}' is not a revision like \"42\"")))
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("If-Match '{value}' is not a revision like \"42\""),
+            )
+        })
 }
 
 fn version_names(spec: &switchyard_proxy::RouteSpec) -> String {
-    spec.versions.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ")
+    spec.versions
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `version` takes all the traffic, the others none.
@@ -520,21 +618,28 @@ fn all_to(spec: &mut switchyard_proxy::RouteSpec, version: &str) -> Result<(), C
 /// keep theirs.
 fn flip(spec: &mut switchyard_proxy::RouteSpec, from: &str, to: &str) -> Result<(), ChangeError> {
     let index = |name: &str| {
-        spec.versions.iter().position(|v| v.name == name).ok_or_else(|| {
-            ChangeError::Invalid(format!(
-                "route '{}' has no version '{name}' (versions: {})",
-                spec.name,
-                version_names(spec)
-            ))
-        })
+        spec.versions
+            .iter()
+            .position(|v| v.name == name)
+            .ok_or_else(|| {
+                ChangeError::Invalid(format!(
+                    "route '{}' has no version '{name}' (versions: {})",
+                    spec.name,
+                    version_names(spec)
+                ))
+            })
     };
     let (from_index, to_index) = (index(from)?, index(to)?);
     if from_index == to_index {
-        return Err(ChangeError::Invalid("from and to are the same version".into()));
+        return Err(ChangeError::Invalid(
+            "from and to are the same version".into(),
+        ));
     }
     let moved = spec.versions[from_index].weight;
     if moved == 0 {
-        return Err(ChangeError::Conflict(format!("version '{from}' carries no traffic: nothing to flip")));
+        return Err(ChangeError::Conflict(format!(
+            "version '{from}' carries no traffic: nothing to flip"
+        )));
     }
     let to_weight = spec.versions[to_index].weight.saturating_add(moved);
     spec.versions[to_index].weight = to_weight;
@@ -604,9 +709,15 @@ mod tests {
         };
         let mut headers = http::HeaderMap::new();
         assert_eq!(auth.caller(&headers), None);
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cret"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret"),
+        );
         assert_eq!(auth.caller(&headers).as_deref(), Some("deployer"));
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cre"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cre"),
+        );
         assert_eq!(auth.caller(&headers), None);
     }
 
@@ -617,7 +728,8 @@ mod tests {
             AdminAuth::load(&AdminConfig::default(), None, addr, None),
             Err(AuthError::NoTokenOffLoopback(_))
         ));
-        let auth = AdminAuth::load(&AdminConfig::default(), None, addr, Some("t".into())).expect("token from env");
+        let auth = AdminAuth::load(&AdminConfig::default(), None, addr, Some("t".into()))
+            .expect("token from env");
         assert!(!auth.public_reads);
     }
 
@@ -628,8 +740,18 @@ mod tests {
             host: None,
             path_prefix: "/".into(),
             versions: vec![
-                switchyard_proxy::VersionSpec { name: "stable".into(), weight: 100, endpoints: vec![], ..Default::default() },
-                switchyard_proxy::VersionSpec { name: "green".into(), weight: 0, endpoints: vec![], ..Default::default() },
+                switchyard_proxy::VersionSpec {
+                    name: "stable".into(),
+                    weight: 100,
+                    endpoints: vec![],
+                    ..Default::default()
+                },
+                switchyard_proxy::VersionSpec {
+                    name: "green".into(),
+                    weight: 0,
+                    endpoints: vec![],
+                    ..Default::default()
+                },
             ],
             baseline: "stable".into(),
             timeout: std::time::Duration::from_secs(1),
@@ -638,6 +760,9 @@ mod tests {
         };
         flip(&mut spec, "stable", "green").expect("flip");
         assert_eq!((spec.versions[0].weight, spec.versions[1].weight), (0, 100));
-        assert!(matches!(flip(&mut spec, "stable", "green"), Err(ChangeError::Conflict(_))));
+        assert!(matches!(
+            flip(&mut spec, "stable", "green"),
+            Err(ChangeError::Conflict(_))
+        ));
     }
 }

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use switchyard_proxy::health::{HealthCheckSpec, OutlierPolicy};
+use switchyard_proxy::metrics::{self, MetricsError, MetricsSettings};
 use switchyard_proxy::route::{HeaderMatch, HostMatch};
 use switchyard_proxy::shadow::{self, ShadowSpec, MAX_SHADOWS};
 use switchyard_proxy::split::{MAX_VERSIONS, MAX_WEIGHT};
 use switchyard_proxy::table::{parse_endpoint, valid_name};
-use switchyard_proxy::metrics::{self, MetricsError, MetricsSettings};
 use switchyard_proxy::{
     ListenerSettings, RouteSpec, Settings, TableSpec, UpstreamSettings, VersionSpec,
 };
@@ -713,11 +713,18 @@ impl Config {
             self.validate_versions(route, r, &mut error);
             if let Some(check) = &route.health_check {
                 if !check.path.get_ref().starts_with('/') {
-                    error(at("health_check.path"), check.path.span(), format!("'{}' must start with '/'", check.path.get_ref()));
+                    error(
+                        at("health_check.path"),
+                        check.path.span(),
+                        format!("'{}' must start with '/'", check.path.get_ref()),
+                    );
                 }
                 for (key, value) in [
                     ("health_check.healthy_threshold", &check.healthy_threshold),
-                    ("health_check.unhealthy_threshold", &check.unhealthy_threshold),
+                    (
+                        "health_check.unhealthy_threshold",
+                        &check.unhealthy_threshold,
+                    ),
                 ] {
                     if *value.get_ref() == 0 {
                         error(at(key), value.span(), "must be at least 1".into());
@@ -725,41 +732,92 @@ impl Config {
                 }
             }
             if let Some(rollout) = &route.rollout {
-                let versions: Vec<&str> = route.versions.get_ref().iter().map(|v| v.name.get_ref().as_str()).collect();
+                let versions: Vec<&str> = route
+                    .versions
+                    .get_ref()
+                    .iter()
+                    .map(|v| v.name.get_ref().as_str())
+                    .collect();
                 let canary = rollout.canary.get_ref();
                 if !versions.contains(&canary.as_str()) {
-                    error(at("rollout.canary"), rollout.canary.span(), format!("'{canary}' is not one of this route's versions ({})", versions.join(", ")));
+                    error(
+                        at("rollout.canary"),
+                        rollout.canary.span(),
+                        format!(
+                            "'{canary}' is not one of this route's versions ({})",
+                            versions.join(", ")
+                        ),
+                    );
                 }
                 if let Some(baseline) = &rollout.baseline {
                     if !versions.contains(&baseline.get_ref().as_str()) {
-                        error(at("rollout.baseline"), baseline.span(), format!("'{}' is not one of this route's versions", baseline.get_ref()));
+                        error(
+                            at("rollout.baseline"),
+                            baseline.span(),
+                            format!(
+                                "'{}' is not one of this route's versions",
+                                baseline.get_ref()
+                            ),
+                        );
                     } else if baseline.get_ref() == canary {
-                        error(at("rollout.baseline"), baseline.span(), "the baseline must differ from the canary".into());
+                        error(
+                            at("rollout.baseline"),
+                            baseline.span(),
+                            "the baseline must differ from the canary".into(),
+                        );
                     }
                 }
                 let steps = rollout.steps.get_ref();
-                if steps.is_empty() || steps.iter().any(|w| *w > 100) || steps.windows(2).any(|p| p[0] >= p[1]) {
-                    error(at("rollout.steps"), rollout.steps.span(), "steps must be rising canary weights from 0 to 100, e.g. [5, 25, 50, 100]".into());
+                if steps.is_empty()
+                    || steps.iter().any(|w| *w > 100)
+                    || steps.windows(2).any(|p| p[0] >= p[1])
+                {
+                    error(
+                        at("rollout.steps"),
+                        rollout.steps.span(),
+                        "steps must be rising canary weights from 0 to 100, e.g. [5, 25, 50, 100]"
+                            .into(),
+                    );
                 }
                 let rate = *rollout.max_error_rate.get_ref();
                 if !(0.0..=1.0).contains(&rate) {
-                    error(at("rollout.max_error_rate"), rollout.max_error_rate.span(), format!("{rate} is a share: 0 to 1 (0.01 = 1 %)"));
+                    error(
+                        at("rollout.max_error_rate"),
+                        rollout.max_error_rate.span(),
+                        format!("{rate} is a share: 0 to 1 (0.01 = 1 %)"),
+                    );
                 }
                 if let Some(ratio) = &rollout.max_p99_ratio {
-                    if !(*ratio.get_ref() > 0.0) {
-                        error(at("rollout.max_p99_ratio"), ratio.span(), "must be above 0 (1.5 = 50 % slower than the baseline)".into());
+                    if ratio.get_ref().is_nan() || *ratio.get_ref() <= 0.0 {
+                        error(
+                            at("rollout.max_p99_ratio"),
+                            ratio.span(),
+                            "must be above 0 (1.5 = 50 % slower than the baseline)".into(),
+                        );
                     }
                 }
             }
             if let Some(outlier) = &route.outlier_detection {
                 if *outlier.consecutive_failures.get_ref() == 0 {
-                    error(at("outlier_detection.consecutive_failures"), outlier.consecutive_failures.span(), "must be at least 1".into());
+                    error(
+                        at("outlier_detection.consecutive_failures"),
+                        outlier.consecutive_failures.span(),
+                        "must be at least 1".into(),
+                    );
                 }
                 if *outlier.max_ejection_percent.get_ref() > 100 {
-                    error(at("outlier_detection.max_ejection_percent"), outlier.max_ejection_percent.span(), "is a percentage: 0 to 100".into());
+                    error(
+                        at("outlier_detection.max_ejection_percent"),
+                        outlier.max_ejection_percent.span(),
+                        "is a percentage: 0 to 100".into(),
+                    );
                 }
                 if outlier.max_ejection.0 < outlier.base_ejection.0 {
-                    error(at("outlier_detection.max_ejection"), 0..0, "must not be shorter than base_ejection".into());
+                    error(
+                        at("outlier_detection.max_ejection"),
+                        0..0,
+                        "must not be shorter than base_ejection".into(),
+                    );
                 }
             }
             validate_shadows(route, r, &mut error);
@@ -856,7 +914,9 @@ impl Config {
     }
 
     /// Each route's rollout policy, by route name.
-    pub fn rollout_policies(&self) -> std::collections::HashMap<String, crate::rollout::RolloutPolicy> {
+    pub fn rollout_policies(
+        &self,
+    ) -> std::collections::HashMap<String, crate::rollout::RolloutPolicy> {
         let specs = self.table_spec();
         self.routes
             .iter()

@@ -33,7 +33,11 @@ pub enum CtlCommand {
     /// Send all of a route's traffic back to its baseline version.
     Rollback { route: String },
     /// Blue-green: move FROM's share to TO in one swap.
-    Flip { route: String, from: String, to: String },
+    Flip {
+        route: String,
+        from: String,
+        to: String,
+    },
     /// Recent changes (who, what, when).
     History,
     /// Process status, revision, last reload.
@@ -85,8 +89,16 @@ impl Ctl {
         }
     }
 
-    async fn call(&self, method: Method, path: &str, if_match: Option<&str>, body: Option<Value>) -> Result<Reply, BoxError> {
-        let mut request = Request::builder().method(method).uri(format!("{}{path}", self.base));
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        if_match: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<Reply, BoxError> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -104,7 +116,13 @@ impl Ctl {
             .client
             .request(request.body(Full::new(body))?)
             .await
-            .map_err(|e| format!("cannot reach the admin API at {}: {}", self.base, switchyard_proxy::error::error_chain(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "cannot reach the admin API at {}: {}",
+                    self.base,
+                    switchyard_proxy::error::error_chain(&e)
+                )
+            })?;
         let status = response.status();
         let etag = response
             .headers()
@@ -112,7 +130,8 @@ impl Ctl {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let bytes = response.into_body().collect().await?.to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Ok(Reply { status, etag, body })
     }
 
@@ -120,25 +139,59 @@ impl Ctl {
     pub async fn run(&self, command: CtlCommand) -> Result<String, BoxError> {
         let reply = match &command {
             CtlCommand::Routes => self.call(Method::GET, "/api/v1/routes", None, None).await?,
-            CtlCommand::SetWeights { route, weights, exact } => return self.set_weights(route, weights, *exact).await,
+            CtlCommand::SetWeights {
+                route,
+                weights,
+                exact,
+            } => return self.set_weights(route, weights, *exact).await,
             CtlCommand::Promote { route, version } => {
-                self.call(Method::POST, &format!("/api/v1/routes/{route}/promote"), None, Some(json!({ "version": version })))
-                    .await?
+                self.call(
+                    Method::POST,
+                    &format!("/api/v1/routes/{route}/promote"),
+                    None,
+                    Some(json!({ "version": version })),
+                )
+                .await?
             }
-            CtlCommand::Rollback { route } => self.call(Method::POST, &format!("/api/v1/routes/{route}/rollback"), None, None).await?,
+            CtlCommand::Rollback { route } => {
+                self.call(
+                    Method::POST,
+                    &format!("/api/v1/routes/{route}/rollback"),
+                    None,
+                    None,
+                )
+                .await?
+            }
             CtlCommand::Flip { route, from, to } => {
-                self.call(Method::POST, &format!("/api/v1/routes/{route}/flip"), None, Some(json!({ "from": from, "to": to })))
+                self.call(
+                    Method::POST,
+                    &format!("/api/v1/routes/{route}/flip"),
+                    None,
+                    Some(json!({ "from": from, "to": to })),
+                )
+                .await?
+            }
+            CtlCommand::History => {
+                self.call(Method::GET, "/api/v1/history", None, None)
                     .await?
             }
-            CtlCommand::History => self.call(Method::GET, "/api/v1/history", None, None).await?,
             CtlCommand::Status => self.call(Method::GET, "/api/v1/status", None, None).await?,
-            CtlCommand::Reload => self.call(Method::POST, "/api/v1/reload", None, None).await?,
-            CtlCommand::Shadows => self.call(Method::GET, "/api/v1/shadows", None, None).await?,
+            CtlCommand::Reload => {
+                self.call(Method::POST, "/api/v1/reload", None, None)
+                    .await?
+            }
+            CtlCommand::Shadows => {
+                self.call(Method::GET, "/api/v1/shadows", None, None)
+                    .await?
+            }
             CtlCommand::Rollout { route, action } => {
                 let path = format!("/api/v1/routes/{route}/rollout");
                 match action.as_str() {
                     "status" => self.call(Method::GET, &path, None, None).await?,
-                    action => self.call(Method::POST, &format!("{path}/{action}"), None, None).await?,
+                    action => {
+                        self.call(Method::POST, &format!("{path}/{action}"), None, None)
+                            .await?
+                    }
                 }
             }
             CtlCommand::Stats { window } => {
@@ -162,7 +215,12 @@ impl Ctl {
         })
     }
 
-    async fn set_weights(&self, route: &str, pairs: &[String], exact: bool) -> Result<String, BoxError> {
+    async fn set_weights(
+        &self,
+        route: &str,
+        pairs: &[String],
+        exact: bool,
+    ) -> Result<String, BoxError> {
         let mut weights = BTreeMap::new();
         for pair in pairs {
             let (version, weight) = pair
@@ -178,8 +236,13 @@ impl Ctl {
         let etag = current
             .etag
             .ok_or("the admin API sent no ETag with the routes; cannot make a safe change")?;
-        let path = format!("/api/v1/routes/{route}/weights{}", if exact { "?exact=true" } else { "" });
-        let reply = self.call(Method::PUT, &path, Some(&etag), Some(json!(weights))).await?;
+        let path = format!(
+            "/api/v1/routes/{route}/weights{}",
+            if exact { "?exact=true" } else { "" }
+        );
+        let reply = self
+            .call(Method::PUT, &path, Some(&etag), Some(json!(weights)))
+            .await?;
         if reply.status == StatusCode::PRECONDITION_FAILED {
             let now = ok(self.call(Method::GET, "/api/v1/routes", None, None).await?)?;
             let mut text = format!("another change won (the table moved on from revision {etag}); nothing was changed. Now:\n");
@@ -200,7 +263,9 @@ fn ok(reply: Reply) -> Result<Reply, BoxError> {
     if reply.status.is_success() {
         return Ok(reply);
     }
-    let message = reply.body["error"].as_str().map_or_else(|| reply.body.to_string(), str::to_owned);
+    let message = reply.body["error"]
+        .as_str()
+        .map_or_else(|| reply.body.to_string(), str::to_owned);
     let detail = match &reply.body["detail"] {
         Value::Null => String::new(),
         Value::String(text) => format!("\n{text}"),
@@ -234,7 +299,12 @@ fn render_routes(body: &Value) -> String {
             route["baseline"].as_str().unwrap_or("?"),
         );
         for version in route["versions"].as_array().into_iter().flatten() {
-            let endpoints: Vec<&str> = version["endpoints"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let endpoints: Vec<&str> = version["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
             let _ = writeln!(
                 text,
                 "  {:<14} weight {:>5}  {}",
@@ -260,7 +330,11 @@ fn render_history(body: &Value) -> String {
     let mut text = String::new();
     for change in body["changes"].as_array().into_iter().flatten() {
         let weights = |key: &str| match change[key].as_object() {
-            Some(map) => map.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+            Some(map) => map
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             None => "-".into(),
         };
         let _ = writeln!(
@@ -274,7 +348,10 @@ fn render_history(body: &Value) -> String {
             change["action"].as_str().unwrap_or("?"),
             weights("before"),
             weights("after"),
-            change["reason"].as_str().map(|r| format!("  ({r})")).unwrap_or_default(),
+            change["reason"]
+                .as_str()
+                .map(|r| format!("  ({r})"))
+                .unwrap_or_default(),
         );
     }
     if text.is_empty() {
@@ -332,7 +409,10 @@ mod tests {
         assert!(text.contains("revision 3"));
         assert!(text.contains("stable") && text.contains("75"));
         let change = json!({"revision": 4, "route": body["routes"][0]});
-        assert_eq!(render_change(&change), "ok: revision 4; web now stable=75 canary=25");
+        assert_eq!(
+            render_change(&change),
+            "ok: revision 4; web now stable=75 canary=25"
+        );
     }
 
     #[test]
@@ -343,6 +423,9 @@ mod tests {
             body: json!({"error": "route 'x' does not exist", "detail": null}),
         };
         let error = ok(reply).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(error.contains("404") && error.contains("route 'x'"), "{error}");
+        assert!(
+            error.contains("404") && error.contains("route 'x'"),
+            "{error}"
+        );
     }
 }

@@ -60,10 +60,14 @@ fn reconcile(
     let table = plane.table().load();
     let mut wanted: HashMap<String, HealthCheckSpec> = HashMap::new();
     for route in &table.spec().routes {
-        let Some(check) = &route.health_check else { continue };
+        let Some(check) = &route.health_check else {
+            continue;
+        };
         for version in &route.versions {
             for endpoint in &version.endpoints {
-                wanted.entry(endpoint.clone()).or_insert_with(|| check.clone());
+                wanted
+                    .entry(endpoint.clone())
+                    .or_insert_with(|| check.clone());
             }
         }
     }
@@ -90,7 +94,12 @@ fn reconcile(
     }
 }
 
-async fn probe_loop(plane: Arc<ControlPlane>, client: ProbeClient, address: String, spec: HealthCheckSpec) {
+async fn probe_loop(
+    plane: Arc<ControlPlane>,
+    client: ProbeClient,
+    address: String,
+    spec: HealthCheckSpec,
+) {
     let health = plane.table().load().health().get(&address);
     let (mut passes, mut failures) = (0u32, 0u32);
     let mut ticker = tokio::time::interval(spec.interval);
@@ -175,7 +184,10 @@ impl prometheus::core::Collector for HealthCollector {
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
         let table = self.plane.table().load();
         let weights = prometheus::IntGaugeVec::new(
-            prometheus::Opts::new("switchyard_route_effective_weight", self.descs[0].help.clone()),
+            prometheus::Opts::new(
+                "switchyard_route_effective_weight",
+                self.descs[0].help.clone(),
+            ),
             &["route", "version"],
         );
         let available = prometheus::IntGaugeVec::new(
@@ -187,14 +199,20 @@ impl prometheus::core::Collector for HealthCollector {
         };
         for (route, shares) in effective_weights(&table) {
             for (version, weight) in shares {
-                weights.with_label_values(&[&route, &version]).set(i64::from(weight));
+                weights
+                    .with_label_values(&[&route, &version])
+                    .set(i64::from(weight));
             }
         }
         for route in table.routes() {
             for version in route.versions.iter() {
                 for endpoint in version.endpoints.iter() {
                     available
-                        .with_label_values(&[&route.name, &version.name, endpoint.authority.as_str()])
+                        .with_label_values(&[
+                            &route.name,
+                            &version.name,
+                            endpoint.authority.as_str(),
+                        ])
                         .set(i64::from(endpoint.health.is_available()));
                 }
             }
@@ -213,7 +231,11 @@ pub fn effective_weights(table: &RoutingTable) -> Vec<(String, history::Weights)
         .routes()
         .iter()
         .map(|route| {
-            let mut weights: history::Weights = route.versions.iter().map(|v| (v.name.to_string(), 0)).collect();
+            let mut weights: history::Weights = route
+                .versions
+                .iter()
+                .map(|v| (v.name.to_string(), 0))
+                .collect();
             for version in route.versions.iter() {
                 let target = route.available(version);
                 *weights.entry(target.name.to_string()).or_default() += version.weight;
@@ -224,7 +246,12 @@ pub fn effective_weights(table: &RoutingTable) -> Vec<(String, history::Weights)
 }
 
 /// Records in the history each route whose effective weights changed.
-fn record_effect(plane: &ControlPlane, address: &str, down: bool, before: Vec<(String, history::Weights)>) {
+fn record_effect(
+    plane: &ControlPlane,
+    address: &str,
+    down: bool,
+    before: Vec<(String, history::Weights)>,
+) {
     let table = plane.table().load();
     let after = effective_weights(&table);
     let reason = format!(
@@ -234,7 +261,10 @@ fn record_effect(plane: &ControlPlane, address: &str, down: bool, before: Vec<(S
     let changes: Vec<Change> = after
         .into_iter()
         .filter_map(|(route, weights)| {
-            let old = before.iter().find(|(r, _)| *r == route).map(|(_, w)| w.clone());
+            let old = before
+                .iter()
+                .find(|(r, _)| *r == route)
+                .map(|(_, w)| w.clone());
             (old.as_ref() != Some(&weights)).then(|| Change {
                 time: history::now_rfc3339(),
                 source: Source::Auto,

@@ -163,8 +163,14 @@ mod tests {
         let changes = diff(&a, &b, Source::Api, "t", 2, None);
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].action, "weights");
-        assert_eq!(changes[0].before.as_ref().and_then(|w| w.get("stable")), Some(&90));
-        assert_eq!(changes[0].after.as_ref().and_then(|w| w.get("canary")), Some(&50));
+        assert_eq!(
+            changes[0].before.as_ref().and_then(|w| w.get("stable")),
+            Some(&90)
+        );
+        assert_eq!(
+            changes[0].after.as_ref().and_then(|w| w.get("canary")),
+            Some(&50)
+        );
     }
 
     #[test]

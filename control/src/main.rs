@@ -105,7 +105,9 @@ fn main() -> ExitCode {
                 };
                 let mut running = switchyard_control::start_with(&config, options).await?;
                 #[cfg(unix)]
-                running.keep(switchyard_control::reload::on_sighup(std::sync::Arc::clone(&running.plane))?);
+                running.keep(switchyard_control::reload::on_sighup(
+                    std::sync::Arc::clone(&running.plane),
+                )?);
                 wait_for_stop_signal().await;
                 tracing::info!("shutting down: draining in-flight requests");
                 running.shutdown().await;

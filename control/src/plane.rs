@@ -29,7 +29,10 @@ pub enum PlaneEvent<'a> {
     /// A reload from the file was attempted.
     Reload { ok: bool },
     /// These routes' definitions or weights changed (after `TableChanged`).
-    RoutesChanged { routes: &'a [String], source: Source },
+    RoutesChanged {
+        routes: &'a [String],
+        source: Source,
+    },
 }
 
 pub type Observer = Box<dyn Fn(&PlaneEvent<'_>) + Send + Sync>;
@@ -109,7 +112,12 @@ pub struct Status {
 }
 
 impl ControlPlane {
-    pub fn new(table: TableHandle, config: Config, config_path: Option<PathBuf>, file_text: Option<String>) -> ControlPlane {
+    pub fn new(
+        table: TableHandle,
+        config: Config,
+        config_path: Option<PathBuf>,
+        file_text: Option<String>,
+    ) -> ControlPlane {
         let file_spec = config.table_spec();
         ControlPlane {
             table,
@@ -154,7 +162,9 @@ impl ControlPlane {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -204,7 +214,8 @@ impl ControlPlane {
             Ok(spec)
         })?;
         if let Some(before) = before {
-            let changes = history::diff(&before, table.spec(), source, who, table.revision(), reason);
+            let changes =
+                history::diff(&before, table.spec(), source, who, table.revision(), reason);
             if !changes.is_empty() {
                 state.overrides.insert(route.to_owned());
             }
@@ -240,7 +251,8 @@ impl ControlPlane {
         let mut state = self.state();
         let read = std::fs::read_to_string(path);
         let parsed = match &read {
-            Ok(text) => Config::parse(text, &path.display().to_string()).map_err(|errors| errors.to_string()),
+            Ok(text) => Config::parse(text, &path.display().to_string())
+                .map_err(|errors| errors.to_string()),
             Err(e) => Err(format!("{}: cannot read the file: {e}", path.display())),
         };
         let text = read.ok();
@@ -267,7 +279,12 @@ impl ControlPlane {
         let mut before = None;
         let merged = self.table.update(|current| {
             before = Some(current.spec().clone());
-            Ok::<_, TableError>(merge(&state.file_spec, &new_file_spec, current.spec(), &state.overrides))
+            Ok::<_, TableError>(merge(
+                &state.file_spec,
+                &new_file_spec,
+                current.spec(),
+                &state.overrides,
+            ))
         });
         let table = match merged {
             Ok(table) => table,
@@ -285,7 +302,12 @@ impl ControlPlane {
             let new = state.file_spec.routes.iter().find(|r| &r.name == name);
             old.is_some() && old == new
         };
-        state.overrides = state.overrides.iter().filter(|r| still(r)).cloned().collect();
+        state.overrides = state
+            .overrides
+            .iter()
+            .filter(|r| still(r))
+            .cloned()
+            .collect();
         let restart = restart_only_changes(&state.config, &config);
         for key in &restart {
             tracing::warn!(key = %key, "this setting changed in the file but needs a restart to take effect");
@@ -306,7 +328,11 @@ impl ControlPlane {
         let count = changes.len();
         let routes = changes.iter().map(|c| c.route.clone()).collect();
         record(&mut state.history, changes);
-        tracing::info!(revision = table.revision(), changes = count, "config reloaded");
+        tracing::info!(
+            revision = table.revision(),
+            changes = count,
+            "config reloaded"
+        );
         Ok(ReloadOutcome::Applied {
             revision: table.revision(),
             changes: count,
@@ -353,7 +379,12 @@ fn record(history: &mut History, changes: Vec<Change>) {
 /// The table a reload produces: the new file's routes, except that a route
 /// overridden at run time whose file definition did not change keeps its
 /// live weights.
-fn merge(old_file: &TableSpec, new_file: &TableSpec, live: &TableSpec, overrides: &BTreeSet<String>) -> TableSpec {
+fn merge(
+    old_file: &TableSpec,
+    new_file: &TableSpec,
+    live: &TableSpec,
+    overrides: &BTreeSet<String>,
+) -> TableSpec {
     let mut merged = new_file.clone();
     for route in &mut merged.routes {
         let unchanged_in_file = old_file.routes.iter().any(|r| r == &*route);
@@ -362,7 +393,9 @@ fn merge(old_file: &TableSpec, new_file: &TableSpec, live: &TableSpec, overrides
         }
         if let Some(live_route) = live.routes.iter().find(|r| r.name == route.name) {
             for version in &mut route.versions {
-                if let Some(live_version) = live_route.versions.iter().find(|v| v.name == version.name) {
+                if let Some(live_version) =
+                    live_route.versions.iter().find(|v| v.name == version.name)
+                {
                     version.weight = live_version.weight;
                 }
             }
@@ -379,11 +412,26 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             keys.push(key.to_owned());
         }
     };
-    check("listen.data", old.listen.data.get_ref() != new.listen.data.get_ref());
-    check("listen.admin", old.listen.admin.get_ref() != new.listen.admin.get_ref());
-    check("timeouts.connect", old.timeouts.connect != new.timeouts.connect);
-    check("timeouts.client_idle", old.timeouts.client_idle != new.timeouts.client_idle);
-    check("timeouts.upstream_idle", old.timeouts.upstream_idle != new.timeouts.upstream_idle);
+    check(
+        "listen.data",
+        old.listen.data.get_ref() != new.listen.data.get_ref(),
+    );
+    check(
+        "listen.admin",
+        old.listen.admin.get_ref() != new.listen.admin.get_ref(),
+    );
+    check(
+        "timeouts.connect",
+        old.timeouts.connect != new.timeouts.connect,
+    );
+    check(
+        "timeouts.client_idle",
+        old.timeouts.client_idle != new.timeouts.client_idle,
+    );
+    check(
+        "timeouts.upstream_idle",
+        old.timeouts.upstream_idle != new.timeouts.upstream_idle,
+    );
     check("timeouts.drain", old.timeouts.drain != new.timeouts.drain);
     check(
         "proxy.max_idle_per_endpoint",
@@ -432,9 +480,14 @@ path_prefix = "/api"
                 Ok(())
             }
         };
-        plane.change_route("web", Some(1), Source::Api, "t", None, set(20)).expect("first");
+        plane
+            .change_route("web", Some(1), Source::Api, "t", None, set(20))
+            .expect("first");
         let second = plane.change_route("web", Some(1), Source::Api, "t", None, set(30));
-        assert!(matches!(second, Err(ChangeError::RevisionMismatch { current: 2, .. })));
+        assert!(matches!(
+            second,
+            Err(ChangeError::RevisionMismatch { current: 2, .. })
+        ));
         assert_eq!(plane.table().load().spec().routes[0].versions[1].weight, 20);
         assert_eq!(plane.history().len(), 1);
         assert_eq!(plane.status().overridden_routes, vec!["web".to_owned()]);
@@ -449,7 +502,10 @@ path_prefix = "/api"
             }
             Ok(())
         });
-        assert!(matches!(result, Err(ChangeError::Table(TableError::AllZero(_)))));
+        assert!(matches!(
+            result,
+            Err(ChangeError::Table(TableError::AllZero(_)))
+        ));
         assert_eq!(plane.table().load().revision(), 1);
         assert!(plane.history().is_empty());
         let result = plane.change_route("nope", None, Source::Api, "t", None, |_| Ok(()));

@@ -22,20 +22,24 @@ pub(crate) const SETTLE: Duration = Duration::from_millis(150);
 
 /// Watches `path` and reloads `plane` when it changes. Runs until the
 /// returned task is aborted.
-pub fn watch_file(plane: Arc<ControlPlane>, path: PathBuf) -> notify::Result<tokio::task::JoinHandle<()>> {
+pub fn watch_file(
+    plane: Arc<ControlPlane>,
+    path: PathBuf,
+) -> notify::Result<tokio::task::JoinHandle<()>> {
     let (tx, mut rx) = mpsc::channel::<()>(16);
     let watched_path = path.clone();
-    let mut watcher: RecommendedWatcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Reading the file ourselves raises access events, and the directory
-        // may hold other files (logs): only changes to the config count.
-        let relevant = matches!(&event, Ok(event)
+    let mut watcher: RecommendedWatcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Reading the file ourselves raises access events, and the directory
+            // may hold other files (logs): only changes to the config count.
+            let relevant = matches!(&event, Ok(event)
             if !event.kind.is_access()
                 && event.paths.iter().any(|changed| concerns(&watched_path, changed)));
-        if relevant {
-            // A full channel already holds a wake-up: dropping this one is fine.
-            let _ = tx.try_send(());
-        }
-    })?;
+            if relevant {
+                // A full channel already holds a wake-up: dropping this one is fine.
+                let _ = tx.try_send(());
+            }
+        })?;
     let mut watched = BTreeSet::new();
     watch_dirs(&mut watcher, &mut watched, &path)?;
     Ok(tokio::spawn(async move {
@@ -71,7 +75,11 @@ pub(crate) fn concerns(config: &Path, changed: &Path) -> bool {
 }
 
 /// Watches the directory of `path` and of what it resolves to.
-pub(crate) fn watch_dirs(watcher: &mut RecommendedWatcher, watched: &mut BTreeSet<PathBuf>, path: &Path) -> notify::Result<()> {
+pub(crate) fn watch_dirs(
+    watcher: &mut RecommendedWatcher,
+    watched: &mut BTreeSet<PathBuf>,
+    path: &Path,
+) -> notify::Result<()> {
     let mut dirs = vec![parent(path)];
     if let Ok(resolved) = std::fs::canonicalize(path) {
         dirs.push(parent(&resolved));

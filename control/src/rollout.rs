@@ -159,7 +159,11 @@ pub struct Rollouts {
 
 impl Rollouts {
     /// The controller for `policies` (by route); registers its metrics.
-    pub fn new(plane: Arc<ControlPlane>, metrics: Metrics, policies: HashMap<String, RolloutPolicy>) -> Arc<Rollouts> {
+    pub fn new(
+        plane: Arc<ControlPlane>,
+        metrics: Metrics,
+        policies: HashMap<String, RolloutPolicy>,
+    ) -> Arc<Rollouts> {
         let state_gauge = IntGaugeVec::new(
             Opts::new(
                 "switchyard_rollout_state",
@@ -169,13 +173,20 @@ impl Rollouts {
         )
         .ok();
         let decisions = IntCounterVec::new(
-            Opts::new("switchyard_rollout_decisions_total", "Rollout decisions per route: hold, advance, rollback, complete, pause."),
+            Opts::new(
+                "switchyard_rollout_decisions_total",
+                "Rollout decisions per route: hold, advance, rollback, complete, pause.",
+            ),
             &["route", "decision"],
         )
         .ok();
         for collector in [
-            state_gauge.clone().map(|g| Box::new(g) as Box<dyn prometheus::core::Collector>),
-            decisions.clone().map(|c| Box::new(c) as Box<dyn prometheus::core::Collector>),
+            state_gauge
+                .clone()
+                .map(|g| Box::new(g) as Box<dyn prometheus::core::Collector>),
+            decisions
+                .clone()
+                .map(|c| Box::new(c) as Box<dyn prometheus::core::Collector>),
         ]
         .into_iter()
         .flatten()
@@ -197,11 +208,15 @@ impl Rollouts {
     }
 
     fn states(&self) -> MutexGuard<'_, HashMap<String, State>> {
-        self.states.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn policies(&self) -> MutexGuard<'_, HashMap<String, RolloutPolicy>> {
-        self.policies.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.policies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// New policies (after a reload): routes without one stop rolling out.
@@ -232,7 +247,9 @@ impl Rollouts {
     pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         self.plane.observe(Box::new(move |event| {
-            if let (PlaneEvent::RoutesChanged { routes, source }, Some(rollouts)) = (event, weak.upgrade()) {
+            if let (PlaneEvent::RoutesChanged { routes, source }, Some(rollouts)) =
+                (event, weak.upgrade())
+            {
                 if *source != Source::Auto {
                     for route in routes.iter() {
                         rollouts.pause_for_manual_change(route);
@@ -240,7 +257,12 @@ impl Rollouts {
                 }
             }
         }));
-        let autostart: Vec<String> = self.policies().iter().filter(|(_, p)| p.autostart).map(|(r, _)| r.clone()).collect();
+        let autostart: Vec<String> = self
+            .policies()
+            .iter()
+            .filter(|(_, p)| p.autostart)
+            .map(|(r, _)| r.clone())
+            .collect();
         for route in autostart {
             if let Err(error) = self.begin(&route) {
                 tracing::warn!(%route, %error, "rollout did not start");
@@ -266,7 +288,10 @@ impl Rollouts {
     }
 
     fn policy(&self, route: &str) -> Result<RolloutPolicy, RolloutError> {
-        self.policies().get(route).cloned().ok_or_else(|| RolloutError::NoPolicy(route.to_owned()))
+        self.policies()
+            .get(route)
+            .cloned()
+            .ok_or_else(|| RolloutError::NoPolicy(route.to_owned()))
     }
 
     /// `start`: the first step's weights, observation from now.
@@ -285,7 +310,15 @@ impl Rollouts {
             });
         }
         let weight = policy.steps.first().copied().unwrap_or(100);
-        self.set_canary(route, &policy, weight, &format!("rollout started: step 1 of {}, canary {weight}%", policy.steps.len()))?;
+        self.set_canary(
+            route,
+            &policy,
+            weight,
+            &format!(
+                "rollout started: step 1 of {}, canary {weight}%",
+                policy.steps.len()
+            ),
+        )?;
         *state = State {
             phase: Phase::Running,
             ..State::default()
@@ -333,7 +366,13 @@ impl Rollouts {
         Ok(self.describe(route, &policy, state))
     }
 
-    fn transition(&self, route: &str, action: &'static str, from: &[Phase], to: Phase) -> Result<Value, RolloutError> {
+    fn transition(
+        &self,
+        route: &str,
+        action: &'static str,
+        from: &[Phase],
+        to: Phase,
+    ) -> Result<Value, RolloutError> {
         let policy = self.policy(route)?;
         let mut states = self.states();
         let state = states.entry(route.to_owned()).or_default();
@@ -357,7 +396,9 @@ impl Rollouts {
                 time: history::now_rfc3339(),
                 decision: "pause",
                 step: state.step,
-                reason: "the route's weights were changed by hand: rollout paused (resume to continue)".into(),
+                reason:
+                    "the route's weights were changed by hand: rollout paused (resume to continue)"
+                        .into(),
                 canary: None,
                 baseline: None,
             });
@@ -375,7 +416,12 @@ impl Rollouts {
     }
 
     /// Since the step started: (canary, baseline).
-    fn step_stats(&self, route: &str, policy: &RolloutPolicy, state: &State) -> (Option<VersionStats>, Option<VersionStats>) {
+    fn step_stats(
+        &self,
+        route: &str,
+        policy: &RolloutPolicy,
+        state: &State,
+    ) -> (Option<VersionStats>, Option<VersionStats>) {
         let since = |version: &str, start: &Option<Snapshot>| {
             let now = self.metrics.snapshot(route, version)?;
             match start {
@@ -383,12 +429,17 @@ impl Rollouts {
                 None => Some(now.totals(state.step_started)),
             }
         };
-        (since(&policy.canary, &state.canary_start), since(&policy.baseline, &state.baseline_start))
+        (
+            since(&policy.canary, &state.canary_start),
+            since(&policy.baseline, &state.baseline_start),
+        )
     }
 
     /// One evaluation of one route.
     fn evaluate(&self, route: &str) {
-        let Ok(policy) = self.policy(route) else { return };
+        let Ok(policy) = self.policy(route) else {
+            return;
+        };
         let mut states = self.states();
         let Some(state) = states.get_mut(route).filter(|s| s.phase == Phase::Running) else {
             return;
@@ -396,12 +447,18 @@ impl Rollouts {
         let (canary, baseline) = self.step_stats(route, &policy, state);
         let canary = canary.unwrap_or_else(empty_stats);
         let elapsed = state.step_started.elapsed();
-        let figures = (Some(Figures::of(&canary)), baseline.as_ref().map(Figures::of));
+        let figures = (
+            Some(Figures::of(&canary)),
+            baseline.as_ref().map(Figures::of),
+        );
         if canary.requests < policy.min_requests {
             let due = state.last_hold.map_or(elapsed, |at| at.elapsed()) >= policy.interval;
             if due {
                 state.last_hold = Some(Instant::now());
-                let reason = format!("too little traffic: {} canary requests this step, {} needed", canary.requests, policy.min_requests);
+                let reason = format!(
+                    "too little traffic: {} canary requests this step, {} needed",
+                    canary.requests, policy.min_requests
+                );
                 self.verdict(route, state, "hold", reason, figures);
             }
             return;
@@ -431,7 +488,10 @@ impl Rollouts {
             canary.requests
         );
         if let Some(weight) = policy.steps.get(next).copied() {
-            let reason = format!("{passed}; advancing to step {} (canary {weight}%)", next + 1);
+            let reason = format!(
+                "{passed}; advancing to step {} (canary {weight}%)",
+                next + 1
+            );
             if let Err(error) = self.set_canary(route, &policy, weight, &reason) {
                 tracing::error!(%route, %error, "rollout could not advance");
                 return;
@@ -456,13 +516,25 @@ impl Rollouts {
         }
     }
 
-    fn verdict(&self, route: &str, state: &mut State, decision: &'static str, reason: String, figures: (Option<Figures>, Option<Figures>)) {
+    fn verdict(
+        &self,
+        route: &str,
+        state: &mut State,
+        decision: &'static str,
+        reason: String,
+        figures: (Option<Figures>, Option<Figures>),
+    ) {
         self.count(route, decision);
         if decision == "hold" {
             // Holds change no weight: record them in the history anyway, so
             // the trail explains why nothing moved.
             let table = self.plane.table().load();
-            let weights = table.spec().routes.iter().find(|r| r.name == route).map(history::weights);
+            let weights = table
+                .spec()
+                .routes
+                .iter()
+                .find(|r| r.name == route)
+                .map(history::weights);
             self.plane.record_changes(vec![Change {
                 time: history::now_rfc3339(),
                 source: Source::Auto,
@@ -486,7 +558,13 @@ impl Rollouts {
     }
 
     /// Canary to `weight`, baseline to the rest of 100; others unchanged.
-    fn set_canary(&self, route: &str, policy: &RolloutPolicy, weight: u32, reason: &str) -> Result<(), ChangeError> {
+    fn set_canary(
+        &self,
+        route: &str,
+        policy: &RolloutPolicy,
+        weight: u32,
+        reason: &str,
+    ) -> Result<(), ChangeError> {
         self.plane
             .change_route(route, None, Source::Auto, "rollout", Some(reason), |spec| {
                 set_weight(spec, &policy.canary, weight)?;
@@ -495,11 +573,20 @@ impl Rollouts {
             .map(|_| ())
     }
 
-    fn promote(&self, route: &str, policy: &RolloutPolicy, reason: &str) -> Result<(), ChangeError> {
+    fn promote(
+        &self,
+        route: &str,
+        policy: &RolloutPolicy,
+        reason: &str,
+    ) -> Result<(), ChangeError> {
         self.plane
             .change_route(route, None, Source::Auto, "rollout", Some(reason), |spec| {
                 for version in &mut spec.versions {
-                    version.weight = if version.name == policy.canary { 100 } else { 0 };
+                    version.weight = if version.name == policy.canary {
+                        100
+                    } else {
+                        0
+                    };
                 }
                 Ok(())
             })
@@ -547,7 +634,9 @@ pub fn admin_extension(rollouts: Arc<Rollouts>) -> crate::admin::Extension {
             Err(error) => {
                 let status = match &error {
                     RolloutError::NoPolicy(_) => StatusCode::NOT_FOUND,
-                    RolloutError::WrongPhase { .. } | RolloutError::MetricsOff => StatusCode::CONFLICT,
+                    RolloutError::WrongPhase { .. } | RolloutError::MetricsOff => {
+                        StatusCode::CONFLICT
+                    }
                     RolloutError::Change(ChangeError::UnknownRoute(_)) => StatusCode::NOT_FOUND,
                     RolloutError::Change(_) => StatusCode::BAD_REQUEST,
                 };
@@ -562,13 +651,22 @@ fn set_weight(spec: &mut RouteSpec, version: &str, weight: u32) -> Result<(), Ch
         .versions
         .iter_mut()
         .find(|v| v.name == version)
-        .ok_or_else(|| ChangeError::Invalid(format!("route '{}' has no version '{version}' (named by its rollout policy)", spec.name)))?;
+        .ok_or_else(|| {
+            ChangeError::Invalid(format!(
+                "route '{}' has no version '{version}' (named by its rollout policy)",
+                spec.name
+            ))
+        })?;
     target.weight = weight;
     Ok(())
 }
 
 /// Why the canary fails the policy, if it does.
-fn failure(policy: &RolloutPolicy, canary: &VersionStats, baseline: Option<&VersionStats>) -> Option<String> {
+fn failure(
+    policy: &RolloutPolicy,
+    canary: &VersionStats,
+    baseline: Option<&VersionStats>,
+) -> Option<String> {
     let error_rate = canary.error_rate();
     if error_rate > policy.max_error_rate {
         return Some(format!(
@@ -581,9 +679,15 @@ fn failure(policy: &RolloutPolicy, canary: &VersionStats, baseline: Option<&Vers
     }
     let p99 = canary.latency.p99;
     if let Some(max) = policy.max_p99.filter(|max| p99 > *max) {
-        return Some(format!("canary p99 {:.1} ms is above the maximum {:.1} ms", ms(p99), ms(max)));
+        return Some(format!(
+            "canary p99 {:.1} ms is above the maximum {:.1} ms",
+            ms(p99),
+            ms(max)
+        ));
     }
-    if let (Some(ratio), Some(baseline)) = (policy.max_p99_ratio, baseline.filter(|b| b.requests > 0)) {
+    if let (Some(ratio), Some(baseline)) =
+        (policy.max_p99_ratio, baseline.filter(|b| b.requests > 0))
+    {
         let base = baseline.latency.p99;
         if !base.is_zero() && p99.as_secs_f64() / base.as_secs_f64() > ratio {
             return Some(format!(
@@ -647,8 +751,11 @@ mod tests {
         assert!(failure(&p, &stats(100, 1, 10), Some(&stats(100, 0, 10))).is_none());
         let reason = failure(&p, &stats(100, 20, 10), None).unwrap_or_default();
         assert!(reason.contains("20.00%"), "{reason}");
-        assert!(failure(&p, &stats(100, 0, 600), None).is_some_and(|r| r.contains("maximum 500.0 ms")));
-        assert!(failure(&p, &stats(100, 0, 40), Some(&stats(100, 0, 10))).is_some_and(|r| r.contains("4.00x")));
+        assert!(
+            failure(&p, &stats(100, 0, 600), None).is_some_and(|r| r.contains("maximum 500.0 ms"))
+        );
+        assert!(failure(&p, &stats(100, 0, 40), Some(&stats(100, 0, 10)))
+            .is_some_and(|r| r.contains("4.00x")));
         // No baseline traffic (canary at 100 %): the ratio cannot be judged.
         assert!(failure(&p, &stats(100, 0, 40), Some(&stats(0, 0, 0))).is_none());
     }

@@ -77,8 +77,17 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
 /// Binds the listeners and starts serving; returns once they are bound.
 pub async fn start_with(config: &Config, options: StartOptions) -> Result<Running, StartError> {
     let table = TableHandle::new(config.table_spec())?;
-    let base_dir = options.config_path.as_ref().and_then(|p| p.parent()).map(PathBuf::from);
-    let auth = AdminAuth::load(&config.admin, base_dir.as_deref(), config.admin_addr(), options.admin_token.clone())?;
+    let base_dir = options
+        .config_path
+        .as_ref()
+        .and_then(|p| p.parent())
+        .map(PathBuf::from);
+    let auth = AdminAuth::load(
+        &config.admin,
+        base_dir.as_deref(),
+        config.admin_addr(),
+        options.admin_token.clone(),
+    )?;
     let unusable = config.check_files(options.config_text.as_deref(), base_dir.as_deref());
     if !unusable.is_empty() {
         return Err(StartError::Files(ConfigErrors {
@@ -105,7 +114,11 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
     let active_connections = metrics.connections_active();
     let mut upstream_settings = config.upstream_settings();
     upstream_settings.files_dir = base_dir.clone();
-    let scheme = if server_tls.is_some() { "https" } else { "http" };
+    let scheme = if server_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let proxy = Proxy::new(table.clone(), Upstream::new(&upstream_settings), scheme)
         .with_metrics(metrics.clone());
     let upgraded_connections = Arc::clone(proxy.upgraded_connections());
@@ -117,7 +130,11 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         }
         Err(error) => tracing::warn!(%error, "health metrics not created"),
     }
-    let rollouts = Rollouts::new(Arc::clone(&plane), metrics.clone(), config.rollout_policies());
+    let rollouts = Rollouts::new(
+        Arc::clone(&plane),
+        metrics.clone(),
+        config.rollout_policies(),
+    );
     {
         // A reload brings new rollout policies.
         let rollouts = Arc::downgrade(&rollouts);
@@ -180,8 +197,15 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
     })
 }
 
-fn bind(addr: SocketAddr, which: &'static str) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
-    let error = |source| StartError::Bind { which, addr, source };
+fn bind(
+    addr: SocketAddr,
+    which: &'static str,
+) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let error = |source| StartError::Bind {
+        which,
+        addr,
+        source,
+    };
     let listener = switchyard_proxy::bind(addr)
         .and_then(tokio::net::TcpListener::from_std)
         .map_err(error)?;

@@ -142,18 +142,20 @@ impl Upstream {
             return Ok(TransportClient::Plain(builder.build(http)));
         };
         http.enforce_http(false);
-        let ca_file = upstream_tls.ca_file.as_ref().map(|path| match &self.settings.files_dir {
-            Some(dir) if path.is_relative() => dir.join(path),
-            _ => path.clone(),
-        });
+        let ca_file = upstream_tls
+            .ca_file
+            .as_ref()
+            .map(|path| match &self.settings.files_dir {
+                Some(dir) if path.is_relative() => dir.join(path),
+                _ => path.clone(),
+            });
         let config = tls::client_config(ca_file.as_deref())?;
         let mut https = HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_only();
         if let Some(name) = &upstream_tls.server_name {
-            https = https.with_server_name_resolver(FixedServerNameResolver::new(
-                tls::server_name(name)?,
-            ));
+            https = https
+                .with_server_name_resolver(FixedServerNameResolver::new(tls::server_name(name)?));
         }
         let connector = if transport.http2 {
             https.enable_http2().wrap_connector(http)
@@ -288,7 +290,10 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
 }
 
 /// Points an already rewritten upstream request at another endpoint.
-pub fn retarget(req: Request<ProxyBody>, endpoint: &Authority) -> Result<Request<ProxyBody>, http::Error> {
+pub fn retarget(
+    req: Request<ProxyBody>,
+    endpoint: &Authority,
+) -> Result<Request<ProxyBody>, http::Error> {
     let (mut parts, body) = req.into_parts();
     let mut uri_parts = std::mem::take(&mut parts.uri).into_parts();
     uri_parts.authority = Some(endpoint.clone());

@@ -15,12 +15,12 @@ use hyper::body::Incoming;
 
 use crate::body::{self, ProxyBody};
 use crate::error::ProxyError;
+use crate::error::UpstreamErrorKind;
 use crate::forward::{self, Upstream};
 use crate::metrics::{self, Measure, Metrics};
 use crate::route::request_host;
-use crate::{select, shadow, upgrade};
-use crate::error::UpstreamErrorKind;
 use crate::table::{Endpoint, Route, RoutingTable, TableHandle, Version};
+use crate::{select, shadow, upgrade};
 use http_body::Body as _;
 
 pub const VERSION_HEADER: HeaderName = HeaderName::from_static("x-switchyard-version");

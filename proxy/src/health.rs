@@ -126,7 +126,12 @@ impl EndpointHealth {
     /// A request here failed (connect error or 5xx). Returns whether the
     /// endpoint is now ejected. `ejected_in_pool` counts the pool's endpoints
     /// currently ejected, `pool` its size.
-    pub fn record_failure(&self, policy: &OutlierPolicy, ejected_in_pool: usize, pool: usize) -> bool {
+    pub fn record_failure(
+        &self,
+        policy: &OutlierPolicy,
+        ejected_in_pool: usize,
+        pool: usize,
+    ) -> bool {
         let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures < policy.consecutive_failures || self.is_ejected() {
             return false;
@@ -136,8 +141,14 @@ impl EndpointHealth {
             return false;
         }
         let ejections = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
-        let length = policy.base_ejection.saturating_mul(ejections).min(policy.max_ejection);
-        let until = self.now_ms().saturating_add(u64::try_from(length.as_millis()).unwrap_or(u64::MAX)).max(1);
+        let length = policy
+            .base_ejection
+            .saturating_mul(ejections)
+            .min(policy.max_ejection);
+        let until = self
+            .now_ms()
+            .saturating_add(u64::try_from(length.as_millis()).unwrap_or(u64::MAX))
+            .max(1);
         self.ejected_until.store(until, Ordering::Relaxed);
         self.consecutive_failures.store(0, Ordering::Relaxed);
         tracing::warn!(endpoint = %self.address, ?length, "endpoint ejected after {failures} consecutive failures");
@@ -165,7 +176,10 @@ impl Default for HealthRegistry {
 impl HealthRegistry {
     /// The health of `address`, shared with every other table that has it.
     pub fn get(&self, address: &str) -> Arc<EndpointHealth> {
-        let mut endpoints = self.endpoints.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut endpoints = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(existing) = endpoints.get(address).and_then(Weak::upgrade) {
             return existing;
         }

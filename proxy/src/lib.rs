@@ -6,9 +6,11 @@
 //! The request path, in the order a request meets it:
 //! [`listener`] (accept, HTTP/1.1 + h2c, or [`tls`] with ALPN h2) →
 //! [`handler`] (load table, [`route`], pick the version by [`select`]:
-//! override, [`sticky`] key or [`split`] weight) → [`shadow`] (copies to shadow targets, never awaited) → [`forward`]
-//! (rewrite, pooled upstream call) → back through
-//! [`handler`] (response headers; a 101 becomes an [`upgrade`] tunnel).
+//! override, [`sticky`] key or [`split`] weight) → [`shadow`] (copies to
+//! shadow targets, never awaited) → [`forward`] (rewrite, pooled upstream
+//! call) → back through
+//! [`handler`] (response headers; a 101 becomes an [`upgrade`] tunnel) →
+//! [`metrics`] (the request recorded when its response body ends).
 //! [`error`] turns failures into responses.
 
 pub mod body;
@@ -19,10 +21,10 @@ pub mod health;
 pub mod listener;
 pub mod metrics;
 pub mod route;
+pub mod select;
 pub mod shadow;
 pub mod split;
 pub mod sticky;
-pub mod select;
 pub mod table;
 pub mod tee;
 pub mod tls;

@@ -109,9 +109,8 @@ impl HeaderMatch {
                 .map_err(|_| format!("header '{name}': '{value}' is not a valid header value"))?;
             required.push((name, value));
         }
-        required.sort_by(|a, b| {
-            (a.0.as_str(), a.1.as_bytes()).cmp(&(b.0.as_str(), b.1.as_bytes()))
-        });
+        required
+            .sort_by(|a, b| (a.0.as_str(), a.1.as_bytes()).cmp(&(b.0.as_str(), b.1.as_bytes())));
         Ok(HeaderMatch {
             required: required.into_boxed_slice(),
         })
@@ -139,7 +138,11 @@ impl std::fmt::Display for HeaderMatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for (i, (name, value)) in self.required.iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
-            write!(f, "{sep}{name}: {}", String::from_utf8_lossy(value.as_bytes()))?;
+            write!(
+                f,
+                "{sep}{name}: {}",
+                String::from_utf8_lossy(value.as_bytes())
+            )?;
         }
         Ok(())
     }

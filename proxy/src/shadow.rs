@@ -26,7 +26,7 @@ use crate::body::{self, BoxError, ProxyBody};
 use crate::forward::Upstream;
 use crate::split::RoundRobin;
 use crate::table::{parse_endpoint, valid_name};
-use crate::tee::{Digest, Digesting, Tee, TeeSink};
+use crate::tee::{Digest, Digester, Tee, TeeSink};
 
 /// Set on every copy, so a shadow can tell mirrored traffic from its own.
 pub const SHADOW_HEADER: HeaderName = HeaderName::from_static("x-switchyard-shadow");
@@ -390,26 +390,24 @@ impl Shadow {
         if let Some(problem) = check(spec).into_iter().next() {
             return Err(problem.to_string());
         }
+        // `check` accepted every entry, so nothing is lost to `ok()` below.
         let header_value = HeaderValue::from_str(&spec.name)
             .map_err(|_| format!("name: '{}' cannot be a header value", spec.name))?;
-        let endpoints = spec
+        let endpoints: Vec<Authority> = spec
             .endpoints
             .iter()
-            .map(|e| parse_endpoint(e).map_err(|reason| format!("endpoints: '{e}': {reason}")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let methods = spec
+            .filter_map(|e| parse_endpoint(e).ok())
+            .collect();
+        let methods: Vec<Method> = spec
             .methods
             .iter()
-            .map(|m| parse_method(m))
-            .collect::<Result<Vec<_>, _>>()?;
-        let strip_headers = spec
+            .filter_map(|m| parse_method(m).ok())
+            .collect();
+        let strip_headers: Vec<HeaderName> = spec
             .strip_headers
             .iter()
-            .map(|h| {
-                HeaderName::from_bytes(h.as_bytes())
-                    .map_err(|_| format!("strip_headers: '{h}' is not a header name"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+            .collect();
         let state = match previous {
             Some(previous) => Arc::clone(&previous.state),
             None => Arc::new(ShadowState::new(route, &spec.name)),
@@ -568,7 +566,7 @@ fn mirror_to(
     let req = if waiting.is_empty() {
         req
     } else {
-        req.map(|body| Tee::new(body, waiting).boxed())
+        req.map(|body| Tee::body(body, waiting).boxed())
     };
     (req, comparison)
 }
@@ -782,7 +780,7 @@ impl Comparison {
             return response;
         }
         response.map(|body| {
-            Digesting::new(body, move |digest| {
+            Digester::body(body, move |digest| {
                 // Without a digest the primary's body was cut short.
                 if digest.is_some() {
                     report(waiting, Primary { status, digest });

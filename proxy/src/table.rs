@@ -444,7 +444,11 @@ impl Route {
 }
 
 impl Version {
-    fn build(route: &str, spec: &VersionSpec, health: &HealthRegistry) -> Result<Version, TableError> {
+    fn build(
+        route: &str,
+        spec: &VersionSpec,
+        health: &HealthRegistry,
+    ) -> Result<Version, TableError> {
         if !valid_name(&spec.name) {
             return Err(TableError::BadName {
                 route: route.into(),
@@ -516,7 +520,12 @@ impl Version {
     /// advance the round-robin: a retry must not shift the rotation.
     pub fn other_endpoint(&self, not: &Endpoint) -> Option<&Endpoint> {
         let len = self.endpoints.len();
-        let first = self.endpoints.iter().position(|e| e.authority == not.authority).unwrap_or(0) + 1;
+        let first = self
+            .endpoints
+            .iter()
+            .position(|e| e.authority == not.authority)
+            .unwrap_or(0)
+            + 1;
         (0..len)
             .map(|offset| &self.endpoints[(first + offset) % len])
             .find(|e| e.authority != not.authority && e.health.is_available())
@@ -530,7 +539,10 @@ impl Version {
 
     /// Endpoints currently ejected by outlier detection.
     pub fn ejected(&self) -> usize {
-        self.endpoints.iter().filter(|e| e.health.is_ejected()).count()
+        self.endpoints
+            .iter()
+            .filter(|e| e.health.is_ejected())
+            .count()
     }
 }
 
@@ -541,7 +553,10 @@ fn build_shadows(spec: &RouteSpec, previous: Option<&Route>) -> Result<Box<[Shad
         reason,
     };
     if spec.shadows.len() > MAX_SHADOWS {
-        return Err(error("*", format!("at most {MAX_SHADOWS} shadows per route")));
+        return Err(error(
+            "*",
+            format!("at most {MAX_SHADOWS} shadows per route"),
+        ));
     }
     let mut shadows: Vec<Shadow> = Vec::with_capacity(spec.shadows.len());
     for shadow in &spec.shadows {
@@ -814,7 +829,12 @@ pub(crate) mod tests {
     #[test]
     fn shadow_state_survives_swaps_by_route_and_name() {
         let shadow = |name: &str| ShadowSpec::new(name, vec!["127.0.0.1:9".into()]);
-        let mut web = route("web", None, "/", vec![version("stable", 1, &["127.0.0.1:1"])]);
+        let mut web = route(
+            "web",
+            None,
+            "/",
+            vec![version("stable", 1, &["127.0.0.1:1"])],
+        );
         web.shadows = vec![shadow("next"), shadow("audit")];
         let handle = TableHandle::new(spec(vec![web])).expect("valid");
         let first = handle.load();
@@ -845,7 +865,9 @@ pub(crate) mod tests {
         ));
         let mut bad = first.spec().clone();
         bad.routes[0].shadows[0].percent = 200.0;
-        let error = RoutingTable::build(bad, 1).expect_err("invalid").to_string();
+        let error = RoutingTable::build(bad, 1)
+            .expect_err("invalid")
+            .to_string();
         assert!(error.contains("shadow 'next': percent"), "{error}");
     }
 
@@ -876,7 +898,10 @@ pub(crate) mod tests {
         let mut beta = route("beta", None, "/", v());
         beta.match_headers = vec![("x-beta".into(), "1".into())];
         let mut beta_qa = route("beta-qa", None, "/", v());
-        beta_qa.match_headers = vec![("x-beta".into(), "1".into()), ("x-team".into(), "qa".into())];
+        beta_qa.match_headers = vec![
+            ("x-beta".into(), "1".into()),
+            ("x-team".into(), "qa".into()),
+        ];
         let table = RoutingTable::build(
             spec(vec![route("web", None, "/", v()), beta, beta_qa.clone()]),
             1,
@@ -906,7 +931,10 @@ pub(crate) mod tests {
         let result = RoutingTable::build(
             spec(vec![route("web", None, "/", v()), again, {
                 let mut r = route("beta-qa", None, "/", v());
-                r.match_headers = vec![("x-team".into(), "qa".into()), ("x-beta".into(), "1".into())];
+                r.match_headers = vec![
+                    ("x-team".into(), "qa".into()),
+                    ("x-beta".into(), "1".into()),
+                ];
                 r
             }]),
             1,

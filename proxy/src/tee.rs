@@ -1,9 +1,10 @@
 //! Taps on bodies passing through the proxy, for the shadow stage: the
 //! bounded copy of a request body ([`Tee`]) and the streaming digest of a
-//! primary response ([`Digesting`]).
+//! primary response ([`Digester`]), both run by one body wrapper
+//! ([`Tapped`]).
 //!
-//! Both pass every frame on untouched and at once: the primary never waits
-//! for, and is never slowed by, what a tap feeds.
+//! The wrapper passes every frame on untouched and at once: the primary
+//! never waits for, and is never slowed by, what a tap feeds.
 
 use std::hash::{DefaultHasher, Hasher};
 use std::pin::Pin;
@@ -13,6 +14,87 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::body::{BoxError, ProxyBody};
+
+/// What a [`Tapped`] body tells as it streams.
+pub trait Tap: Send + Sync + 'static {
+    /// A data frame passed.
+    fn data(&mut self, data: &[u8]);
+    /// The body ended (`complete`) or failed or was dropped unfinished.
+    /// Called once, last.
+    fn end(&mut self, complete: bool);
+}
+
+/// A body that shows each data frame to its tap on the way through.
+pub struct Tapped<T: Tap> {
+    inner: ProxyBody,
+    /// `None` once the end was told.
+    tap: Option<T>,
+}
+
+impl<T: Tap> Tapped<T> {
+    pub fn new(inner: ProxyBody, tap: T) -> Tapped<T> {
+        Tapped {
+            inner,
+            tap: Some(tap),
+        }
+    }
+
+    fn end(&mut self, complete: bool) {
+        if let Some(mut tap) = self.tap.take() {
+            tap.end(complete);
+        }
+    }
+}
+
+// The tap is never pinned: the wrapper only moves it.
+impl<T: Tap> Unpin for Tapped<T> {}
+
+impl<T: Tap> Body for Tapped<T> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let Some(tap) = this.tap.as_mut() else {
+            return polled;
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    tap.data(data);
+                }
+                if this.inner.is_end_stream() {
+                    this.end(true);
+                }
+            }
+            Poll::Ready(None) => this.end(true),
+            Poll::Ready(Some(Err(_))) => this.end(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<T: Tap> Drop for Tapped<T> {
+    fn drop(&mut self) {
+        // A peer may stop polling once the length says the body is done,
+        // and an empty body may never be polled at all.
+        let ended = self.inner.is_end_stream();
+        self.end(ended);
+    }
+}
 
 /// What a [`Tee`] copies the body into: one pending shadow copy.
 pub trait TeeSink: Send + Sync + 'static {
@@ -26,32 +108,36 @@ pub trait TeeSink: Send + Sync + 'static {
     fn aborted(self);
 }
 
-/// A request body that copies its data frames into one shared buffer capped
-/// at the largest sink limit. A sink whose limit is passed is dropped at that
-/// frame; when none is left the buffer is freed and the tee only forwards.
-/// The buffer never grows past the cap, so a copy never costs more memory
-/// than its `max_body_bytes`.
+/// Copies a request body into one shared buffer capped at the largest sink
+/// limit. A sink whose limit is passed is dropped at that frame; when none is
+/// left the buffer is freed and nothing more is copied. The buffer never
+/// grows past the cap, so a copy never costs more memory than its
+/// `max_body_bytes`.
 pub struct Tee<S: TeeSink> {
-    inner: ProxyBody,
     sinks: Vec<S>,
     buffer: Vec<u8>,
 }
 
 impl<S: TeeSink> Tee<S> {
-    /// `sinks` must not be empty (without sinks, use the body itself).
-    pub fn new(inner: ProxyBody, sinks: Vec<S>) -> Tee<S> {
+    /// `body` tapped for `sinks` (not empty: without sinks, use the body).
+    pub fn body(body: ProxyBody, sinks: Vec<S>) -> Tapped<Tee<S>> {
         let cap = sinks.iter().map(TeeSink::limit).max().unwrap_or(0);
         // A declared length within the cap is reserved once, exactly.
-        let expected = inner.size_hint().exact().unwrap_or(0);
+        let expected = body.size_hint().exact().unwrap_or(0);
         let reserve = usize::try_from(expected).unwrap_or(usize::MAX).min(cap);
-        Tee {
-            inner,
+        let tee = Tee {
             sinks,
             buffer: Vec::with_capacity(reserve),
-        }
+        };
+        Tapped::new(body, tee)
     }
+}
 
-    fn copy(&mut self, data: &[u8]) {
+impl<S: TeeSink> Tap for Tee<S> {
+    fn data(&mut self, data: &[u8]) {
+        if self.sinks.is_empty() {
+            return;
+        }
         let len = self.buffer.len().saturating_add(data.len());
         if self.sinks.iter().any(|sink| sink.limit() < len) {
             let (keep, over): (Vec<S>, Vec<S>) =
@@ -71,67 +157,15 @@ impl<S: TeeSink> Tee<S> {
         self.buffer.extend_from_slice(data);
     }
 
-    fn complete(&mut self) {
-        let body = Bytes::from(std::mem::take(&mut self.buffer));
-        for sink in self.sinks.drain(..) {
-            sink.complete(body.clone());
-        }
-    }
-
-    fn abort(&mut self) {
-        self.buffer = Vec::new();
-        self.sinks.drain(..).for_each(TeeSink::aborted);
-    }
-}
-
-// Sinks are never pinned: the tee only moves them.
-impl<S: TeeSink> Unpin for Tee<S> {}
-
-impl<S: TeeSink> Body for Tee<S> {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if this.sinks.is_empty() {
-            return polled;
-        }
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.copy(data);
-                }
-                if this.inner.is_end_stream() {
-                    this.complete();
-                }
+    fn end(&mut self, complete: bool) {
+        let buffer = std::mem::take(&mut self.buffer);
+        if complete {
+            let body = Bytes::from(buffer);
+            for sink in self.sinks.drain(..) {
+                sink.complete(body.clone());
             }
-            Poll::Ready(None) => this.complete(),
-            Poll::Ready(Some(Err(_))) => this.abort(),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl<S: TeeSink> Drop for Tee<S> {
-    fn drop(&mut self) {
-        // A client may stop polling once the length says the body is done.
-        if self.inner.is_end_stream() {
-            self.complete();
         } else {
-            self.abort();
+            self.sinks.drain(..).for_each(TeeSink::aborted);
         }
     }
 }
@@ -195,77 +229,34 @@ impl Default for Digest {
     }
 }
 
-/// A response body that digests its data frames as they pass and reports the
-/// digest when the body ends, or `None` when it is dropped unfinished or
-/// fails. Nothing is buffered.
-pub struct Digesting<F: FnOnce(Option<u64>) + Send + Sync + 'static> {
-    inner: ProxyBody,
+/// Digests a response body as it streams to the client and reports the
+/// digest when it ends, or `None` when it fails or is dropped unfinished.
+/// Nothing is buffered.
+pub struct Digester<F: FnOnce(Option<u64>) + Send + Sync + 'static> {
     digest: Box<Digest>,
     report: Option<F>,
 }
 
-impl<F: FnOnce(Option<u64>) + Send + Sync + 'static> Digesting<F> {
-    pub fn new(inner: ProxyBody, report: F) -> Digesting<F> {
-        Digesting {
-            inner,
+impl<F: FnOnce(Option<u64>) + Send + Sync + 'static> Digester<F> {
+    pub fn body(body: ProxyBody, report: F) -> Tapped<Digester<F>> {
+        let digester = Digester {
             digest: Box::default(),
             report: Some(report),
-        }
+        };
+        Tapped::new(body, digester)
+    }
+}
+
+impl<F: FnOnce(Option<u64>) + Send + Sync + 'static> Tap for Digester<F> {
+    fn data(&mut self, data: &[u8]) {
+        self.digest.update(data);
     }
 
-    fn finish(&mut self, ok: bool) {
+    fn end(&mut self, complete: bool) {
         if let Some(report) = self.report.take() {
             let digest = std::mem::take(&mut self.digest);
-            report(ok.then(|| digest.finish()));
+            report(complete.then(|| digest.finish()));
         }
-    }
-}
-
-impl<F: FnOnce(Option<u64>) + Send + Sync + 'static> Unpin for Digesting<F> {}
-
-impl<F: FnOnce(Option<u64>) + Send + Sync + 'static> Body for Digesting<F> {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if this.report.is_none() {
-            return polled;
-        }
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.digest.update(data);
-                }
-                if this.inner.is_end_stream() {
-                    this.finish(true);
-                }
-            }
-            Poll::Ready(None) => this.finish(true),
-            Poll::Ready(Some(Err(_))) => this.finish(false),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl<F: FnOnce(Option<u64>) + Send + Sync + 'static> Drop for Digesting<F> {
-    fn drop(&mut self) {
-        // An empty or fully announced body may be dropped without a poll.
-        let ended = self.inner.is_end_stream();
-        self.finish(ended);
     }
 }
 
@@ -338,6 +329,10 @@ mod tests {
         ))
     }
 
+    fn buffer(tee: &Tapped<Tee<Sink>>) -> &Vec<u8> {
+        &tee.tap.as_ref().expect("still tapping").buffer
+    }
+
     fn sinks(limits: &[usize]) -> (Vec<Sink>, Log) {
         let out = Arc::new(Mutex::new(Vec::new()));
         let sinks = limits
@@ -353,7 +348,7 @@ mod tests {
     #[tokio::test]
     async fn copies_within_each_limit_and_passes_everything_on() {
         let (s, out) = sinks(&[4, 10]);
-        let tee = Tee::new(chunks(&[b"abc", b"def", b"g"]), s);
+        let tee = Tee::body(chunks(&[b"abc", b"def", b"g"]), s);
         let passed = tee.collect().await.expect("body").to_bytes();
         assert_eq!(&passed[..], b"abcdefg");
         let out = out.lock().expect("lock").clone();
@@ -369,10 +364,10 @@ mod tests {
     #[tokio::test]
     async fn frees_the_buffer_when_every_copy_is_over() {
         let (s, out) = sinks(&[2]);
-        let mut tee = Tee::new(chunks(&[b"abc", b"def"]), s);
+        let mut tee = Tee::body(chunks(&[b"abc", b"def"]), s);
         let first = tee.frame().await.expect("frame").expect("ok");
         assert_eq!(first.data_ref().map(|d| &d[..]), Some(&b"abc"[..]));
-        assert_eq!(tee.buffer.capacity(), 0);
+        assert_eq!(buffer(&tee).capacity(), 0);
         let rest = tee.collect().await.expect("body").to_bytes();
         assert_eq!(&rest[..], b"def");
         assert_eq!(*out.lock().expect("lock"), vec![(2, Outcome::TooLarge)]);
@@ -381,9 +376,9 @@ mod tests {
     #[tokio::test]
     async fn dropping_an_unfinished_body_aborts_the_copy() {
         let (s, out) = sinks(&[100]);
-        let mut tee = Tee::new(chunks(&[b"abc", b"def"]), s);
+        let mut tee = Tee::body(chunks(&[b"abc", b"def"]), s);
         let _ = tee.frame().await;
-        assert!(tee.buffer.capacity() <= 100);
+        assert!(buffer(&tee).capacity() <= 100);
         drop(tee);
         assert_eq!(*out.lock().expect("lock"), vec![(100, Outcome::Aborted)]);
     }
@@ -391,12 +386,15 @@ mod tests {
     #[test]
     fn buffer_never_grows_past_the_largest_limit() {
         let (s, _out) = sinks(&[1000]);
-        let mut tee = Tee::new(crate::body::empty(), s);
+        let mut tee = Tee {
+            sinks: s,
+            buffer: Vec::new(),
+        };
         for _ in 0..9 {
-            tee.copy(&[7u8; 111]);
+            tee.data(&[7u8; 111]);
             assert!(tee.buffer.capacity() <= 1000, "{}", tee.buffer.capacity());
         }
-        tee.copy(&[7u8; 1]);
+        tee.data(&[7u8; 1]);
         assert_eq!(tee.buffer.len(), 1000);
         assert_eq!(tee.buffer.capacity(), 1000);
     }
@@ -431,18 +429,18 @@ mod tests {
             let seen = Arc::clone(seen);
             move |d: Option<u64>| seen.lock().expect("lock").push(d)
         };
-        let body = Digesting::new(chunks(&[b"ab", b"c"]), report(&seen));
+        let body = Digester::body(chunks(&[b"ab", b"c"]), report(&seen));
         let passed = body.collect().await.expect("body").to_bytes();
         assert_eq!(&passed[..], b"abc");
         let mut expected = Digest::new();
         expected.update(b"abc");
         let expected = expected.finish();
 
-        let mut cut = Digesting::new(chunks(&[b"ab", b"c"]), report(&seen));
+        let mut cut = Digester::body(chunks(&[b"ab", b"c"]), report(&seen));
         let _ = cut.frame().await;
         drop(cut);
 
-        drop(Digesting::new(crate::body::empty(), report(&seen)));
+        drop(Digester::body(crate::body::empty(), report(&seen)));
         let mut empty = Digest::new();
         empty.update(b"");
         assert_eq!(

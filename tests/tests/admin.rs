@@ -19,7 +19,10 @@ async fn proxy_with_token(stable: &Backend, canary: &Backend, dir: &std::path::P
     let toml = config(&format!(
         "[admin]\ntoken_file = \"{}\"\n\n{}",
         token_file.display(),
-        route("web").backend("stable", 90, stable).backend("canary", 10, canary).build()
+        route("web")
+            .backend("stable", 90, stable)
+            .backend("canary", 10, canary)
+            .build()
     ));
     start_proxy(&toml).await
 }
@@ -56,7 +59,12 @@ async fn weight_changes_under_load_drop_nothing() {
                         if done.load(Ordering::Relaxed) {
                             break;
                         }
-                        match send(&client, http::Request::get(&url).body(empty()).expect("req")).await {
+                        match send(
+                            &client,
+                            http::Request::get(&url).body(empty()).expect("req"),
+                        )
+                        .await
+                        {
                             Ok(reply) if reply.status == 200 => ok += 1,
                             _ => failed += 1,
                         }
@@ -77,16 +85,26 @@ async fn weight_changes_under_load_drop_nothing() {
     let (mut revision, _) = admin.routes().await;
     for i in 0..1_000u64 {
         let canary_weight = i % 101;
-        let body = format!("{{\"stable\": {}, \"canary\": {canary_weight}}}", 100 - canary_weight);
+        let body = format!(
+            "{{\"stable\": {}, \"canary\": {canary_weight}}}",
+            100 - canary_weight
+        );
         let reply = admin.set_weights("web", revision, &body).await;
         assert_eq!(reply.status, 200, "change {i}: {}", reply.text());
         revision = reply.json()["revision"].as_u64().expect("revision");
     }
     done.store(true, Ordering::Relaxed);
-    let (ok, failed) = bounded(std::time::Duration::from_secs(120), "load clients", load_task)
-        .await
-        .expect("load task");
-    assert_eq!(failed, 0, "{failed} requests failed during weight changes ({ok} ok)");
+    let (ok, failed) = bounded(
+        std::time::Duration::from_secs(120),
+        "load clients",
+        load_task,
+    )
+    .await
+    .expect("load task");
+    assert_eq!(
+        failed, 0,
+        "{failed} requests failed during weight changes ({ok} ok)"
+    );
     assert!(ok > 0);
 
     // The last change (i = 999: canary 90) is what traffic now sees.
@@ -108,8 +126,12 @@ async fn two_writers_with_one_revision_one_wins() {
     let admin = AdminClient::new(proxy.running.admin_addr, Some(TOKEN));
     let (revision, _) = admin.routes().await;
 
-    let first = admin.set_weights("web", revision, r#"{"canary": 30}"#).await;
-    let second = admin.set_weights("web", revision, r#"{"canary": 60}"#).await;
+    let first = admin
+        .set_weights("web", revision, r#"{"canary": 30}"#)
+        .await;
+    let second = admin
+        .set_weights("web", revision, r#"{"canary": 60}"#)
+        .await;
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(second.status, 412, "{}", second.text());
     assert_eq!(second.json()["detail"]["revision"], revision + 1);
@@ -117,8 +139,15 @@ async fn two_writers_with_one_revision_one_wins() {
     let (now, routes) = admin.routes().await;
     assert_eq!(now, revision + 1);
     assert_eq!(weight(&routes, "web", "canary"), 30);
-    assert_eq!(weight(&routes, "web", "stable"), 90, "unnamed versions keep their weight");
-    let history = admin.call(Method::GET, "/api/v1/history", None, None).await.json();
+    assert_eq!(
+        weight(&routes, "web", "stable"),
+        90,
+        "unnamed versions keep their weight"
+    );
+    let history = admin
+        .call(Method::GET, "/api/v1/history", None, None)
+        .await
+        .json();
     let changes = history["changes"].as_array().expect("changes");
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0]["who"], "admin");
@@ -141,31 +170,140 @@ async fn refused_changes_leave_the_table_alone() {
     let tag = format!("\"{revision}\"");
     let put = "/api/v1/routes/web/weights";
 
-    let cases: Vec<(&AdminClient, Method, String, Option<&str>, Option<&str>, u16)> = vec![
-        (&admin, Method::PUT, put.into(), Some(&tag), Some("{not json"), 400),
-        (&admin, Method::PUT, put.into(), Some(&tag), Some(r#"{"blue": 10}"#), 400),
-        (&admin, Method::PUT, put.into(), Some(&tag), Some(r#"{"canary": -5}"#), 400),
-        (&admin, Method::PUT, put.into(), Some(&tag), Some(r#"{"stable": 0, "canary": 0}"#), 400),
-        (&admin, Method::PUT, put.into(), None, Some(r#"{"canary": 20}"#), 428),
-        (&admin, Method::PUT, "/api/v1/routes/nope/weights".into(), Some(&tag), Some(r#"{"canary": 20}"#), 404),
-        (&anonymous, Method::PUT, put.into(), Some(&tag), Some(r#"{"canary": 20}"#), 401),
-        (&wrong, Method::PUT, put.into(), Some(&tag), Some(r#"{"canary": 20}"#), 401),
-        (&anonymous, Method::POST, "/api/v1/routes/web/rollback".into(), None, None, 401),
-        (&admin, Method::POST, "/api/v1/routes/web/promote".into(), None, Some(r#"{"version": "blue"}"#), 400),
-        (&admin, Method::POST, "/api/v1/routes/web/flip".into(), None, Some(r#"{"from": "stable"}"#), 400),
+    // (client, method, path, If-Match, body, expected status)
+    type Case<'a> = (
+        &'a AdminClient,
+        Method,
+        String,
+        Option<&'a str>,
+        Option<&'a str>,
+        u16,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            &admin,
+            Method::PUT,
+            put.into(),
+            Some(&tag),
+            Some("{not json"),
+            400,
+        ),
+        (
+            &admin,
+            Method::PUT,
+            put.into(),
+            Some(&tag),
+            Some(r#"{"blue": 10}"#),
+            400,
+        ),
+        (
+            &admin,
+            Method::PUT,
+            put.into(),
+            Some(&tag),
+            Some(r#"{"canary": -5}"#),
+            400,
+        ),
+        (
+            &admin,
+            Method::PUT,
+            put.into(),
+            Some(&tag),
+            Some(r#"{"stable": 0, "canary": 0}"#),
+            400,
+        ),
+        (
+            &admin,
+            Method::PUT,
+            put.into(),
+            None,
+            Some(r#"{"canary": 20}"#),
+            428,
+        ),
+        (
+            &admin,
+            Method::PUT,
+            "/api/v1/routes/nope/weights".into(),
+            Some(&tag),
+            Some(r#"{"canary": 20}"#),
+            404,
+        ),
+        (
+            &anonymous,
+            Method::PUT,
+            put.into(),
+            Some(&tag),
+            Some(r#"{"canary": 20}"#),
+            401,
+        ),
+        (
+            &wrong,
+            Method::PUT,
+            put.into(),
+            Some(&tag),
+            Some(r#"{"canary": 20}"#),
+            401,
+        ),
+        (
+            &anonymous,
+            Method::POST,
+            "/api/v1/routes/web/rollback".into(),
+            None,
+            None,
+            401,
+        ),
+        (
+            &admin,
+            Method::POST,
+            "/api/v1/routes/web/promote".into(),
+            None,
+            Some(r#"{"version": "blue"}"#),
+            400,
+        ),
+        (
+            &admin,
+            Method::POST,
+            "/api/v1/routes/web/flip".into(),
+            None,
+            Some(r#"{"from": "stable"}"#),
+            400,
+        ),
     ];
     for (client, method, path, if_match, body, status) in cases {
         let reply = client.call(method.clone(), &path, if_match, body).await;
-        assert_eq!(reply.status, status, "{method} {path} {body:?}: {}", reply.text());
+        assert_eq!(
+            reply.status,
+            status,
+            "{method} {path} {body:?}: {}",
+            reply.text()
+        );
         let json = reply.json();
-        assert!(json["error"].as_str().is_some_and(|e| !e.is_empty()), "error body: {json}");
+        assert!(
+            json["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "error body: {json}"
+        );
         let (now, routes) = admin.routes().await;
-        assert_eq!(now, revision, "{method} {path} {body:?} changed the revision");
+        assert_eq!(
+            now, revision,
+            "{method} {path} {body:?} changed the revision"
+        );
         assert_eq!(routes, before);
     }
     // Reads are open on loopback; a wrong token is still refused.
-    assert_eq!(anonymous.call(Method::GET, "/api/v1/routes", None, None).await.status, 200);
-    assert_eq!(wrong.call(Method::GET, "/api/v1/routes", None, None).await.status, 401);
+    assert_eq!(
+        anonymous
+            .call(Method::GET, "/api/v1/routes", None, None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        wrong
+            .call(Method::GET, "/api/v1/routes", None, None)
+            .await
+            .status,
+        401
+    );
     proxy.shutdown().await;
 }
 
@@ -192,17 +330,33 @@ async fn promote_rollback_flip_and_exact() {
         ["stable", "canary", "green"].map(|v| weight(routes, "web", v))
     };
 
-    let reply = admin.call(Method::POST, "/api/v1/routes/web/promote", None, Some(r#"{"version": "canary"}"#)).await;
+    let reply = admin
+        .call(
+            Method::POST,
+            "/api/v1/routes/web/promote",
+            None,
+            Some(r#"{"version": "canary"}"#),
+        )
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(weights(&admin.routes().await.1), [0, 100, 0]);
     let counts = count_by(&load(&proxy, "/", 50, 2).await, "x-switchyard-version");
     assert_eq!(counts.get("canary"), Some(&50));
 
-    let reply = admin.call(Method::POST, "/api/v1/routes/web/rollback", None, None).await;
+    let reply = admin
+        .call(Method::POST, "/api/v1/routes/web/rollback", None, None)
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(weights(&admin.routes().await.1), [100, 0, 0]);
 
-    let reply = admin.call(Method::POST, "/api/v1/routes/web/flip", None, Some(r#"{"from": "stable", "to": "green"}"#)).await;
+    let reply = admin
+        .call(
+            Method::POST,
+            "/api/v1/routes/web/flip",
+            None,
+            Some(r#"{"from": "stable", "to": "green"}"#),
+        )
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(weights(&admin.routes().await.1), [0, 0, 100]);
     let counts = count_by(&load(&proxy, "/", 50, 2).await, "x-switchyard-version");
@@ -210,19 +364,43 @@ async fn promote_rollback_flip_and_exact() {
 
     let (revision, _) = admin.routes().await;
     let reply = admin
-        .call(Method::PUT, "/api/v1/routes/web/weights?exact=true", Some(&format!("\"{revision}\"")), Some(r#"{"stable": 3}"#))
+        .call(
+            Method::PUT,
+            "/api/v1/routes/web/weights?exact=true",
+            Some(&format!("\"{revision}\"")),
+            Some(r#"{"stable": 3}"#),
+        )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(weights(&admin.routes().await.1), [3, 0, 0]);
-    let reply = admin.call(Method::PUT, "/api/v1/routes/web/weights?force=true", None, Some(r#"{"canary": 1}"#)).await;
+    let reply = admin
+        .call(
+            Method::PUT,
+            "/api/v1/routes/web/weights?force=true",
+            None,
+            Some(r#"{"canary": 1}"#),
+        )
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(weights(&admin.routes().await.1), [3, 1, 0]);
 
-    let status = admin.call(Method::GET, "/api/v1/status", None, None).await.json();
+    let status = admin
+        .call(Method::GET, "/api/v1/status", None, None)
+        .await
+        .json();
     assert_eq!(status["overridden_routes"], serde_json::json!(["web"]));
-    assert_eq!(admin.call(Method::GET, "/healthz", None, None).await.status, 200);
-    assert_eq!(admin.call(Method::GET, "/readyz", None, None).await.status, 200);
+    assert_eq!(
+        admin.call(Method::GET, "/healthz", None, None).await.status,
+        200
+    );
+    assert_eq!(
+        admin.call(Method::GET, "/readyz", None, None).await.status,
+        200
+    );
     // The admin API is not served on the data port.
-    assert_eq!(proxy.get("/api/v1/routes").await.header("x-backend"), Some("stable"));
+    assert_eq!(
+        proxy.get("/api/v1/routes").await.header("x-backend"),
+        Some("stable")
+    );
     proxy.shutdown().await;
 }

@@ -96,7 +96,10 @@ name = "web"
         "routes[0].versions[1].endpoints",
         "every weight is 0",
     ] {
-        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
 }
 
@@ -148,7 +151,10 @@ async fn run_serves_from_a_file_with_one_worker_and_stops_on_sigterm() {
         if let Ok(reply) = send(&client, req).await {
             break reply;
         }
-        assert!(Instant::now() < deadline, "switchyard run never answered on {data}");
+        assert!(
+            Instant::now() < deadline,
+            "switchyard run never answered on {data}"
+        );
         if let Ok(Some(status)) = child.0.try_wait() {
             panic!("switchyard run exited early: {status}");
         }

@@ -29,7 +29,10 @@ fn target_dir() -> PathBuf {
 /// polls run without waiting for them in real time.
 fn chromium(binary: &Path, url: &str, mode: &str) -> String {
     let profile = temp_dir("dashboard-chromium");
-    let output = Command::new(binary)
+    // coreutils' timeout: a hung browser fails the test instead of hanging it.
+    let output = Command::new("timeout")
+        .arg("60")
+        .arg(binary)
         .args([
             "--headless",
             "--no-sandbox",

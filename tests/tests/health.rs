@@ -12,7 +12,10 @@ use support::killable::Killable;
 use support::*;
 
 fn endpoints(list: &[&str]) -> String {
-    list.iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ")
+    list.iter()
+        .map(|e| format!("\"{e}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,7 +54,11 @@ name = "web"
     for _ in 0..20 {
         assert_eq!(proxy.get("/").await.status, 200);
     }
-    assert!(sick.hits() >= 3 + 9, "sick endpoint got {} requests after recovery", sick.hits() - 3);
+    assert!(
+        sick.hits() >= 3 + 9,
+        "sick endpoint got {} requests after recovery",
+        sick.hits() - 3
+    );
     proxy.shutdown().await;
 }
 
@@ -120,15 +127,27 @@ name = "web"
     loop {
         let (_, routes) = admin.routes().await;
         if routes["routes"][0]["versions"][1]["down"] == true {
-            assert_eq!(routes["routes"][0]["versions"][0]["effective_weight"], 100, "{routes}");
-            assert_eq!(routes["routes"][0]["versions"][1]["effective_weight"], 0, "{routes}");
+            assert_eq!(
+                routes["routes"][0]["versions"][0]["effective_weight"], 100,
+                "{routes}"
+            );
+            assert_eq!(
+                routes["routes"][0]["versions"][1]["effective_weight"], 0,
+                "{routes}"
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "canary never marked down: {routes}");
+        assert!(
+            Instant::now() < deadline,
+            "canary never marked down: {routes}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let metrics = admin.call(Method::GET, "/metrics", None, None).await.text();
-    assert!(metrics.contains("switchyard_route_effective_weight{route=\"web\",version=\"stable\"} 100"), "{metrics}");
+    assert!(
+        metrics.contains("switchyard_route_effective_weight{route=\"web\",version=\"stable\"} 100"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(&format!(
             "switchyard_endpoint_available{{endpoint=\"{}\",route=\"web\",version=\"canary\"}} 0",
@@ -142,10 +161,22 @@ name = "web"
     let counts = count_by(&replies, "x-switchyard-version");
     assert_eq!(counts.get("stable"), Some(&100), "{counts:?}");
     assert_eq!(canary.hits(), before);
-    let history = admin.call(Method::GET, "/api/v1/history", None, None).await.json();
-    let last = history["changes"].as_array().and_then(|c| c.last()).cloned().unwrap_or_default();
+    let history = admin
+        .call(Method::GET, "/api/v1/history", None, None)
+        .await
+        .json();
+    let last = history["changes"]
+        .as_array()
+        .and_then(|c| c.last())
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(last["source"], "auto", "{history}");
-    assert!(last["reason"].as_str().is_some_and(|r| r.contains(&canary.endpoint())), "{last}");
+    assert!(
+        last["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&canary.endpoint())),
+        "{last}"
+    );
 
     canary.revive().await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -154,7 +185,10 @@ name = "web"
         if routes["routes"][0]["versions"][1]["down"] == false {
             break;
         }
-        assert!(Instant::now() < deadline, "canary never came back: {routes}");
+        assert!(
+            Instant::now() < deadline,
+            "canary never came back: {routes}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let counts = count_by(&load(&proxy, "/", 100, 2).await, "x-switchyard-version");
@@ -184,12 +218,18 @@ name = "web"
     assert_eq!(live.hits(), 10);
     let mut statuses = Vec::new();
     for _ in 0..10 {
-        let req = http::Request::post(proxy.url("/")).body(full("order")).expect("req");
+        let req = http::Request::post(proxy.url("/"))
+            .body(full("order"))
+            .expect("req");
         let reply = send(&proxy.client, req).await.expect("reply");
         statuses.push(reply.status.as_u16());
     }
     // Round-robin sends every other POST to the dead endpoint: 502, never retried.
-    assert_eq!(statuses.iter().filter(|s| **s == 502).count(), 5, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 502).count(),
+        5,
+        "{statuses:?}"
+    );
     assert_eq!(live.hits(), 15);
     proxy.shutdown().await;
 }
@@ -225,30 +265,49 @@ name = "web"
     let flip = r#"{"from": "blue", "to": "green"}"#;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let reply = admin.call(Method::POST, "/api/v1/routes/web/flip", None, Some(flip)).await;
+        let reply = admin
+            .call(Method::POST, "/api/v1/routes/web/flip", None, Some(flip))
+            .await;
         if reply.status == 409 {
-            assert!(reply.text().contains("fail health checks"), "{}", reply.text());
+            assert!(
+                reply.text().contains("fail health checks"),
+                "{}",
+                reply.text()
+            );
             break;
         }
         // Not yet seen as down: undo and try again.
-        assert!(Instant::now() < deadline, "flip to a dead version was never refused");
-        admin.call(Method::POST, "/api/v1/routes/web/rollback", None, None).await;
+        assert!(
+            Instant::now() < deadline,
+            "flip to a dead version was never refused"
+        );
+        admin
+            .call(Method::POST, "/api/v1/routes/web/rollback", None, None)
+            .await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     green.revive().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let reply = admin.call(Method::POST, "/api/v1/routes/web/flip", None, Some(flip)).await;
+        let reply = admin
+            .call(Method::POST, "/api/v1/routes/web/flip", None, Some(flip))
+            .await;
         if reply.status == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "flip never allowed after recovery: {}", reply.text());
+        assert!(
+            Instant::now() < deadline,
+            "flip never allowed after recovery: {}",
+            reply.text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let counts = count_by(&load(&proxy, "/", 20, 2).await, "x-switchyard-version");
     assert_eq!(counts.get("green"), Some(&20), "{counts:?}");
     // Rollback is instant and needs no check.
-    let reply = admin.call(Method::POST, "/api/v1/routes/web/rollback", None, None).await;
+    let reply = admin
+        .call(Method::POST, "/api/v1/routes/web/rollback", None, None)
+        .await;
     assert_eq!(reply.status, 200);
     let counts = count_by(&load(&proxy, "/", 20, 2).await, "x-switchyard-version");
     assert_eq!(counts.get("blue"), Some(&20), "{counts:?}");

@@ -41,7 +41,10 @@ async fn wait_for_canary(admin: &AdminClient, expected: u64) -> serde_json::Valu
         if weight(&routes, "web", "canary") == expected {
             return routes;
         }
-        assert!(Instant::now() < deadline, "canary never reached weight {expected}: {routes}");
+        assert!(
+            Instant::now() < deadline,
+            "canary never reached weight {expected}: {routes}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -55,9 +58,13 @@ async fn start_watching(path: &Path) -> switchyard_control::Running {
         admin_token: None,
         watch: true,
     };
-    bounded(Duration::from_secs(10), "start", switchyard_control::start_with(&config, options))
-        .await
-        .expect("proxy starts")
+    bounded(
+        Duration::from_secs(10),
+        "start",
+        switchyard_control::start_with(&config, options),
+    )
+    .await
+    .expect("proxy starts")
 }
 
 /// Writes `text` to `path` the way editors do: a temp file renamed over it.
@@ -89,20 +96,31 @@ async fn file_edit_reloads_and_invalid_file_is_reported() {
     std::fs::write(&path, "[[routes]]\nname = \"web\"\nversions = 5\n").expect("break");
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        let status = admin.call(Method::GET, "/api/v1/status", None, None).await.json();
+        let status = admin
+            .call(Method::GET, "/api/v1/status", None, None)
+            .await
+            .json();
         if status["last_reload_error"].is_string() {
             break status;
         }
-        assert!(Instant::now() < deadline, "reload error never reported: {status}");
+        assert!(
+            Instant::now() < deadline,
+            "reload error never reported: {status}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let error = status["last_reload_error"].as_str().unwrap_or_default();
     assert!(error.contains("routes[0].versions"), "{error}");
     assert_eq!(admin.routes().await, (revision, routes));
-    let history = admin.call(Method::GET, "/api/v1/history", None, None).await.json();
+    let history = admin
+        .call(Method::GET, "/api/v1/history", None, None)
+        .await
+        .json();
     let changes = history["changes"].as_array().expect("changes").clone();
     assert_eq!(changes.len(), 2);
-    assert!(changes.iter().all(|c| c["source"] == "file" && c["who"] == "file"));
+    assert!(changes
+        .iter()
+        .all(|c| c["source"] == "file" && c["who"] == "file"));
 
     // The API reports an invalid file too, and the table still stands.
     let reply = admin.call(Method::POST, "/api/v1/reload", None, None).await;
@@ -112,7 +130,10 @@ async fn file_edit_reloads_and_invalid_file_is_reported() {
     // Fixed again: applied, error cleared.
     std::fs::write(&path, web_config(EPHEMERAL, &stable, &canary, 30)).expect("fix");
     wait_for_canary(&admin, 30).await;
-    let status = admin.call(Method::GET, "/api/v1/status", None, None).await.json();
+    let status = admin
+        .call(Method::GET, "/api/v1/status", None, None)
+        .await
+        .json();
     assert!(status["last_reload_error"].is_null(), "{status}");
     bounded(Duration::from_secs(20), "shutdown", running.shutdown()).await;
 }
@@ -126,7 +147,11 @@ async fn configmap_data_symlink_swap_reloads() {
     // ..data -> ..<timestamp>/.
     let first = dir.join("..2026_11_23_01_00_00.1");
     std::fs::create_dir(&first).expect("dir");
-    std::fs::write(first.join("config.toml"), web_config(EPHEMERAL, &stable, &canary, 10)).expect("write");
+    std::fs::write(
+        first.join("config.toml"),
+        web_config(EPHEMERAL, &stable, &canary, 10),
+    )
+    .expect("write");
     std::os::unix::fs::symlink("..2026_11_23_01_00_00.1", dir.join("..data")).expect("..data");
     std::os::unix::fs::symlink("..data/config.toml", dir.join("config.toml")).expect("config link");
     let running = start_watching(&dir.join("config.toml")).await;
@@ -137,13 +162,21 @@ async fn configmap_data_symlink_swap_reloads() {
     // ..data, remove the old dir.
     let second = dir.join("..2026_11_23_01_05_00.2");
     std::fs::create_dir(&second).expect("dir");
-    std::fs::write(second.join("config.toml"), web_config(EPHEMERAL, &stable, &canary, 50)).expect("write");
-    std::os::unix::fs::symlink("..2026_11_23_01_05_00.2", dir.join("..data_tmp")).expect("tmp link");
+    std::fs::write(
+        second.join("config.toml"),
+        web_config(EPHEMERAL, &stable, &canary, 50),
+    )
+    .expect("write");
+    std::os::unix::fs::symlink("..2026_11_23_01_05_00.2", dir.join("..data_tmp"))
+        .expect("tmp link");
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("swap");
     std::fs::remove_dir_all(&first).expect("remove old");
     let routes = wait_for_canary(&admin, 50).await;
     assert_eq!(weight(&routes, "web", "stable"), 50);
-    let counts = count_by(&load_url(&format!("http://{}/", running.data_addr), 100).await, "x-switchyard-version");
+    let counts = count_by(
+        &load_url(&format!("http://{}/", running.data_addr), 100).await,
+        "x-switchyard-version",
+    );
     assert_eq!(counts.get("canary"), Some(&50), "{counts:?}");
     bounded(Duration::from_secs(20), "shutdown", running.shutdown()).await;
 }
@@ -177,7 +210,9 @@ async fn api_override_survives_reloads_until_the_file_changes_the_route() {
     let admin = AdminClient::new(running.admin_addr, None);
 
     let (revision, _) = admin.routes().await;
-    let reply = admin.set_weights("web", revision, r#"{"canary": 70, "stable": 30}"#).await;
+    let reply = admin
+        .set_weights("web", revision, r#"{"canary": 70, "stable": 30}"#)
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
 
     // The file changes another route: web keeps its runtime weights.
@@ -186,19 +221,29 @@ async fn api_override_survives_reloads_until_the_file_changes_the_route() {
     loop {
         let (_, routes) = admin.routes().await;
         if weight(&routes, "other", "stable") == 2 {
-            assert_eq!(weight(&routes, "web", "canary"), 70, "override lost: {routes}");
+            assert_eq!(
+                weight(&routes, "web", "canary"),
+                70,
+                "override lost: {routes}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "other route never reloaded");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let status = admin.call(Method::GET, "/api/v1/status", None, None).await.json();
+    let status = admin
+        .call(Method::GET, "/api/v1/status", None, None)
+        .await
+        .json();
     assert_eq!(status["overridden_routes"], serde_json::json!(["web"]));
 
     // The file changes web: the file wins and the override ends.
     std::fs::write(&path, with_other(25, "weight = 2")).expect("edit web");
     wait_for_canary(&admin, 25).await;
-    let status = admin.call(Method::GET, "/api/v1/status", None, None).await.json();
+    let status = admin
+        .call(Method::GET, "/api/v1/status", None, None)
+        .await
+        .json();
     assert_eq!(status["overridden_routes"], serde_json::json!([]));
     bounded(Duration::from_secs(20), "shutdown", running.shutdown()).await;
 }
@@ -226,13 +271,18 @@ async fn wait_ready(admin: &AdminClient) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let client = client();
     loop {
-        let req = http::Request::get(format!("{}/readyz", admin.base)).body(empty()).expect("req");
+        let req = http::Request::get(format!("{}/readyz", admin.base))
+            .body(empty())
+            .expect("req");
         if let Ok(reply) = send(&client, req).await {
             if reply.status == 200 {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "switchyard binary never became ready");
+        assert!(
+            Instant::now() < deadline,
+            "switchyard binary never became ready"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -244,7 +294,10 @@ async fn sighup_reloads_the_binary_and_ctl_round_trips() {
     let dir = temp_dir("reload-sighup");
     let path = dir.join("switchyard.toml");
     let admin_port = free_port();
-    let listen = format!("[listen]\ndata = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{admin_port}\"\n", free_port());
+    let listen = format!(
+        "[listen]\ndata = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{admin_port}\"\n",
+        free_port()
+    );
     std::fs::write(&path, web_config(&listen, &stable, &canary, 10)).expect("write");
     let bin = switchyard_bin();
     let child = Command::new(&bin)
@@ -271,7 +324,10 @@ async fn sighup_reloads_the_binary_and_ctl_round_trips() {
         .expect("kill -HUP");
     assert!(status.success());
     wait_for_canary(&admin, 35).await;
-    let history = admin.call(Method::GET, "/api/v1/history", None, None).await.json();
+    let history = admin
+        .call(Method::GET, "/api/v1/history", None, None)
+        .await
+        .json();
     assert_eq!(history["changes"][0]["source"], "signal");
 
     // A listener change needs a restart, and says so.
@@ -279,8 +335,14 @@ async fn sighup_reloads_the_binary_and_ctl_round_trips() {
     std::fs::write(&path, web_config(&moved, &stable, &canary, 35)).expect("edit listen");
     let reply = admin.call(Method::POST, "/api/v1/reload", None, None).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    let status = admin.call(Method::GET, "/api/v1/status", None, None).await.json();
-    assert_eq!(status["restart_required"], serde_json::json!(["listen.admin"]));
+    let status = admin
+        .call(Method::GET, "/api/v1/status", None, None)
+        .await
+        .json();
+    assert_eq!(
+        status["restart_required"],
+        serde_json::json!(["listen.admin"])
+    );
 
     // ctl round trip.
     let ctl = |args: &[&str]| {
@@ -297,7 +359,10 @@ async fn sighup_reloads_the_binary_and_ctl_round_trips() {
         )
     };
     let (ok, out, err) = ctl(&["routes"]);
-    assert!(ok && out.contains("canary") && out.contains("35"), "{out}{err}");
+    assert!(
+        ok && out.contains("canary") && out.contains("35"),
+        "{out}{err}"
+    );
     let (ok, out, err) = ctl(&["set-weights", "web", "stable=75", "canary=25"]);
     assert!(ok && out.contains("stable=75 canary=25"), "{out}{err}");
     assert_eq!(weight(&admin.routes().await.1, "web", "canary"), 25);
@@ -308,11 +373,17 @@ async fn sighup_reloads_the_binary_and_ctl_round_trips() {
     let (ok, out, err) = ctl(&["flip", "web", "stable", "canary"]);
     assert!(ok && out.contains("canary=100"), "{out}{err}");
     let (ok, out, err) = ctl(&["history"]);
-    assert!(ok && out.contains("flip") && out.contains("signal"), "{out}{err}");
+    assert!(
+        ok && out.contains("flip") && out.contains("signal"),
+        "{out}{err}"
+    );
     let (ok, out, err) = ctl(&["--json", "status"]);
     assert!(ok, "{err}");
     let status: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
-    assert!(status["revision"].as_u64().is_some_and(|r| r >= 6), "{status}");
+    assert!(
+        status["revision"].as_u64().is_some_and(|r| r >= 6),
+        "{status}"
+    );
     let (ok, _, err) = ctl(&["rollout", "web"]);
     assert!(!ok && err.contains("no [routes.rollout]"), "{err}");
     let (ok, _, err) = ctl(&["set-weights", "nope", "stable=1"]);

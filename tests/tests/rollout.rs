@@ -57,7 +57,11 @@ impl Traffic {
                 tokio::spawn(async move {
                     let client = client();
                     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                        let _ = send(&client, http::Request::get(&url).body(empty()).expect("req")).await;
+                        let _ = send(
+                            &client,
+                            http::Request::get(&url).body(empty()).expect("req"),
+                        )
+                        .await;
                     }
                 })
             })
@@ -91,13 +95,19 @@ async fn wait_state(admin: &AdminClient, states: &[&str]) -> Value {
         if states.iter().any(|s| status["state"] == *s) {
             return status;
         }
-        assert!(Instant::now() < deadline, "rollout never reached {states:?}: {status}");
+        assert!(
+            Instant::now() < deadline,
+            "rollout never reached {states:?}: {status}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 async fn history(admin: &AdminClient) -> Vec<Value> {
-    let body = admin.call(Method::GET, "/api/v1/history", None, None).await.json();
+    let body = admin
+        .call(Method::GET, "/api/v1/history", None, None)
+        .await
+        .json();
     body["changes"].as_array().cloned().unwrap_or_default()
 }
 
@@ -116,25 +126,48 @@ async fn erroring_canary_is_rolled_back() {
     traffic.stop().await;
     assert_eq!(status["state"], "rolled_back", "{status}");
     assert_eq!(status["last_verdict"]["decision"], "rollback");
-    assert_eq!(status["last_verdict"]["step"], 0, "advanced before rolling back: {status}");
-    let observed = status["last_verdict"]["canary"]["error_rate"].as_f64().unwrap_or_default();
-    assert!((0.1..=0.3).contains(&observed), "observed error rate {observed}");
+    assert_eq!(
+        status["last_verdict"]["step"], 0,
+        "advanced before rolling back: {status}"
+    );
+    let observed = status["last_verdict"]["canary"]["error_rate"]
+        .as_f64()
+        .unwrap_or_default();
+    assert!(
+        (0.1..=0.3).contains(&observed),
+        "observed error rate {observed}"
+    );
     // Within two intervals, plus slack for a loaded debug build.
-    assert!(took < Duration::from_millis(2 * INTERVAL_MS) + Duration::from_secs(2), "took {took:?}");
+    assert!(
+        took < Duration::from_millis(2 * INTERVAL_MS) + Duration::from_secs(2),
+        "took {took:?}"
+    );
 
     let (_, routes) = admin.routes().await;
     assert_eq!(weight(&routes, "web", "canary"), 0);
     let counts = count_by(&load(&proxy, "/", 50, 2).await, "x-switchyard-version");
     assert_eq!(counts.get("stable"), Some(&50), "{counts:?}");
     let changes = history(&admin).await;
-    let verdict = changes.iter().rev().find(|c| c["source"] == "auto").cloned().unwrap_or_default();
+    let verdict = changes
+        .iter()
+        .rev()
+        .find(|c| c["source"] == "auto")
+        .cloned()
+        .unwrap_or_default();
     let reason = verdict["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("error rate") && reason.contains('%'), "{verdict}");
+    assert!(
+        reason.contains("error rate") && reason.contains('%'),
+        "{verdict}"
+    );
     assert_eq!(verdict["after"]["canary"], 0);
     let metrics = admin.call(Method::GET, "/metrics", None, None).await.text();
-    assert!(metrics.contains("switchyard_rollout_state{route=\"web\"} 4"), "{metrics}");
     assert!(
-        metrics.contains("switchyard_rollout_decisions_total{decision=\"rollback\",route=\"web\"} 1"),
+        metrics.contains("switchyard_rollout_state{route=\"web\"} 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("switchyard_rollout_decisions_total{decision=\"rollback\",route=\"web\"} 1"),
         "{metrics}"
     );
     proxy.shutdown().await;
@@ -155,8 +188,13 @@ async fn slow_canary_is_rolled_back_on_p99_ratio() {
     let status = wait_state(&admin, &["rolled_back", "completed"]).await;
     traffic.stop().await;
     assert_eq!(status["state"], "rolled_back", "{status}");
-    let reason = status["last_verdict"]["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("p99") && reason.contains("baseline"), "{reason}");
+    let reason = status["last_verdict"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("p99") && reason.contains("baseline"),
+        "{reason}"
+    );
     assert_eq!(weight(&admin.routes().await.1, "web", "canary"), 0);
     proxy.shutdown().await;
 }
@@ -173,7 +211,13 @@ async fn healthy_canary_walks_every_step_and_is_promoted() {
     traffic.stop().await;
     assert_eq!(status["state"], "completed", "{status}");
     let (_, routes) = admin.routes().await;
-    assert_eq!((weight(&routes, "web", "canary"), weight(&routes, "web", "stable")), (100, 0));
+    assert_eq!(
+        (
+            weight(&routes, "web", "canary"),
+            weight(&routes, "web", "stable")
+        ),
+        (100, 0)
+    );
     let steps: Vec<u64> = history(&admin)
         .await
         .iter()
@@ -216,17 +260,28 @@ async fn manual_change_pauses_and_abort_rolls_back() {
     let admin = AdminClient::new(proxy.running.admin_addr, None);
     rollout(&admin, Some("start")).await;
     let (revision, _) = admin.routes().await;
-    let reply = admin.set_weights("web", revision, r#"{"canary": 40, "stable": 60}"#).await;
+    let reply = admin
+        .set_weights("web", revision, r#"{"canary": 40, "stable": 60}"#)
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let status = rollout(&admin, None).await;
     assert_eq!(status["state"], "paused", "{status}");
-    let reply = admin.call(Method::POST, "/api/v1/routes/web/rollout/pause", None, None).await;
+    let reply = admin
+        .call(Method::POST, "/api/v1/routes/web/rollout/pause", None, None)
+        .await;
     assert_eq!(reply.status, 409, "{}", reply.text());
     rollout(&admin, Some("resume")).await;
     let status = rollout(&admin, Some("abort")).await;
     assert_eq!(status["state"], "aborted");
     assert_eq!(weight(&admin.routes().await.1, "web", "canary"), 0);
-    let reply = admin.call(Method::POST, "/api/v1/routes/nope/rollout/start", None, None).await;
+    let reply = admin
+        .call(
+            Method::POST,
+            "/api/v1/routes/nope/rollout/start",
+            None,
+            None,
+        )
+        .await;
     assert_eq!(reply.status, 404, "{}", reply.text());
     proxy.shutdown().await;
 }

@@ -178,6 +178,21 @@ fn web_route(name: &str, prefix: &str, primary: &Backend, shadows: &[String]) ->
     text
 }
 
+/// The common setup: route `web` on a `stable` backend, one shadow `next`
+/// on a recorder that answers like `stable`, with `extra` shadow keys.
+async fn one_shadow(extra: &[&str]) -> (Backend, Recorder, TestProxy) {
+    let primary = backend("stable").start().await;
+    let shadow_backend = recorder(like_stable).await;
+    let toml = config(&web_route(
+        "web",
+        "/",
+        &primary,
+        &[shadow("next", shadow_backend.addr, extra)],
+    ));
+    let proxy = start_proxy(&toml).await;
+    (primary, shadow_backend, proxy)
+}
+
 fn count(proxy: &TestProxy, route: &str, shadow: &str, result: ShadowResult) -> u64 {
     let table = proxy.running.table.load();
     table
@@ -261,17 +276,22 @@ async fn only_safe_methods_are_copied_unless_configured() {
         let reply = request(&proxy, method.clone(), "/safe/x", full("order #1")).await;
         assert_eq!(reply.status, 200, "{method}");
     }
-    let seen = eventually("3 copies at the safe shadow", || safe.hits(), |n| *n >= 3).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(safe.hits(), seen, "only the safe methods arrive");
-    let got: Vec<Method> = safe.seen().iter().map(|s| s.method.clone()).collect();
-    assert_eq!(got, [Method::GET, Method::HEAD, Method::OPTIONS]);
+    // Every request is accounted for: 4 refused by method, 3 answered.
+    assert_eq!(count(&proxy, "safe", "next", ShadowResult::Method), 4);
+    eventually(
+        "3 answered copies",
+        || count(&proxy, "safe", "next", ShadowResult::Answered),
+        |n| *n == 3,
+    )
+    .await;
+    // Copies race each other: compare as a set.
+    let mut got: Vec<String> = safe.seen().iter().map(|s| s.method.to_string()).collect();
+    got.sort();
+    assert_eq!(got, ["GET", "HEAD", "OPTIONS"]);
     for copy in safe.seen() {
         assert_eq!(copy.path, "/safe/x");
         assert_eq!(copy.headers["x-switchyard-shadow"], "next");
     }
-    assert_eq!(count(&proxy, "safe", "next", ShadowResult::Method), 4);
-    assert_eq!(count(&proxy, "safe", "next", ShadowResult::Answered), 3);
 
     // The POST-only shadow gets the POST, with its body, and nothing else.
     for method in [Method::GET, Method::POST] {
@@ -290,15 +310,7 @@ async fn only_safe_methods_are_copied_unless_configured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quarter_sampled_over_5000_requests_is_within_two_points() {
-    let primary = backend("stable").start().await;
-    let shadow_backend = recorder(like_stable).await;
-    let toml = config(&web_route(
-        "web",
-        "/",
-        &primary,
-        &[shadow("next", shadow_backend.addr, &["percent = 25"])],
-    ));
-    let proxy = start_proxy(&toml).await;
+    let (_primary, shadow_backend, proxy) = one_shadow(&["percent = 25"]).await;
     let total = 5_000;
     let replies = bounded(
         Duration::from_secs(120),
@@ -393,19 +405,8 @@ async fn refusing_silent_and_resetting_shadows_change_nothing_for_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_upload_reaches_the_primary_intact_and_is_not_copied() {
-    let primary = backend("stable").start().await;
-    let shadow_backend = recorder(like_stable).await;
-    let toml = config(&web_route(
-        "web",
-        "/",
-        &primary,
-        &[shadow(
-            "next",
-            shadow_backend.addr,
-            &["methods = [\"POST\"]", "max_body_bytes = 65536"],
-        )],
-    ));
-    let proxy = start_proxy(&toml).await;
+    let (_primary, shadow_backend, proxy) =
+        one_shadow(&["methods = [\"POST\"]", "max_body_bytes = 65536"]).await;
     let mib = 1024 * 1024;
 
     // Streamed without a length: the copy is abandoned as the body passes
@@ -469,9 +470,9 @@ async fn compare_counts_exactly_the_requests_answered_differently() {
     ));
     let proxy = start_proxy(&toml).await;
     let mut paths = Vec::new();
-    paths.extend(std::iter::repeat("/a").take(30));
-    paths.extend(std::iter::repeat("/diff").take(7));
-    paths.extend(std::iter::repeat("/broken").take(3));
+    paths.extend(std::iter::repeat_n("/a", 30));
+    paths.extend(std::iter::repeat_n("/diff", 7));
+    paths.extend(std::iter::repeat_n("/broken", 3));
     for path in &paths {
         let reply = proxy.get(path).await;
         assert_eq!(
@@ -581,19 +582,8 @@ async fn compare_counts_exactly_the_requests_answered_differently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strip_headers_removes_them_from_the_copy_only() {
-    let primary = backend("stable").start().await;
-    let shadow_backend = recorder(like_stable).await;
-    let toml = config(&web_route(
-        "web",
-        "/",
-        &primary,
-        &[shadow(
-            "next",
-            shadow_backend.addr,
-            &["strip_headers = [\"Authorization\", \"cookie\"]"],
-        )],
-    ));
-    let proxy = start_proxy(&toml).await;
+    let (_primary, shadow_backend, proxy) =
+        one_shadow(&["strip_headers = [\"Authorization\", \"cookie\"]"]).await;
     let req = Request::get(proxy.url("/headers?q=1"))
         .header("authorization", "Bearer secret")
         .header("cookie", "session=1")
@@ -618,15 +608,7 @@ async fn strip_headers_removes_them_from_the_copy_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_connections_are_read_to_the_end_and_reused() {
-    let primary = backend("stable").start().await;
-    let shadow_backend = recorder(like_stable).await;
-    let toml = config(&web_route(
-        "web",
-        "/",
-        &primary,
-        &[shadow("next", shadow_backend.addr, &[])],
-    ));
-    let proxy = start_proxy(&toml).await;
+    let (_primary, shadow_backend, proxy) = one_shadow(&[]).await;
     for i in 0..100 {
         proxy.get("/").await;
         // One at a time, so each copy can return its connection to the pool.
@@ -638,9 +620,11 @@ async fn shadow_connections_are_read_to_the_end_and_reused() {
         )
         .await;
     }
+    // The pool takes a connection back on its own task, so a copy may now
+    // and then open a new one before that; without reuse there would be 100.
     let connections = shadow_backend.connections.load(Ordering::Relaxed);
     assert!(
-        connections <= 2,
+        connections <= 10,
         "{connections} connections for 100 sequential copies"
     );
     assert_eq!(count(&proxy, "web", "next", ShadowResult::Answered), 100);

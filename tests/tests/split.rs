@@ -26,7 +26,12 @@ async fn run_split(proxy: &TestProxy, total: usize) -> Vec<Reply> {
         .iter()
         .filter(|r| r.status != StatusCode::OK)
         .collect();
-    assert!(failed.is_empty(), "{} failed, e.g. {:?}", failed.len(), failed.first());
+    assert!(
+        failed.is_empty(),
+        "{} failed, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
     for reply in &replies {
         // The version the proxy named is the backend that answered.
         assert_eq!(
@@ -37,7 +42,12 @@ async fn run_split(proxy: &TestProxy, total: usize) -> Vec<Reply> {
     replies
 }
 
-fn assert_share(counts: &std::collections::BTreeMap<String, usize>, version: &str, total: usize, percent: f64) {
+fn assert_share(
+    counts: &std::collections::BTreeMap<String, usize>,
+    version: &str,
+    total: usize,
+    percent: f64,
+) {
     let got = counts.get(version).copied().unwrap_or(0) as f64 * 100.0 / total as f64;
     assert!(
         (got - percent).abs() <= 0.5,

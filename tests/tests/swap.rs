@@ -113,7 +113,9 @@ async fn swaps_under_load_fail_nothing_and_respect_each_requests_table() {
             .expect("revision header")
             .parse()
             .expect("revision is a number");
-        let version = reply.header("x-switchyard-version").expect("version header");
+        let version = reply
+            .header("x-switchyard-version")
+            .expect("version header");
         assert_eq!(
             version,
             allowed_version(revision),

@@ -423,6 +423,18 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
+/// Why the proxy refuses to start from `text` (valid TOML).
+async fn start_error(text: &str) -> String {
+    let parsed = switchyard_control::Config::parse(text, "t.toml").expect("syntax is fine");
+    match switchyard_control::start(&parsed).await {
+        Ok(running) => {
+            running.shutdown().await;
+            panic!("started with unusable files:\n{text}");
+        }
+        Err(error) => error.to_string(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_and_start_report_unusable_certificates() {
     let pki = Pki::new("errors");
@@ -496,14 +508,7 @@ async fn check_and_start_report_unusable_certificates() {
         b.cert.display().to_string(),
         a.key.display().to_string()
     ));
-    let parsed = switchyard_control::Config::parse(&absolute, "t.toml").expect("syntax is fine");
-    let error = match switchyard_control::start(&parsed).await {
-        Ok(running) => {
-            running.shutdown().await;
-            panic!("started with a mismatched key");
-        }
-        Err(error) => error.to_string(),
-    };
+    let error = start_error(&absolute).await;
     assert!(
         error.contains("listen.tls") && error.contains("does not belong"),
         "{error}"
@@ -511,15 +516,7 @@ async fn check_and_start_report_unusable_certificates() {
 
     // And an upstream CA file that holds no certificate.
     let bad_ca = bad_ca.replace("\"a.key\"", &format!("{:?}", a.key.display().to_string()));
-    let parsed =
-        switchyard_control::Config::parse(&config(&bad_ca), "t.toml").expect("syntax is fine");
-    let error = match switchyard_control::start(&parsed).await {
-        Ok(running) => {
-            running.shutdown().await;
-            panic!("started with an unusable CA file");
-        }
-        Err(error) => error.to_string(),
-    };
+    let error = start_error(&config(&bad_ca)).await;
     assert!(
         error.contains("routes[0].versions[0].ca_file") && error.contains("no PEM certificate"),
         "{error}"

@@ -221,6 +221,15 @@ name = "web"
     }
 
     #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../../../config/ab-test.toml");
+        let spec = Config::parse(text, "ab-test.toml")
+            .expect("valid example")
+            .table_spec();
+        switchyard_proxy::RoutingTable::build(spec, 1).expect("table");
+    }
+
+    #[test]
     fn same_match_needs_different_headers() {
         let beta = ROUTE.replace(
             "name = \"web\"\n",

@@ -1,9 +1,9 @@
 //! Measurement of every proxied request, per route × version: status class,
 //! upstream error kind, latency to the response headers and to the last
 //! body byte. Recorded into HDR histograms sharded per worker thread
-//! ([`shards`]), keyed by names that survive table swaps ([`directory`]),
+//! (`shards`), keyed by names that survive table swaps (`directory`),
 //! and read back as windowed stats (stats API, health decisions) and as
-//! Prometheus metrics with a registry of their own ([`export`]).
+//! Prometheus metrics with a registry of their own (`export`).
 //!
 //! The request path pays: three clock reads (start, response headers, last
 //! byte), an index lookup and one reference count at pick time
@@ -324,12 +324,8 @@ impl Metrics {
 
     #[cold]
     fn register(&self, table: &Arc<RoutingTable>) -> Arc<TableIndex> {
-        let index = Arc::new(lock(&self.shared.directory).register(&self.shared.core, table));
-        let newer = self.shared.index.load().revision() <= index.revision();
-        if newer {
-            self.shared.index.store(Arc::clone(&index));
-        }
-        index
+        self.shared
+            .register(&mut lock(&self.shared.directory), table)
     }
 
     /// Windowed figures of one version: the current slice plus whole
@@ -405,6 +401,26 @@ pub(crate) struct Live {
 }
 
 impl Shared {
+    /// Registers `table` (retiring what no live table names) and makes its
+    /// index the request path's when it is the newest table seen.
+    fn register(&self, directory: &mut Directory, table: &Arc<RoutingTable>) -> Arc<TableIndex> {
+        let current = self.index.load_full();
+        if current.is_for(table) {
+            directory.sweep(&self.core);
+            return current;
+        }
+        let newest = current.revision() <= table.revision();
+        drop(current);
+        let index = Arc::new(directory.register(&self.core, table));
+        if newest {
+            self.index.store(Arc::clone(&index));
+            // The replaced index held the previous table: without it, its
+            // removed versions may retire now.
+            directory.sweep(&self.core);
+        }
+        index
+    }
+
     fn current_table(&self) -> Option<Arc<RoutingTable>> {
         match self.table.get() {
             Some(handle) => Some(handle.load()),
@@ -419,10 +435,7 @@ impl Shared {
             let mut directory = lock(&self.directory);
             match &current {
                 Some(table) => {
-                    let index = Arc::new(directory.register(&self.core, table));
-                    if self.index.load().revision() <= index.revision() {
-                        self.index.store(index);
-                    }
+                    self.register(&mut directory, table);
                 }
                 None => directory.sweep(&self.core),
             }
@@ -489,12 +502,16 @@ mod tests {
         ])
     }
 
-    fn metrics() -> Metrics {
-        Metrics::new(MetricsSettings {
+    /// Metrics (200 ms slices) watching a three-version table.
+    fn watched() -> (TableHandle, Metrics) {
+        let handle = TableHandle::new(three_versions()).expect("table");
+        let metrics = Metrics::new(MetricsSettings {
             slice: Duration::from_millis(200),
             ..MetricsSettings::default()
         })
-        .expect("valid settings")
+        .expect("valid settings");
+        metrics.watch_table(handle.clone());
+        (handle, metrics)
     }
 
     fn start(metrics: &Metrics, table: &Arc<RoutingTable>, name: &str, ago: Duration) -> Measure {
@@ -533,9 +550,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_status_errors_and_latency_per_version() {
-        let handle = TableHandle::new(three_versions()).expect("table");
-        let metrics = metrics();
-        metrics.watch_table(handle.clone());
+        let (handle, metrics) = watched();
         let table = handle.load();
         for _ in 0..3 {
             respond(
@@ -588,9 +603,7 @@ mod tests {
 
     #[tokio::test]
     async fn exported_text_parses_and_matches() {
-        let handle = TableHandle::new(three_versions()).expect("table");
-        let metrics = metrics();
-        metrics.watch_table(handle.clone());
+        let (handle, metrics) = watched();
         metrics
             .connections_active()
             .store(3, std::sync::atomic::Ordering::Relaxed);
@@ -668,9 +681,7 @@ mod tests {
 
     #[tokio::test]
     async fn removed_version_is_retired_once_its_requests_end() {
-        let handle = TableHandle::new(three_versions()).expect("table");
-        let metrics = metrics();
-        metrics.watch_table(handle.clone());
+        let (handle, metrics) = watched();
         let old = handle.load();
         let in_flight = start(&metrics, &old, "green", Duration::from_millis(1));
         drop(old);
@@ -696,13 +707,19 @@ mod tests {
         let again = handle.store(three_versions()).expect("swap");
         metrics.sync_table(&again);
         assert_eq!(metrics.totals("web", "green").map(|s| s.requests), Some(0));
+        // Nothing in flight: retired by the sync itself.
+        drop((again, next));
+        let two = handle
+            .store(spec(vec![version("stable", 1, &["127.0.0.1:1"])]))
+            .expect("swap");
+        metrics.sync_table(&two);
+        assert!(metrics.totals("web", "green").is_none());
+        assert!(metrics.totals("web", "canary").is_none());
     }
 
     #[tokio::test]
     async fn aborted_and_empty_bodies() {
-        let handle = TableHandle::new(three_versions()).expect("table");
-        let metrics = metrics();
-        metrics.watch_table(handle.clone());
+        let (handle, metrics) = watched();
         let table = handle.load();
         // Never polled, with body left: the client went away.
         let response = http::Response::new(Full::new(Bytes::from_static(b"unread")));

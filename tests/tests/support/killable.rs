@@ -134,7 +134,7 @@ fn respond(
     let n = hits.fetch_add(1, Ordering::Relaxed) + 1;
     let every = behaviour.fail_every.load(Ordering::Relaxed);
     let mut response: Response<TestBody> = Response::new(full(name.to_owned()));
-    if every > 0 && n % every == 0 {
+    if every > 0 && n.is_multiple_of(every) {
         *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     }
     response.headers_mut().insert(
