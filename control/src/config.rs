@@ -43,7 +43,7 @@ pub struct Config {
 
 /// `[metrics]`: how requests are measured. Fixed at start (a reload that
 /// changes it is applied at the next restart).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Measure every request per route and version (default). Off: no

@@ -420,6 +420,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         "listen.admin",
         old.listen.admin.get_ref() != new.listen.admin.get_ref(),
     );
+    // Certificate *contents* reload by themselves; their paths do not.
+    check("listen.tls", old.listen.tls != new.listen.tls);
+    check("metrics", old.metrics != new.metrics);
     check(
         "timeouts.connect",
         old.timeouts.connect != new.timeouts.connect,

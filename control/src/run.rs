@@ -122,6 +122,21 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
     let proxy = Proxy::new(table.clone(), Upstream::new(&upstream_settings), scheme)
         .with_metrics(metrics.clone());
     let upgraded_connections = Arc::clone(proxy.upgraded_connections());
+    let upgraded = crate::stats::AtomicGauge::new(
+        "switchyard_connections_upgraded",
+        "Open upgraded (WebSocket) tunnels.",
+        Arc::clone(&upgraded_connections),
+    )
+    .map_err(|e| e.to_string())
+    .and_then(|gauge| {
+        metrics
+            .registry()
+            .register(Box::new(gauge))
+            .map_err(|e| e.to_string())
+    });
+    if let Err(error) = upgraded {
+        tracing::warn!(%error, "upgraded-connections gauge not registered");
+    }
     match crate::health::HealthCollector::new(Arc::clone(&plane)) {
         Ok(collector) => {
             if let Err(error) = metrics.registry().register(Box::new(collector)) {

@@ -136,6 +136,15 @@ async fn websocket_echo_survives_a_table_swap() {
     let mut second = connect(&proxy).await;
     assert_eq!(echo(&mut second, "three").await, "canary:three");
     wait_for_gauge(&gauge, 2).await;
+    let admin = support::admin::AdminClient::new(proxy.running.admin_addr, None);
+    let metrics = admin
+        .call(http::Method::GET, "/metrics", None, None)
+        .await
+        .text();
+    assert!(
+        metrics.contains("switchyard_connections_upgraded 2"),
+        "{metrics}"
+    );
     for i in 0..20 {
         assert_eq!(
             echo(&mut first, &format!("a{i}")).await,
