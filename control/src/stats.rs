@@ -332,6 +332,37 @@ pub fn render(body: &Value) -> String {
     out
 }
 
+/// Exports a gauge the data plane keeps as an atomic (read at scrape time).
+pub struct AtomicGauge {
+    gauge: prometheus::IntGauge,
+    value: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl AtomicGauge {
+    pub fn new(
+        name: &str,
+        help: &str,
+        value: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    ) -> prometheus::Result<AtomicGauge> {
+        Ok(AtomicGauge {
+            gauge: prometheus::IntGauge::new(name, help)?,
+            value,
+        })
+    }
+}
+
+impl prometheus::core::Collector for AtomicGauge {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.gauge
+            .set(self.value.load(std::sync::atomic::Ordering::Relaxed));
+        self.gauge.collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,36 +430,5 @@ mod tests {
         );
         assert!(lines[2].contains("2 (2.00%)"), "{text}");
         assert!(lines[3].contains("retiring"), "{text}");
-    }
-}
-
-/// Exports a gauge the data plane keeps as an atomic (read at scrape time).
-pub struct AtomicGauge {
-    gauge: prometheus::IntGauge,
-    value: std::sync::Arc<std::sync::atomic::AtomicI64>,
-}
-
-impl AtomicGauge {
-    pub fn new(
-        name: &str,
-        help: &str,
-        value: std::sync::Arc<std::sync::atomic::AtomicI64>,
-    ) -> prometheus::Result<AtomicGauge> {
-        Ok(AtomicGauge {
-            gauge: prometheus::IntGauge::new(name, help)?,
-            value,
-        })
-    }
-}
-
-impl prometheus::core::Collector for AtomicGauge {
-    fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        self.gauge.desc()
-    }
-
-    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        self.gauge
-            .set(self.value.load(std::sync::atomic::Ordering::Relaxed));
-        self.gauge.collect()
     }
 }
