@@ -5,7 +5,6 @@
 //! Everything a request needs from the control plane comes from the one table
 //! it loads first; it keeps that `Arc` until its response is complete.
 
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
@@ -16,7 +15,7 @@ use hyper::body::Incoming;
 use crate::body::{self, ProxyBody};
 use crate::error::ProxyError;
 use crate::error::UpstreamErrorKind;
-use crate::forward::{self, Upstream};
+use crate::forward::{self, Downstream, Upstream};
 use crate::metrics::{self, Measure, Metrics};
 use crate::route::request_host;
 use crate::table::{Endpoint, Route, RoutingTable, TableHandle, Version};
@@ -82,7 +81,7 @@ impl Proxy {
     }
 
     /// Serves one request; failures become plain-text error responses.
-    pub async fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<Incoming>, client: &Downstream) -> Response<ProxyBody> {
         let table = self.inner.table.load();
         let mut measure = None;
         match self.forward(&table, req, client, &mut measure).await {
@@ -103,7 +102,7 @@ impl Proxy {
         &self,
         table: &Arc<RoutingTable>,
         mut req: Request<Incoming>,
-        client: SocketAddr,
+        client: &Downstream,
         measure: &mut Option<Measure>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let started = self.inner.metrics.clock();

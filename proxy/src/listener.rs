@@ -17,6 +17,7 @@ use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
+use crate::forward::Downstream;
 use crate::handler::Proxy;
 use crate::tls::ServerTls;
 
@@ -122,9 +123,11 @@ async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let downstream = Downstream::new(client);
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
-        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, client).await) }
+        let downstream = downstream.clone();
+        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, &downstream).await) }
     });
     let connection = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
