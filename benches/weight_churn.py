@@ -58,6 +58,13 @@ def churn(stop, rate, counts):
             time.sleep(delay)
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--secs", type=int, default=10)
@@ -104,6 +111,7 @@ name = "web"
                 sys.exit(f"port {port} never came up (see {rundir})")
         compare.run_wrk(args.load_cpu, PORTS["proxy"], 64, 2, "/")  # warm-up
         quiet, churned, errors, changes = [], [], 0, {"ok": 0, "failed": 0}
+        cpu = {"quiet": [], "churn": []}
         for rep in range(args.reps):
             for mode in ("quiet", "churn"):
                 stop = threading.Event()
@@ -111,17 +119,23 @@ name = "web"
                 if mode == "churn":
                     worker = threading.Thread(target=churn, args=(stop, args.rate, changes), daemon=True)
                     worker.start()
+                before = cpu_seconds(proxy.pid)
                 result = compare.run_wrk(args.load_cpu, PORTS["proxy"], 64, args.secs, "/")
+                used = cpu_seconds(proxy.pid) - before
                 stop.set()
+                cpu[mode].append(used / max(result["requests"], 1) * 1e6)
                 if worker:
                     worker.join(10)
                 errors += result["errors"]
                 (quiet if mode == "quiet" else churned).append(result["rps"])
-                print(f"rep {rep + 1} {mode:5}: {result['rps']:9.0f} req/s, errors {result['errors']}", file=sys.stderr)
+                print(f"rep {rep + 1} {mode:5}: {result['rps']:9.0f} req/s, errors {result['errors']}, "
+                      f"proxy {cpu[mode][-1]:.1f} us CPU/request", file=sys.stderr)
         q, c = statistics.median(quiet), statistics.median(churned)
         drop = (q - c) / q * 100 if q else 0.0
+        cq, cc = statistics.median(cpu["quiet"]), statistics.median(cpu["churn"])
         print(f"weight churn ({args.rate}/s): quiet {q:.0f} req/s, churning {c:.0f} req/s, "
-              f"drop {drop:.2f} %, wrk errors {errors}, changes applied {changes['ok']}, refused {changes['failed']}")
+              f"drop {drop:.2f} %; proxy CPU {cq:.1f} vs {cc:.1f} us/request (+{(cc - cq) / cq * 100:.1f} %); "
+              f"wrk errors {errors}, changes applied {changes['ok']}, refused {changes['failed']}")
         return 0 if errors == 0 and changes["failed"] == 0 else 1
     finally:
         for proc in reversed(started):

@@ -35,15 +35,24 @@ fn text(bytes: &[u8]) -> String {
 }
 
 #[test]
-fn check_accepts_the_example_config() {
-    let example = workspace_root().join("config/example.toml");
-    let output = check(&example);
-    assert!(
-        output.status.success(),
-        "check failed: {}",
-        text(&output.stderr)
-    );
-    assert_eq!(text(&output.stdout), "ok\n");
+fn check_accepts_the_example_configs() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(workspace_root().join("config")).expect("config/") {
+        let path = entry.expect("config entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let output = check(&path);
+            assert!(
+                output.status.success(),
+                "check {} failed: {}",
+                path.display(),
+                text(&output.stderr)
+            );
+            assert_eq!(text(&output.stdout), "ok\n");
+            checked += 1;
+        }
+    }
+    // example.toml, ab-test.toml, canary-rollout.toml at least.
+    assert!(checked >= 3, "only {checked} configs found");
 }
 
 const BROKEN: &str = r#"[listen]

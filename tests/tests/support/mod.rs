@@ -634,6 +634,26 @@ pub fn switchyard_bin() -> PathBuf {
         if profile != "debug" {
             build.args(["--profile", &profile]);
         }
+        // Drop what cargo set for this test crate: build scripts track some
+        // of it (ring's reruns on CARGO_MANIFEST_DIR), so inheriting it would
+        // make this build and the next plain `cargo build` rebuild each other.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let per_crate = key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_EXE_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "OUT_DIR",
+                ]
+                .contains(&key.as_ref());
+            if per_crate {
+                build.env_remove(key.as_ref());
+            }
+        }
         let status = build.status().expect("run cargo build for the binary");
         assert!(
             status.success(),
