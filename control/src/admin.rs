@@ -333,11 +333,10 @@ impl Admin {
     }
 
     fn changed(&self, table: Arc<RoutingTable>, route: &str) -> AdminResponse {
+        // Only the changed route: deploy tooling may change weights often.
         let body = json!({
             "revision": table.revision(),
-            "route": routes_json(&table)["routes"]
-                .as_array()
-                .and_then(|routes| routes.iter().find(|r| r["name"] == route).cloned()),
+            "route": table.spec().routes.iter().find(|r| r.name == route).map(|r| route_json(&table, r)),
         });
         let mut response = json_response(StatusCode::OK, &body);
         if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", table.revision())) {
@@ -651,40 +650,42 @@ fn flip(spec: &mut switchyard_proxy::RouteSpec, from: &str, to: &str) -> Result<
 /// each version's `down` and `effective_weight` (a down version's share goes
 /// to the baseline), each endpoint's state.
 pub fn routes_json(table: &RoutingTable) -> Value {
-    let effective = crate::health::effective_weights(table);
     let routes: Vec<Value> = table
         .spec()
         .routes
         .iter()
-        .map(|route| {
-            let live = table.route(&route.name);
-            let shares = effective.iter().find(|(name, _)| *name == route.name).map(|(_, w)| w);
-            json!({
-                "name": route.name,
-                "host": route.host.clone().unwrap_or_else(|| "*".into()),
-                "path_prefix": route.path_prefix,
-                "baseline": route.baseline,
-                "timeout_ms": u64::try_from(route.timeout.as_millis()).unwrap_or(u64::MAX),
-                "versions": route.versions.iter().map(|v| {
-                    let version = live.and_then(|r| r.version(&v.name));
-                    json!({
-                        "name": v.name,
-                        "weight": v.weight,
-                        "effective_weight": shares.and_then(|w| w.get(&v.name)).copied().unwrap_or(v.weight),
-                        "down": version.is_some_and(|v| v.is_down()),
-                        "endpoints": v.endpoints,
-                        "endpoint_health": version.map(|v| v.endpoints.iter().map(|e| json!({
-                            "address": e.authority.as_str(),
-                            "available": e.health.is_available(),
-                            "check_failed": e.health.is_active_down(),
-                            "ejected": e.health.is_ejected(),
-                        })).collect::<Vec<_>>()),
-                    })
-                }).collect::<Vec<_>>(),
-            })
-        })
+        .map(|route| route_json(table, route))
         .collect();
     json!({ "revision": table.revision(), "routes": routes })
+}
+
+/// One route of [`routes_json`].
+fn route_json(table: &RoutingTable, route: &switchyard_proxy::RouteSpec) -> Value {
+    let live = table.route(&route.name);
+    let shares = live.map(crate::health::effective_route_weights);
+    json!({
+        "name": route.name,
+        "host": route.host.clone().unwrap_or_else(|| "*".into()),
+        "path_prefix": route.path_prefix,
+        "baseline": route.baseline,
+        "timeout_ms": u64::try_from(route.timeout.as_millis()).unwrap_or(u64::MAX),
+        "versions": route.versions.iter().map(|v| {
+            let version = live.and_then(|r| r.version(&v.name));
+            json!({
+                "name": v.name,
+                "weight": v.weight,
+                "effective_weight": shares.as_ref().and_then(|w| w.get(&v.name)).copied().unwrap_or(v.weight),
+                "down": version.is_some_and(|v| v.is_down()),
+                "endpoints": v.endpoints,
+                "endpoint_health": version.map(|v| v.endpoints.iter().map(|e| json!({
+                    "address": e.authority.as_str(),
+                    "available": e.health.is_available(),
+                    "check_failed": e.health.is_active_down(),
+                    "ejected": e.health.is_ejected(),
+                })).collect::<Vec<_>>()),
+            })
+        }).collect::<Vec<_>>(),
+    })
 }
 
 #[cfg(test)]

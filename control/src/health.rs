@@ -230,19 +230,22 @@ pub fn effective_weights(table: &RoutingTable) -> Vec<(String, history::Weights)
     table
         .routes()
         .iter()
-        .map(|route| {
-            let mut weights: history::Weights = route
-                .versions
-                .iter()
-                .map(|v| (v.name.to_string(), 0))
-                .collect();
-            for version in route.versions.iter() {
-                let target = route.available(version);
-                *weights.entry(target.name.to_string()).or_default() += version.weight;
-            }
-            (route.name.to_string(), weights)
-        })
+        .map(|route| (route.name.to_string(), effective_route_weights(route)))
         .collect()
+}
+
+/// [`effective_weights`] of one route.
+pub fn effective_route_weights(route: &switchyard_proxy::table::Route) -> history::Weights {
+    let mut weights: history::Weights = route
+        .versions
+        .iter()
+        .map(|v| (v.name.to_string(), 0))
+        .collect();
+    for version in route.versions.iter() {
+        let target = route.available(version);
+        *weights.entry(target.name.to_string()).or_default() += version.weight;
+    }
+    weights
 }
 
 /// Records in the history each route whose effective weights changed.
