@@ -18,6 +18,34 @@ fn endpoints(list: &[&str]) -> String {
         .join(", ")
 }
 
+/// A route of two single-endpoint versions whose endpoints are actively
+/// checked every 100 ms; `threshold` failures (or passes) flip an endpoint.
+fn checked_route(
+    first: (&str, u32, &Killable),
+    second: (&str, u32, &Killable),
+    threshold: u32,
+) -> String {
+    let version = |(name, weight, backend): (&str, u32, &Killable)| {
+        format!(
+            "  [[routes.versions]]\n  name = \"{name}\"\n  weight = {weight}\n  endpoints = [{}]\n",
+            endpoints(&[&backend.endpoint()])
+        )
+    };
+    config(&format!(
+        r#"[[routes]]
+name = "web"
+  [routes.health_check]
+  path = "/healthz"
+  interval = "100ms"
+  timeout = "200ms"
+  healthy_threshold = {threshold}
+  unhealthy_threshold = {threshold}
+{}{}"#,
+        version(first),
+        version(second)
+    ))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_endpoint_is_ejected_and_comes_back() {
     let sick = Killable::start("sick").await;
@@ -96,27 +124,7 @@ name = "web"
 async fn dead_version_hands_its_share_to_stable_until_it_recovers() {
     let stable = Killable::start("stable").await;
     let mut canary = Killable::start("canary").await;
-    let toml = config(&format!(
-        r#"[[routes]]
-name = "web"
-  [routes.health_check]
-  path = "/healthz"
-  interval = "100ms"
-  timeout = "200ms"
-  healthy_threshold = 2
-  unhealthy_threshold = 2
-  [[routes.versions]]
-  name = "stable"
-  weight = 50
-  endpoints = [{}]
-  [[routes.versions]]
-  name = "canary"
-  weight = 50
-  endpoints = [{}]
-"#,
-        endpoints(&[&stable.endpoint()]),
-        endpoints(&[&canary.endpoint()])
-    ));
+    let toml = checked_route(("stable", 50, &stable), ("canary", 50, &canary), 2);
     let proxy = start_proxy(&toml).await;
     let admin = AdminClient::new(proxy.running.admin_addr, None);
     let counts = count_by(&load(&proxy, "/", 100, 2).await, "x-switchyard-version");
@@ -238,27 +246,7 @@ name = "web"
 async fn flip_is_refused_while_the_target_fails_checks() {
     let blue = Killable::start("blue").await;
     let mut green = Killable::start("green").await;
-    let toml = config(&format!(
-        r#"[[routes]]
-name = "web"
-  [routes.health_check]
-  path = "/healthz"
-  interval = "100ms"
-  timeout = "200ms"
-  healthy_threshold = 1
-  unhealthy_threshold = 1
-  [[routes.versions]]
-  name = "blue"
-  weight = 100
-  endpoints = [{}]
-  [[routes.versions]]
-  name = "green"
-  weight = 0
-  endpoints = [{}]
-"#,
-        endpoints(&[&blue.endpoint()]),
-        endpoints(&[&green.endpoint()])
-    ));
+    let toml = checked_route(("blue", 100, &blue), ("green", 0, &green), 1);
     let proxy = start_proxy(&toml).await;
     let admin = AdminClient::new(proxy.running.admin_addr, None);
     green.kill().await;
