@@ -17,7 +17,18 @@ ensure_pkg() {
     $sudo apt-get update -qq
     apt_updated=true
   fi
+  # Packages such as prometheus ship a daemon: keep their maintainer
+  # scripts from starting it (it would compete with the tests for CPU).
+  local policy=/usr/sbin/policy-rc.d created=false
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"
+    created=true
+  fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$pkg" </dev/null
+  if $created; then
+    $sudo rm -f "$policy"
+  fi
 }
 
 command -v cargo >/dev/null 2>&1 || {
