@@ -142,7 +142,7 @@ impl Exporter {
         let mut out = proto::Histogram::default();
         out.set_sample_count(histogram.len());
         out.set_sample_sum(sum_us as f64 / 1e6);
-        out.set_bucket(buckets.into());
+        out.set_bucket(buckets);
         out
     }
 }
@@ -159,7 +159,7 @@ fn family(spec: &Family, metrics: Vec<proto::Metric>) -> MetricFamily {
     family.set_name(spec.name.into());
     family.set_help(spec.help.into());
     family.set_field_type(spec.kind);
-    family.set_metric(metrics.into());
+    family.set_metric(metrics);
     family
 }
 
@@ -174,7 +174,7 @@ fn metric(labels: &[(&str, &str)]) -> proto::Metric {
         })
         .collect();
     let mut metric = proto::Metric::default();
-    metric.set_label(pairs.into());
+    metric.set_label(pairs);
     metric
 }
 
