@@ -88,16 +88,27 @@ pub async fn run(data: SocketAddr, admin: SocketAddr) -> Result<(), crate::BoxEr
         .await
         .map_err(|e| e.to_string())?;
     let data = running.data_addr;
+    // Under `cargo run` the binary is not on PATH: print the one running.
+    let exe = std::env::current_exe()
+        .map_or_else(|_| "switchyard".to_owned(), |p| p.display().to_string());
     println!(
         "switchyard demo: proxy on http://{data}, backends stable={} canary={} green={}\n\
          \n  curl -si http://{data}/                      # 90% stable, 10% canary (see x-switchyard-version)\n  \
          for i in $(seq 20); do curl -s http://{data}/; done | sort | uniq -c\n\
+         \nChange the split (admin API on {admin}):\n  \
+         curl -s http://{admin}/api/v1/routes\n  \
+         {exe} ctl --admin {admin} set-weights web stable=50 canary=50\n  \
+         {exe} ctl --admin {admin} flip web stable green   # blue-green\n  \
+         {exe} ctl --admin {admin} rollback web\n  \
+         {exe} ctl --admin {admin} history\n\
          \nLive dashboard: {}\n\
          \nPress Ctrl-C to stop.",
         backends[0],
         backends[1],
         backends[2],
-        crate::dashboard::url(running.admin_addr)
+        crate::dashboard::url(running.admin_addr),
+        admin = running.admin_addr,
+        exe = exe,
     );
     let _ = tokio::signal::ctrl_c().await;
     running.shutdown().await;
