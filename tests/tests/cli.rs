@@ -188,3 +188,55 @@ async fn run_serves_from_a_file_with_one_worker_and_stops_on_sigterm() {
     };
     assert!(status.success(), "exit after SIGTERM: {status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_a_90_10_split_and_prints_how_to_use_it() {
+    use std::io::BufRead;
+    let child = Command::new(switchyard_bin())
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .env("SWITCHYARD_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn switchyard demo");
+    let mut child = ChildGuard(child);
+    let stdout = child.0.stdout.take().expect("demo stdout");
+    // The first line names the proxy address; the rest is read to the end
+    // of the banner (blocking reads, on a thread of their own).
+    let banner = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take_while(|line| !line.starts_with("Press Ctrl-C"))
+            .collect::<Vec<_>>()
+    });
+    let banner = bounded(Duration::from_secs(30), "demo banner", banner)
+        .await
+        .expect("banner reader");
+    let first = banner.first().cloned().unwrap_or_default();
+    let proxy = first
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .map(|url| url.trim_end_matches(','))
+        .unwrap_or_else(|| panic!("no proxy URL in the banner: {banner:?}"))
+        .to_owned();
+    let text = banner.join("\n");
+    assert!(
+        text.contains("set-weights web") && text.contains("/dashboard"),
+        "{text}"
+    );
+    let client = client();
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..20 {
+        let reply = get(&client, &format!("{proxy}/")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let version = reply
+            .header("x-switchyard-version")
+            .unwrap_or("?")
+            .to_owned();
+        *counts.entry(version).or_insert(0) += 1;
+    }
+    assert_eq!(counts.get("stable"), Some(&18), "{counts:?}");
+    assert_eq!(counts.get("canary"), Some(&2), "{counts:?}");
+}
