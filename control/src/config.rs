@@ -1097,7 +1097,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const GOOD: &str = r#"
@@ -1118,7 +1118,8 @@ name = "web"
   endpoints = ["127.0.0.1:9002"]
 "#;
 
-    fn errors(text: &str) -> Vec<ConfigError> {
+    /// The errors a config that must fail reports (shared by the config tests).
+    pub(crate) fn errors(text: &str) -> Vec<ConfigError> {
         Config::parse(text, "t.toml")
             .expect_err("should fail")
             .errors

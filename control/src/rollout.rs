@@ -445,7 +445,7 @@ impl Rollouts {
             return;
         };
         let (canary, baseline) = self.step_stats(route, &policy, state);
-        let canary = canary.unwrap_or_else(empty_stats);
+        let canary = canary.unwrap_or_default();
         let elapsed = state.step_started.elapsed();
         let figures = (
             Some(Figures::of(&canary)),
@@ -705,19 +705,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn empty_stats() -> VersionStats {
-    VersionStats {
-        covered: Duration::ZERO,
-        requests: 0,
-        status: [0; 5],
-        upstream_errors: [0; 4],
-        aborted: 0,
-        errors: 0,
-        latency: Default::default(),
-        last_byte: Default::default(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -738,11 +725,15 @@ mod tests {
     }
 
     fn stats(requests: u64, errors: u64, p99_ms: u64) -> VersionStats {
-        let mut stats = empty_stats();
-        stats.requests = requests;
-        stats.errors = errors;
-        stats.latency.p99 = Duration::from_millis(p99_ms);
-        stats
+        VersionStats {
+            requests,
+            errors,
+            latency: switchyard_proxy::metrics::Latency {
+                p99: Duration::from_millis(p99_ms),
+                ..Default::default()
+            },
+            ..VersionStats::default()
+        }
     }
 
     #[test]

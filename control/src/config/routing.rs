@@ -146,7 +146,8 @@ pub fn validate_route(
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::config::{Config, ConfigError};
+    use crate::config::tests::errors;
+    use crate::config::Config;
 
     /// One route, stable 90 / canary 10 (shared with the TLS key tests).
     pub(crate) const ROUTE: &str = r#"
@@ -161,12 +162,6 @@ name = "web"
   weight = 10
   endpoints = ["127.0.0.1:9002"]
 "#;
-
-    fn errors(text: &str) -> Vec<ConfigError> {
-        Config::parse(text, "t.toml")
-            .expect_err("should fail")
-            .errors
-    }
 
     #[test]
     fn sticky_and_override_reach_the_table() {

@@ -239,7 +239,7 @@ impl Latency {
 }
 
 /// What one version did over a span of time.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct VersionStats {
     /// The span the figures cover (a window can be shorter than asked when
     /// the series is younger, and is rounded to whole slices).
