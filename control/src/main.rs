@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use switchyard_control::ctl::{Ctl, CtlCommand};
 use switchyard_control::{Config, StartOptions};
+use tracing::Level;
 
 #[derive(Parser)]
 #[command(
@@ -57,15 +58,33 @@ enum Command {
     },
 }
 
+/// Logs to stderr at the level SWITCHYARD_LOG names (`warn`, or per target:
+/// `info,switchyard_proxy=debug`); `info` when unset.
+fn init_logging() {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let (targets, invalid) = match std::env::var("SWITCHYARD_LOG") {
+        Ok(spec) => match spec.parse::<Targets>() {
+            Ok(targets) => (targets, None),
+            Err(error) => (
+                Targets::new().with_default(Level::INFO),
+                Some((spec, error)),
+            ),
+        },
+        Err(_) => (Targets::new().with_default(Level::INFO), None),
+    };
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(targets)
+        .init();
+    if let Some((spec, error)) = invalid {
+        tracing::warn!(%spec, %error, "SWITCHYARD_LOG not understood (expected e.g. `warn` or `info,switchyard_proxy=debug`); logging at info");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     match cli.command {
         Command::Check { file } => match Config::load(&file) {
             Ok(_) => {

@@ -1,7 +1,6 @@
 //! What can go wrong on the request path, where it came from, and the
 //! response (status and plain-text body) a client sees for it.
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use http::{header, Response, StatusCode};
@@ -93,7 +92,7 @@ impl ProxyError {
 
     /// Classifies a failed upstream call.
     pub fn upstream(
-        error: &hyper_util::client::legacy::Error,
+        error: &crate::forward::UpstreamError,
         version: &str,
         endpoint: &str,
     ) -> ProxyError {
@@ -135,8 +134,8 @@ impl ProxyError {
     }
 }
 
-fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
-    match kind_in_chain(error.source(), error.is_connect()) {
+fn classify(error: &crate::forward::UpstreamError) -> UpstreamErrorKind {
+    match kind_in_chain(Some(error.cause()), error.is_connect()) {
         Some(kind) => kind,
         None if error.is_connect() => UpstreamErrorKind::Connect,
         None => UpstreamErrorKind::Protocol,

@@ -15,10 +15,11 @@ use http::uri::{Authority, Scheme, Uri};
 use http::{Request, Response, Version};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Builder, Client, ResponseFuture};
+use hyper_util::client::legacy::{Builder, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::ProxyBody;
+use crate::pool::{Pool, PoolError, PoolSettings, UpstreamBody};
 use crate::tls::{self, TlsError};
 
 /// Settings of the upstream connection pool, fixed for the process lifetime.
@@ -70,7 +71,40 @@ impl Transport {
     }
 }
 
-/// The client of one transport; both kinds answer with the same future.
+/// Why an upstream exchange failed before its response headers arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    Client(#[from] hyper_util::client::legacy::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+impl UpstreamError {
+    /// Nothing reached the upstream: the request may go elsewhere.
+    pub fn is_connect(&self) -> bool {
+        match self {
+            UpstreamError::Pool(error) => error.is_connect(),
+            UpstreamError::Client(error) => error.is_connect(),
+            UpstreamError::Tls(_) => true,
+        }
+    }
+
+    /// The failure itself, for walking its causes (`transparent` would
+    /// skip it).
+    pub fn cause(&self) -> &(dyn std::error::Error + 'static) {
+        match self {
+            UpstreamError::Pool(PoolError::Http(error)) => error,
+            UpstreamError::Pool(error) => error,
+            UpstreamError::Client(error) => error,
+            UpstreamError::Tls(error) => error,
+        }
+    }
+}
+
+/// The client of a TLS or HTTP/2 transport (hyper-util's pooled client).
 #[derive(Clone)]
 enum TransportClient {
     Plain(Client<HttpConnector, ProxyBody>),
@@ -78,11 +112,15 @@ enum TransportClient {
 }
 
 impl TransportClient {
-    fn request(&self, req: Request<ProxyBody>) -> ResponseFuture {
-        match self {
-            TransportClient::Plain(client) => client.request(req),
-            TransportClient::Tls(client) => client.request(req),
-        }
+    async fn request(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let response = match self {
+            TransportClient::Plain(client) => client.request(req).await,
+            TransportClient::Tls(client) => client.request(req).await,
+        }?;
+        Ok(response.map(UpstreamBody::from))
     }
 }
 
@@ -90,7 +128,8 @@ impl TransportClient {
 /// shadows get their own so they never take primary connections).
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, ProxyBody>,
+    /// Plain HTTP/1.1, what nearly every upstream speaks.
+    pool: Pool,
     settings: UpstreamSettings,
     /// Clients of non-plain transports, built on first use and kept, so
     /// their pools outlive table swaps.
@@ -100,27 +139,31 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(settings: &UpstreamSettings) -> Upstream {
         Upstream {
-            client: client_builder(settings).build(http_connector(settings)),
+            pool: Pool::new(PoolSettings {
+                connect_timeout: settings.connect_timeout,
+                idle_timeout: settings.pool_idle_timeout,
+                max_idle_per_host: settings.pool_max_idle_per_host,
+            }),
             settings: settings.clone(),
             others: Arc::default(),
         }
     }
 
-    /// Sends `req` over `transport` (for TLS, as an `https` URI). Fails only
-    /// when a TLS transport's CA file or server name cannot be used.
-    pub fn send(
+    /// Sends `req` (absolute URI) over `transport` (for TLS, as an `https`
+    /// URI) up to the response headers.
+    pub async fn send(
         &self,
         transport: &Transport,
         mut req: Request<ProxyBody>,
-    ) -> Result<ResponseFuture, TlsError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         if transport.is_plain() {
-            return Ok(self.client.request(req));
+            return Ok(self.pool.send(req).await?);
         }
         let client = self.transport_client(transport)?;
         if transport.tls.is_some() {
             set_scheme(&mut req, Scheme::HTTPS);
         }
-        Ok(client.request(req))
+        client.request(req).await
     }
 
     fn transport_client(&self, transport: &Transport) -> Result<TransportClient, TlsError> {
@@ -170,8 +213,9 @@ impl Upstream {
         Upstream::new(&self.settings)
     }
 
-    pub fn client(&self) -> &Client<HttpConnector, ProxyBody> {
-        &self.client
+    /// Idle plain HTTP/1.1 connections kept for `authority`.
+    pub fn idle_connections(&self, authority: &str) -> usize {
+        self.pool.idle_count(authority)
     }
 }
 

@@ -17,6 +17,7 @@ use crate::error::ProxyError;
 use crate::error::UpstreamErrorKind;
 use crate::forward::{self, Downstream, Upstream};
 use crate::metrics::{self, Measure, Metrics};
+use crate::pool::UpstreamBody;
 use crate::route::request_host;
 use crate::table::{Endpoint, Route, RoutingTable, TableHandle, Version};
 use crate::{select, shadow, upgrade};
@@ -180,7 +181,7 @@ impl Proxy {
         version: &Version,
         endpoint: &Endpoint,
         req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
         let retry = retry_copy(&req, version);
         match self.call(route, version, endpoint, req).await {
             Err(error) if error.upstream_kind() == Some(UpstreamErrorKind::Connect) => {
@@ -206,17 +207,8 @@ impl Proxy {
         version: &Version,
         endpoint: &Endpoint,
         req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        let call = self
-            .inner
-            .upstream
-            .send(&version.transport, req)
-            .map_err(|e| ProxyError::Upstream {
-                kind: UpstreamErrorKind::Connect,
-                version: version.name.to_string(),
-                endpoint: endpoint.authority.to_string(),
-                detail: e.to_string(),
-            })?;
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        let call = self.inner.upstream.send(&version.transport, req);
         let result = match tokio::time::timeout(route.timeout, call).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(ProxyError::upstream(

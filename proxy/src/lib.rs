@@ -8,7 +8,7 @@
 //! [`handler`] (load table, [`route`], pick the version by [`select`]:
 //! override, [`sticky`] key or [`split`] weight) → [`shadow`] (copies to
 //! shadow targets, never awaited) → [`forward`] (rewrite, pooled upstream
-//! call) → back through
+//! call, [`pool`]) → back through
 //! [`handler`] (response headers; a 101 becomes an [`upgrade`] tunnel) →
 //! [`metrics`] (the request recorded when its response body ends).
 //! [`error`] turns failures into responses.
@@ -20,6 +20,7 @@ pub mod handler;
 pub mod health;
 pub mod listener;
 pub mod metrics;
+pub mod pool;
 pub mod route;
 pub mod select;
 pub mod shadow;

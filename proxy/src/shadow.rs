@@ -23,7 +23,7 @@ use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 
 use crate::body::{self, BoxError, ProxyBody};
-use crate::forward::Upstream;
+use crate::forward::{Transport, Upstream};
 use crate::split::RoundRobin;
 use crate::table::{parse_endpoint, valid_name};
 use crate::tee::{Digest, Digester, Tee, TeeSink};
@@ -715,7 +715,7 @@ async fn exchange(
     request: Request<ProxyBody>,
     digest: bool,
 ) -> Result<Answer, BoxError> {
-    let response = upstream.client().request(request).await?;
+    let response = upstream.send(&Transport::default(), request).await?;
     let status = response.status();
     let mut body = response.into_body();
     let mut hasher = digest.then(Digest::new);

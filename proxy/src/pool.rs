@@ -1,0 +1,534 @@
+//! The keep-alive connection pool for plain HTTP/1.1 upstreams, on hyper's
+//! connection API: one list of idle connections per upstream address.
+//!
+//! Why not hyper-util's legacy client: on the request path it hashed its
+//! pool key several times per request and spawned a task per request to
+//! notice when the connection became idle again, together about a fifth of
+//! the proxy's instructions per request. Here a connection goes back to its
+//! list when the response body it carried has ended ([`UpstreamBody`]'s
+//! drop), and a checkout is one lookup and a pop.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::body::ProxyBody;
+
+/// Why an upstream exchange failed before its response headers arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("cannot connect to {authority}")]
+    Connect {
+        authority: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the upstream request has no address (authority) in its URI")]
+    NoAuthority,
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+impl PoolError {
+    /// Nothing reached the upstream: the request may go elsewhere.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, PoolError::Connect { .. } | PoolError::NoAuthority)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub connect_timeout: Duration,
+    /// Idle connections older than this are closed.
+    pub idle_timeout: Duration,
+    pub max_idle_per_host: usize,
+}
+
+/// Idle connections by upstream address; clones share them.
+#[derive(Clone)]
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    settings: PoolSettings,
+    /// Read on every request, written when a new address is first used.
+    hosts: ArcSwap<HashMap<Box<str>, Arc<Host>>>,
+    adding: Mutex<()>,
+    /// Seconds since the pool started, advanced by the sweeper; idle
+    /// connections are stamped with it (cheaper than reading a clock).
+    now_secs: AtomicU64,
+    sweeper_started: AtomicBool,
+}
+
+/// The idle connections to one address, most recently used last.
+#[derive(Default)]
+struct Host {
+    idle: Mutex<Vec<Idle>>,
+}
+
+struct Idle {
+    sender: SendRequest<ProxyBody>,
+    since_secs: u64,
+}
+
+impl Pool {
+    pub fn new(settings: PoolSettings) -> Pool {
+        Pool {
+            shared: Arc::new(Shared {
+                settings,
+                hosts: ArcSwap::default(),
+                adding: Mutex::new(()),
+                now_secs: AtomicU64::new(0),
+                sweeper_started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Sends `req` (absolute URI: its authority picks the connection) on an
+    /// idle connection, or a new one. A request that an idle connection
+    /// closed under before writing it goes out again on another one.
+    pub async fn send(
+        &self,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<UpstreamBody>, PoolError> {
+        let Some(authority) = req.uri().authority().cloned() else {
+            return Err(PoolError::NoAuthority);
+        };
+        let host = self.host(authority.as_str());
+        origin_form(&mut req, &authority);
+        loop {
+            let (mut sender, reused) = match host.pop() {
+                Some(sender) => (sender, true),
+                // Boxed: the connect path is rare, and would otherwise make
+                // every request's future larger.
+                None => (Box::pin(self.connect(authority.as_str())).await?, false),
+            };
+            // The previous response has ended, but the connection's task
+            // may not have noticed yet; a closed one fails here.
+            if !sender.is_ready() && sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    let reuse =
+                        (response.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| Reuse {
+                            sender,
+                            host,
+                            pool: Arc::downgrade(&self.shared),
+                            finished: false,
+                        });
+                    return Ok(response.map(|body| UpstreamBody { body, reuse }));
+                }
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(PoolError::Http(error.into_error())),
+                },
+            }
+        }
+    }
+
+    fn host(&self, authority: &str) -> Arc<Host> {
+        if let Some(host) = self.shared.hosts.load().get(authority) {
+            return Arc::clone(host);
+        }
+        let _adding = self
+            .shared
+            .adding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let hosts = self.shared.hosts.load();
+        if let Some(host) = hosts.get(authority) {
+            return Arc::clone(host);
+        }
+        let host = Arc::new(Host::default());
+        let mut with_new = HashMap::clone(&hosts);
+        with_new.insert(authority.into(), Arc::clone(&host));
+        self.shared.hosts.store(Arc::new(with_new));
+        host
+    }
+
+    async fn connect(&self, authority: &str) -> Result<SendRequest<ProxyBody>, PoolError> {
+        self.start_sweeper();
+        let settings = &self.shared.settings;
+        let failed = |source| PoolError::Connect {
+            authority: authority.to_owned(),
+            source,
+        };
+        let stream =
+            match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(authority))
+                .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => return Err(failed(error)),
+                Err(_) => {
+                    return Err(failed(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("connect timed out after {:?}", settings.connect_timeout),
+                    )))
+                }
+            };
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Closes idle connections past the idle timeout, once a second, for as
+    /// long as the pool exists. Started by the first connection (a pool may
+    /// be built before the runtime).
+    fn start_sweeper(&self) {
+        if self.shared.sweeper_started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(shared) = pool.upgrade() else { return };
+                let now = shared.now_secs.fetch_add(1, Ordering::Relaxed) + 1;
+                let max_age = shared.settings.idle_timeout.as_secs().max(1);
+                for host in shared.hosts.load().values() {
+                    host.evict(|idle| now.saturating_sub(idle.since_secs) >= max_age);
+                }
+            }
+        });
+    }
+
+    /// Idle connections kept for `authority` (tests and diagnostics).
+    pub fn idle_count(&self, authority: &str) -> usize {
+        self.shared
+            .hosts
+            .load()
+            .get(authority)
+            .map_or(0, |host| host.lock().len())
+    }
+}
+
+impl Host {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most recently used open connection (the one most likely still
+    /// open and warm).
+    fn pop(&self) -> Option<SendRequest<ProxyBody>> {
+        let mut idle = self.lock();
+        while let Some(entry) = idle.pop() {
+            if !entry.sender.is_closed() {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, sender: SendRequest<ProxyBody>, since_secs: u64, max: usize) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lock();
+        if idle.len() < max {
+            idle.push(Idle { sender, since_secs });
+        }
+    }
+
+    fn evict(&self, expired: impl Fn(&Idle) -> bool) {
+        self.lock()
+            .retain(|idle| !idle.sender.is_closed() && !expired(idle));
+    }
+}
+
+/// Rewrites an absolute upstream URI to the origin form an HTTP/1.1 request
+/// line carries, keeping the address as Host when the request has none.
+fn origin_form(req: &mut Request<ProxyBody>, authority: &http::uri::Authority) {
+    if !req.headers().contains_key(header::HOST) {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            req.headers_mut().insert(header::HOST, host);
+        }
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *req.uri_mut() = Uri::from(path);
+}
+
+/// A connection lent to one response, returned when its body has ended.
+struct Reuse {
+    sender: SendRequest<ProxyBody>,
+    host: Arc<Host>,
+    pool: Weak<Shared>,
+    finished: bool,
+}
+
+/// An upstream response body. Read to its end, it gives its connection
+/// back to the pool when dropped; dropped early or failed, the connection
+/// is closed (the rest of the response would still be on it).
+pub struct UpstreamBody {
+    body: Incoming,
+    reuse: Option<Reuse>,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("pooled", &self.reuse.is_some())
+            .finish()
+    }
+}
+
+impl From<Incoming> for UpstreamBody {
+    /// A body whose connection the pool does not own.
+    fn from(body: Incoming) -> Self {
+        UpstreamBody { body, reuse: None }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.finish(),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.finish(),
+            Poll::Ready(Some(Err(_))) => this.reuse = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl UpstreamBody {
+    fn finish(&mut self) {
+        if let Some(reuse) = &mut self.reuse {
+            reuse.finished = true;
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        let Some(reuse) = self.reuse.take() else {
+            return;
+        };
+        if !(reuse.finished || self.body.is_end_stream()) {
+            return;
+        }
+        if let Some(pool) = reuse.pool.upgrade() {
+            let now = pool.now_secs.load(Ordering::Relaxed);
+            reuse
+                .host
+                .put(reuse.sender, now, pool.settings.max_idle_per_host);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body;
+    use http_body_util::BodyExt;
+    use hyper::service::service_fn;
+    use std::net::SocketAddr;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A loopback HTTP/1.1 server counting the connections it accepts.
+    /// `/close` answers with `Connection: close`; `/big` with 1 MiB.
+    async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = service_fn(|req: Request<Incoming>| async move {
+                        let mut response = match req.uri().path() {
+                            "/big" => Response::new(body::full(vec![b'x'; 1 << 20])),
+                            path => Response::new(body::full(path.to_string())),
+                        };
+                        if req.uri().path() == "/close" {
+                            response
+                                .headers_mut()
+                                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn pool(idle_timeout: Duration, max_idle_per_host: usize) -> Pool {
+        Pool::new(PoolSettings {
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout,
+            max_idle_per_host,
+        })
+    }
+
+    fn get(addr: SocketAddr, path: &str) -> Request<ProxyBody> {
+        Request::builder()
+            .uri(format!("http://{addr}{path}"))
+            .body(body::empty())
+            .expect("request")
+    }
+
+    async fn text(response: Response<UpstreamBody>) -> String {
+        let bytes = response.into_body().collect().await.expect("body");
+        String::from_utf8(bytes.to_bytes().to_vec()).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_share_one_connection() {
+        let (addr, accepted) = server().await;
+        let pool = pool(Duration::from_secs(60), 8);
+        for i in 0..20 {
+            let response = pool.send(get(addr, &format!("/{i}"))).await.expect("send");
+            assert_eq!(text(response).await, format!("/{i}"));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(&addr.to_string()), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_open_connections_and_keep_at_most_the_cap() {
+        let (addr, accepted) = server().await;
+        let pool = pool(Duration::from_secs(60), 2);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            // Response heads held, bodies unread: each needs its own connection.
+            held.push(pool.send(get(addr, "/x")).await.expect("send"));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+        for response in held {
+            assert_eq!(text(response).await, "/x");
+        }
+        assert_eq!(pool.idle_count(&addr.to_string()), 2);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_closes_its_connection() {
+        let (addr, accepted) = server().await;
+        let pool = pool(Duration::from_secs(60), 8);
+        let response = pool.send(get(addr, "/big")).await.expect("send");
+        drop(response);
+        assert_eq!(pool.idle_count(&addr.to_string()), 0);
+        // The next request gets a connection of its own, and its own answer.
+        let response = pool.send(get(addr, "/after")).await.expect("send");
+        assert_eq!(text(response).await, "/after");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn connection_close_from_the_upstream_is_not_reused() {
+        let (addr, accepted) = server().await;
+        let pool = pool(Duration::from_secs(60), 8);
+        for _ in 0..3 {
+            let response = pool.send(get(addr, "/close")).await.expect("send");
+            assert_eq!(text(response).await, "/close");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_upstream_closed_is_replaced_without_an_error() {
+        // A server that answers one request per connection, then closes
+        // without saying so: the pooled connection goes stale.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = [0u8; 1024];
+                    let _ = stream.read(&mut buf).await;
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                });
+            }
+        });
+        let pool = pool(Duration::from_secs(60), 8);
+        // With a pause the close is seen before the next checkout; without
+        // one the request may meet the closing connection and go again.
+        for pause in [true, true, false, false, false, false] {
+            let response = pool.send(get(addr, "/")).await.expect("send");
+            assert_eq!(text(response).await, "ok");
+            if pause {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_connections_past_the_idle_timeout_are_closed() {
+        let (addr, _) = server().await;
+        let pool = pool(Duration::from_secs(1), 8);
+        let response = pool.send(get(addr, "/")).await.expect("send");
+        text(response).await;
+        assert_eq!(pool.idle_count(&addr.to_string()), 1);
+        // The sweeper runs once a second: gone within two.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(pool.idle_count(&addr.to_string()), 0);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error_naming_the_address() {
+        let addr = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("addr")
+        };
+        let pool = pool(Duration::from_secs(60), 8);
+        let error = pool.send(get(addr, "/")).await.expect_err("refused");
+        assert!(error.is_connect());
+        assert!(error.to_string().contains(&addr.to_string()), "{error}");
+    }
+}
