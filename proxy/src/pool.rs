@@ -79,6 +79,9 @@ struct Shared {
 #[derive(Default)]
 struct Host {
     idle: Mutex<Vec<Idle>>,
+    /// When a connection last came back (pool seconds): addresses nothing
+    /// used for an idle timeout are forgotten (endpoints come and go).
+    returned_secs: AtomicU64,
 }
 
 struct Idle {
@@ -111,6 +114,7 @@ impl Pool {
         };
         let host = self.host(authority.as_str());
         origin_form(&mut req, &authority);
+        let mut request_body_streams = !req.body().is_end_stream();
         loop {
             let (mut sender, reused) = match host.pop() {
                 Some(sender) => (sender, true),
@@ -118,10 +122,14 @@ impl Pool {
                 // every request's future larger.
                 None => (Box::pin(self.connect(authority.as_str())).await?, false),
             };
-            // The previous response has ended, but the connection's task
-            // may not have noticed yet; a closed one fails here.
-            if !sender.is_ready() && sender.ready().await.is_err() {
-                continue;
+            // The previous exchange on a reused connection has ended, but its
+            // task may not have noticed yet: wait a moment. A new connection
+            // that is not ready closed before the request could be written.
+            if !sender.is_ready() && !wait_ready(&mut sender, reused).await {
+                if reused {
+                    continue;
+                }
+                return Err(closed_before_sending(&authority));
             }
             match sender.try_send_request(req).await {
                 Ok(response) => {
@@ -131,12 +139,19 @@ impl Pool {
                             host,
                             pool: Arc::downgrade(&self.shared),
                             finished: false,
+                            request_body_streams,
                         });
                     return Ok(response.map(|body| UpstreamBody { body, reuse }));
                 }
+                // hyper hands a request back only when none of it was
+                // written: it can go again, on another connection.
                 Err(mut error) => match error.take_message() {
-                    Some(unsent) if reused => req = unsent,
-                    _ => return Err(PoolError::Http(error.into_error())),
+                    Some(unsent) if reused => {
+                        request_body_streams = !unsent.body().is_end_stream();
+                        req = unsent;
+                    }
+                    Some(_) => return Err(closed_before_sending(&authority)),
+                    None => return Err(PoolError::Http(error.into_error())),
                 },
             }
         }
@@ -164,24 +179,12 @@ impl Pool {
 
     async fn connect(&self, authority: &str) -> Result<SendRequest<ProxyBody>, PoolError> {
         self.start_sweeper();
-        let settings = &self.shared.settings;
+        let timeout = self.shared.settings.connect_timeout;
         let failed = |source| PoolError::Connect {
             authority: authority.to_owned(),
             source,
         };
-        let stream =
-            match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(authority))
-                .await
-            {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => return Err(failed(error)),
-                Err(_) => {
-                    return Err(failed(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("connect timed out after {:?}", settings.connect_timeout),
-                    )))
-                }
-            };
+        let stream = connect_tcp(authority, timeout).await.map_err(failed)?;
         let _ = stream.set_nodelay(true);
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -211,8 +214,13 @@ impl Pool {
                 let Some(shared) = pool.upgrade() else { return };
                 let now = shared.now_secs.fetch_add(1, Ordering::Relaxed) + 1;
                 let max_age = shared.settings.idle_timeout.as_secs().max(1);
+                let mut unused = false;
                 for host in shared.hosts.load().values() {
                     host.evict(|idle| now.saturating_sub(idle.since_secs) >= max_age);
+                    unused |= host.unused_since(now, max_age);
+                }
+                if unused {
+                    shared.forget_unused_hosts(now, max_age);
                 }
             }
         });
@@ -249,6 +257,7 @@ impl Host {
         if sender.is_closed() {
             return;
         }
+        self.returned_secs.store(since_secs, Ordering::Relaxed);
         let mut idle = self.lock();
         if idle.len() < max {
             idle.push(Idle { sender, since_secs });
@@ -259,6 +268,86 @@ impl Host {
         self.lock()
             .retain(|idle| !idle.sender.is_closed() && !expired(idle));
     }
+
+    fn unused_since(&self, now: u64, max_age: u64) -> bool {
+        now.saturating_sub(self.returned_secs.load(Ordering::Relaxed)) >= max_age
+            && self.lock().is_empty()
+    }
+}
+
+impl Shared {
+    /// Drops addresses without idle connections that nothing returned a
+    /// connection to for `max_age` (a request in flight keeps its own
+    /// reference; its connection is then closed instead of kept).
+    fn forget_unused_hosts(&self, now: u64, max_age: u64) {
+        let _adding = self.adding.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut hosts = HashMap::clone(&self.hosts.load());
+        hosts.retain(|_, host| !host.unused_since(now, max_age));
+        self.hosts.store(Arc::new(hosts));
+    }
+}
+
+/// How long a reused connection may take to become ready again after its
+/// previous response ended (normally no time at all).
+const READY_WAIT: Duration = Duration::from_secs(1);
+
+/// Waits for `sender` to accept a request; `false` if it closed (or, for a
+/// reused connection, stayed busy past [`READY_WAIT`]).
+async fn wait_ready(sender: &mut SendRequest<ProxyBody>, reused: bool) -> bool {
+    if !reused {
+        return sender.ready().await.is_ok();
+    }
+    matches!(
+        tokio::time::timeout(READY_WAIT, sender.ready()).await,
+        Ok(Ok(()))
+    )
+}
+
+fn closed_before_sending(authority: &http::uri::Authority) -> PoolError {
+    PoolError::Connect {
+        authority: authority.to_string(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "the new connection closed before the request was sent",
+        ),
+    }
+}
+
+/// Connects to `authority`: an IP address directly, a name through the
+/// resolver, trying each address with its share of `timeout` (as
+/// hyper-util's connector does), so one silent address cannot use it all.
+async fn connect_tcp(authority: &str, timeout: Duration) -> std::io::Result<TcpStream> {
+    let timed_out = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{what} timed out after {timeout:?}"),
+        )
+    };
+    if let Ok(addr) = authority.parse::<std::net::SocketAddr>() {
+        return tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| timed_out("connect"))?;
+    }
+    let started = tokio::time::Instant::now();
+    let addrs: Vec<std::net::SocketAddr> =
+        tokio::time::timeout(timeout, tokio::net::lookup_host(authority))
+            .await
+            .map_err(|_| timed_out("name resolution"))??
+            .collect();
+    let mut last_error = std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("{authority} resolves to no address"),
+    );
+    for (tried, addr) in addrs.iter().enumerate() {
+        let left = timeout.saturating_sub(started.elapsed());
+        let share = left / u32::try_from(addrs.len() - tried).unwrap_or(u32::MAX);
+        match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(error)) => last_error = error,
+            Err(_) => last_error = timed_out(&format!("connect to {addr}")),
+        }
+    }
+    Err(last_error)
 }
 
 /// Rewrites an absolute upstream URI to the origin form an HTTP/1.1 request
@@ -283,6 +372,9 @@ struct Reuse {
     host: Arc<Host>,
     pool: Weak<Shared>,
     finished: bool,
+    /// The request had a body hyper may still be writing when the response
+    /// ends (an upstream answering an upload early).
+    request_body_streams: bool,
 }
 
 /// An upstream response body. Read to its end, it gives its connection
@@ -320,7 +412,10 @@ impl Body for UpstreamBody {
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => this.finish(),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.finish(),
+            // Trailers come last; the server stops polling after them.
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() || this.body.is_end_stream() => {
+                this.finish()
+            }
             Poll::Ready(Some(Err(_))) => this.reuse = None,
             _ => {}
         }
@@ -350,6 +445,11 @@ impl Drop for UpstreamBody {
             return;
         };
         if !(reuse.finished || self.body.is_end_stream()) {
+            return;
+        }
+        // Still writing the request body: the next request would wait for
+        // an upload that may never end. Close it instead.
+        if reuse.request_body_streams && !reuse.sender.is_ready() {
             return;
         }
         if let Some(pool) = reuse.pool.upgrade() {
@@ -530,5 +630,121 @@ mod tests {
         let error = pool.send(get(addr, "/")).await.expect_err("refused");
         assert!(error.is_connect());
         assert!(error.to_string().contains(&addr.to_string()), "{error}");
+    }
+
+    /// A listener answering every connection with `handle` on raw bytes.
+    async fn raw_server<F, Fut>(handle: F) -> (SocketAddr, Arc<AtomicUsize>)
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(handle(stream));
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn an_upstream_closing_new_connections_fails_fast_as_a_connect_error() {
+        let (addr, accepted) = raw_server(|stream| async move { drop(stream) }).await;
+        let pool = pool(Duration::from_secs(60), 8);
+        let error = pool.send(get(addr, "/")).await.expect_err("closed");
+        assert!(error.is_connect(), "{error}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one attempt, no storm");
+    }
+
+    /// A request body that never ends.
+    struct Endless;
+    impl Body for Endless {
+        type Data = Bytes;
+        type Error = crate::body::BoxError;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_still_sending_an_upload_is_not_reused() {
+        // Answers at once without reading the upload, and keeps the
+        // connection open, as servers refusing a body early do.
+        let (addr, accepted) = raw_server(|mut stream| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 3\r\n\r\nbig")
+                .await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        })
+        .await;
+        let pool = pool(Duration::from_secs(60), 8);
+        let upload = Request::post(format!("http://{addr}/upload"))
+            .body(crate::body::boxed(Endless))
+            .expect("request");
+        let response = pool.send(upload).await.expect("send");
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(text(response).await, "big");
+        assert_eq!(pool.idle_count(&addr.to_string()), 0);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_response_ending_in_trailers_gives_its_connection_back() {
+        let (addr, accepted) = raw_server(|mut stream| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    return;
+                }
+                let answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-digest\r\n\r\n2\r\nok\r\n0\r\nx-digest: 1\r\n\r\n";
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        let pool = pool(Duration::from_secs(60), 8);
+        for _ in 0..3 {
+            let mut request = get(addr, "/");
+            request
+                .headers_mut()
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+            let mut body = pool.send(request).await.expect("send").into_body();
+            // Read as hyper's server does: up to the trailers, then drop.
+            loop {
+                let frame = body.frame().await.expect("frame").expect("ok");
+                if frame.is_trailers() {
+                    break;
+                }
+            }
+            drop(body);
+            assert_eq!(pool.idle_count(&addr.to_string()), 1);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_named_by_host_name_is_resolved() {
+        let (addr, _) = server().await;
+        let pool = pool(Duration::from_secs(60), 8);
+        let request = Request::builder()
+            .uri(format!("http://localhost:{}/named", addr.port()))
+            .body(body::empty())
+            .expect("request");
+        let response = pool.send(request).await.expect("send");
+        assert_eq!(text(response).await, "/named");
     }
 }
