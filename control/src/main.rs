@@ -29,7 +29,8 @@ enum Command {
         /// Worker threads; 1 gives a single-threaded runtime. Default: one per core.
         #[arg(long)]
         workers: Option<usize>,
-        /// Do not watch the config file; reload only on SIGHUP or the admin API.
+        /// Do not watch the config and certificate files; reload both only on
+        /// SIGHUP or the admin API.
         #[arg(long)]
         no_watch: bool,
     },

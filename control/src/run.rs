@@ -41,7 +41,6 @@ pub enum StartError {
 }
 
 /// How to start beyond what the config says.
-#[derive(Default)]
 pub struct StartOptions {
     /// The file the config came from: enables reload (API, watcher).
     pub config_path: Option<PathBuf>,
@@ -49,8 +48,20 @@ pub struct StartOptions {
     pub config_text: Option<String>,
     /// `SWITCHYARD_ADMIN_TOKEN`.
     pub admin_token: Option<String>,
-    /// Watch the config file for changes.
+    /// Watch the config file (and the listener's certificates) for changes;
+    /// on unless turned off (`--no-watch`).
     pub watch: bool,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            config_path: None,
+            config_text: None,
+            admin_token: None,
+            watch: true,
+        }
+    }
 }
 
 /// A running proxy: its bound addresses, its control plane and a way to stop.
@@ -180,7 +191,10 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         background.push(crate::reload::watch_file(Arc::clone(&plane), path)?);
     }
     if let Some(tls) = &server_tls {
-        background.push(crate::tls_reload::watch_certificates(Arc::clone(tls))?);
+        if options.watch {
+            background.push(crate::tls_reload::watch_certificates(Arc::clone(tls))?);
+        }
+        plane.observe(crate::tls_reload::on_config_reload(Arc::clone(tls)));
     }
     let mut listener_settings = config.listener_settings();
     listener_settings.tls = server_tls;

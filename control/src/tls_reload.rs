@@ -1,8 +1,9 @@
 //! Certificate reload: when a certificate or key file of the listener
-//! changes on disk, every certificate is re-read and swapped in for new
-//! handshakes; established connections keep theirs. Same directory watch as
-//! the config file ([`crate::reload`]): cert-manager and Kubernetes Secrets
-//! replace files by rename or by swapping a `..data` symlink.
+//! changes on disk, and on every config reload (SIGHUP, the admin API), every
+//! certificate is re-read and swapped in for new handshakes; established
+//! connections keep theirs. Same directory watch as the config file
+//! ([`crate::reload`]): cert-manager and Kubernetes Secrets replace files by
+//! rename or by swapping a `..data` symlink.
 //!
 //! A half-written pair (new certificate, old key) fails the key check and
 //! changes nothing; the write of the second file triggers another attempt.
@@ -15,7 +16,29 @@ use notify::RecommendedWatcher;
 use switchyard_proxy::tls::ServerTls;
 use tokio::sync::mpsc;
 
+use crate::plane::{Observer, PlaneEvent};
 use crate::reload::{concerns, watch_dirs, SETTLE};
+
+/// Re-reads the certificates after every successful config reload: what
+/// `nginx -s reload` users expect, and the way to rotate them when files
+/// are not watched (`--no-watch`).
+pub fn on_config_reload(tls: Arc<ServerTls>) -> Observer {
+    Box::new(move |event| {
+        if let PlaneEvent::Reload { ok: true } = event {
+            reload(&tls);
+        }
+    })
+}
+
+fn reload(tls: &ServerTls) {
+    match tls.reload() {
+        Ok(true) => tracing::info!("TLS certificates reloaded"),
+        Ok(false) => {}
+        Err(error) => {
+            tracing::warn!(%error, "TLS certificates not reloaded; serving the previous ones")
+        }
+    }
+}
 
 /// Watches the listener's certificate and key files and reloads `tls` when
 /// one changes. Runs until the returned task is aborted.
@@ -47,13 +70,7 @@ pub fn watch_certificates(tls: Arc<ServerTls>) -> notify::Result<tokio::task::Jo
         while rx.recv().await.is_some() {
             tokio::time::sleep(SETTLE).await;
             while rx.try_recv().is_ok() {}
-            match tls.reload() {
-                Ok(true) => tracing::info!("TLS certificates reloaded"),
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "TLS certificates not reloaded; serving the previous ones")
-                }
-            }
+            reload(&tls);
             for file in &files {
                 if let Err(error) = watch_dirs(&mut watcher, &mut watched, file) {
                     tracing::warn!(%error, "cannot watch a certificate's directory");

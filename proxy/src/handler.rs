@@ -131,7 +131,7 @@ impl Proxy {
 
         // Forward: the upstream request.
         let upstream_req = forward::upstream_request(
-            req.map(body::boxed),
+            req.map(body::request),
             &endpoint.authority,
             client,
             self.inner.scheme,

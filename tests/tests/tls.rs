@@ -1,6 +1,7 @@
 //! TLS end to end, with a CA and certificates made in the test (rcgen):
 //! HTTP/1.1 and h2 chosen by ALPN, the certificate chosen by SNI, a rotated
-//! certificate file served to new connections while an open one goes on,
+//! certificate file served to new connections while an open one goes on
+//! (and re-read on a config reload when files are not watched),
 //! HTTPS and HTTP/2 to upstream versions, and the errors `check` and start
 //! give for unusable files.
 
@@ -299,6 +300,46 @@ async fn a_rotated_certificate_is_served_to_new_connections() {
         assert_eq!(h1_get(&mut open, "/").await.status, StatusCode::OK);
     }
     proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_watching_a_config_reload_rotates_the_certificate() {
+    let pki = Pki::new("reload");
+    let old = pki.leaf("site", &["a.test"]);
+    let stable = backend("stable").start().await;
+    let text = config(&format!(
+        "[listen.tls]\ncert = {:?}\nkey = {:?}\n\n{}",
+        old.cert.display().to_string(),
+        old.key.display().to_string(),
+        route("web").backend("stable", 1, &stable).build()
+    ));
+    let parsed = switchyard_control::Config::parse(&text, "switchyard.toml").expect("config");
+    let options = switchyard_control::StartOptions {
+        config_path: Some(write_config(&pki.dir, &text)),
+        config_text: Some(text.clone()),
+        admin_token: None,
+        watch: false, // `switchyard run --no-watch`
+    };
+    let running = switchyard_control::start_with(&parsed, options)
+        .await
+        .expect("start");
+    let served = |addr| {
+        let pki = &pki;
+        async move { peer_cert(&tls_connect(addr, pki, "a.test", &[b"http/1.1"]).await) }
+    };
+    assert_eq!(served(running.data_addr).await, old.der);
+
+    let new = pki.leaf("site", &["a.test"]);
+    // Not watched: new files alone change nothing…
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(served(running.data_addr).await, old.der);
+    // …what SIGHUP and POST /api/v1/reload do (an unchanged config) does.
+    running
+        .plane
+        .reload(switchyard_control::history::Source::Signal)
+        .expect("reload");
+    assert_eq!(served(running.data_addr).await, new.der);
+    running.shutdown().await;
 }
 
 /// A backend answering `NAME HTTP/x` (the protocol it was spoken to in),
