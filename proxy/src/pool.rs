@@ -470,9 +470,12 @@ mod tests {
     use std::net::SocketAddr;
     use std::sync::atomic::AtomicUsize;
 
-    /// A loopback HTTP/1.1 server counting the connections it accepts.
-    /// `/close` answers with `Connection: close`; `/big` with 1 MiB.
-    async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
+    /// A listener answering every connection with `handle` on raw bytes.
+    async fn raw_server<F, Fut>(handle: F) -> (SocketAddr, Arc<AtomicUsize>)
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -482,26 +485,33 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let service = service_fn(|req: Request<Incoming>| async move {
-                        let mut response = match req.uri().path() {
-                            "/big" => Response::new(body::full(vec![b'x'; 1 << 20])),
-                            path => Response::new(body::full(path.to_string())),
-                        };
-                        if req.uri().path() == "/close" {
-                            response
-                                .headers_mut()
-                                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                        }
-                        Ok::<_, std::convert::Infallible>(response)
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                tokio::spawn(handle(stream));
             }
         });
         (addr, accepted)
+    }
+
+    /// A loopback HTTP/1.1 server counting the connections it accepts.
+    /// `/close` answers with `Connection: close`; `/big` with 1 MiB.
+    async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
+        raw_server(|stream| async move {
+            let service = service_fn(|req: Request<Incoming>| async move {
+                let mut response = match req.uri().path() {
+                    "/big" => Response::new(body::full(vec![b'x'; 1 << 20])),
+                    path => Response::new(body::full(path.to_string())),
+                };
+                if req.uri().path() == "/close" {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        })
+        .await
     }
 
     fn pool(idle_timeout: Duration, max_idle_per_host: usize) -> Pool {
@@ -580,22 +590,15 @@ mod tests {
     async fn an_idle_connection_the_upstream_closed_is_replaced_without_an_error() {
         // A server that answers one request per connection, then closes
         // without saying so: the pooled connection goes stale.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                    let mut buf = [0u8; 1024];
-                    let _ = stream.read(&mut buf).await;
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await;
-                });
-            }
-        });
+        let (addr, _) = raw_server(|mut stream| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+        })
+        .await;
         let pool = pool(Duration::from_secs(60), 8);
         // With a pause the close is seen before the next checkout; without
         // one the request may meet the closing connection and go again.
@@ -630,27 +633,6 @@ mod tests {
         let error = pool.send(get(addr, "/")).await.expect_err("refused");
         assert!(error.is_connect());
         assert!(error.to_string().contains(&addr.to_string()), "{error}");
-    }
-
-    /// A listener answering every connection with `handle` on raw bytes.
-    async fn raw_server<F, Fut>(handle: F) -> (SocketAddr, Arc<AtomicUsize>)
-    where
-        F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&accepted);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(handle(stream));
-            }
-        });
-        (addr, accepted)
     }
 
     #[tokio::test]
