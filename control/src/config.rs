@@ -562,9 +562,15 @@ impl Config {
                 message: format!("cannot read the file: {e}"),
             }],
         })?;
+        Config::parse_checked(&text, path)
+    }
+
+    /// Parses and validates the text of the file at `path`, including that
+    /// every certificate, key and CA file it names can be used.
+    pub fn parse_checked(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         let source_name = path.display().to_string();
-        let config = Config::parse(&text, &source_name)?;
-        let errors = config.check_files(Some(&text), path.parent());
+        let config = Config::parse(text, &source_name)?;
+        let errors = config.check_files(Some(text), path.parent());
         if errors.is_empty() {
             Ok(config)
         } else {

@@ -251,8 +251,9 @@ impl ControlPlane {
         let mut state = self.state();
         let read = std::fs::read_to_string(path);
         let parsed = match &read {
-            Ok(text) => Config::parse(text, &path.display().to_string())
-                .map_err(|errors| errors.to_string()),
+            // The files it names too: a broken CA or certificate file fails
+            // the reload instead of breaking traffic after it.
+            Ok(text) => Config::parse_checked(text, path).map_err(|errors| errors.to_string()),
             Err(e) => Err(format!("{}: cannot read the file: {e}", path.display())),
         };
         let text = read.ok();

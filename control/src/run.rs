@@ -130,8 +130,8 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
     } else {
         "http"
     };
-    let proxy = Proxy::new(table.clone(), Upstream::new(&upstream_settings), scheme)
-        .with_metrics(metrics.clone());
+    let upstream = Upstream::new(&upstream_settings);
+    let proxy = Proxy::new(table.clone(), upstream.clone(), scheme).with_metrics(metrics.clone());
     let upgraded_connections = Arc::clone(proxy.upgraded_connections());
     let upgraded = crate::stats::AtomicGauge::new(
         "switchyard_connections_upgraded",
@@ -190,6 +190,10 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
     if let (true, Some(path)) = (options.watch, options.config_path.clone()) {
         background.push(crate::reload::watch_file(Arc::clone(&plane), path)?);
     }
+    plane.observe(crate::tls_reload::upstream_trust_on_config_reload(
+        upstream,
+        table.clone(),
+    ));
     if let Some(tls) = &server_tls {
         if options.watch {
             background.push(crate::tls_reload::watch_certificates(Arc::clone(tls))?);

@@ -7,6 +7,9 @@
 //!
 //! A half-written pair (new certificate, old key) fails the key check and
 //! changes nothing; the write of the second file triggers another attempt.
+//!
+//! The CA files versions trust upstream (`ca_file`) are re-read on every
+//! config reload too.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -14,6 +17,7 @@ use std::sync::Arc;
 
 use notify::RecommendedWatcher;
 use switchyard_proxy::tls::ServerTls;
+use switchyard_proxy::{TableHandle, Upstream};
 use tokio::sync::mpsc;
 
 use crate::plane::{Observer, PlaneEvent};
@@ -26,6 +30,27 @@ pub fn on_config_reload(tls: Arc<ServerTls>) -> Observer {
     Box::new(move |event| {
         if let PlaneEvent::Reload { ok: true } = event {
             reload(&tls);
+        }
+    })
+}
+
+/// Re-reads the upstream CA files of the live table's versions after every
+/// successful config reload (the reload has already checked them).
+pub fn upstream_trust_on_config_reload(upstream: Upstream, table: TableHandle) -> Observer {
+    Box::new(move |event| {
+        if let PlaneEvent::Reload { ok: true } = event {
+            let table = table.load();
+            let transports = table
+                .routes()
+                .iter()
+                .flat_map(|route| route.versions.iter().map(|v| &v.transport));
+            match upstream.reload_tls(transports) {
+                Ok(0) => {}
+                Ok(clients) => tracing::info!(clients, "upstream TLS trust re-read"),
+                Err(error) => {
+                    tracing::warn!(%error, "upstream TLS trust not re-read; keeping the previous")
+                }
+            }
         }
     })
 }

@@ -208,6 +208,28 @@ impl Upstream {
         Ok(TransportClient::Tls(builder.build(connector)))
     }
 
+    /// Re-reads the CA files of `transports` (those with TLS): builds their
+    /// clients anew and swaps them in, all or none, so a reload picks up a
+    /// rotated CA. New requests use new pools; open connections finish on
+    /// the old ones. Returns how many clients were replaced.
+    pub fn reload_tls<'a>(
+        &self,
+        transports: impl IntoIterator<Item = &'a Transport>,
+    ) -> Result<usize, TlsError> {
+        let mut fresh = HashMap::new();
+        for transport in transports {
+            if transport.tls.is_some() && !fresh.contains_key(transport) {
+                fresh.insert(transport.clone(), self.build_transport(transport)?);
+            }
+        }
+        let replaced = fresh.len();
+        self.others
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(fresh);
+        Ok(replaced)
+    }
+
     /// Clients with the same settings and pools of their own.
     pub fn separate_pool(&self) -> Upstream {
         Upstream::new(&self.settings)

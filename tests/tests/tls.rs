@@ -1,7 +1,8 @@
 //! TLS end to end, with a CA and certificates made in the test (rcgen):
 //! HTTP/1.1 and h2 chosen by ALPN, the certificate chosen by SNI, a rotated
 //! certificate file served to new connections while an open one goes on
-//! (and re-read on a config reload when files are not watched),
+//! (and re-read on a config reload when files are not watched), upstream
+//! CA files re-read on a reload,
 //! HTTPS and HTTP/2 to upstream versions, and the errors `check` and start
 //! give for unusable files.
 
@@ -339,6 +340,71 @@ async fn without_watching_a_config_reload_rotates_the_certificate() {
         .reload(switchyard_control::history::Source::Signal)
         .expect("reload");
     assert_eq!(served(running.data_addr).await, new.der);
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_reload_rereads_the_upstream_ca_file() {
+    // The internal CA rotates: a new backend has a certificate from the new
+    // CA, written over the same `ca_file`.
+    let old_ca = Pki::new("trust-old");
+    let new_ca = Pki::new("trust-new");
+    let (old_backend, _a) = protocol_backend(
+        "old",
+        Some(old_ca.server_config(&old_ca.leaf("backend", &["backend.test"]), &[b"http/1.1"])),
+    )
+    .await;
+    let (new_backend, _b) = protocol_backend(
+        "new",
+        Some(new_ca.server_config(&new_ca.leaf("backend", &["backend.test"]), &[b"http/1.1"])),
+    )
+    .await;
+    let ca_file = old_ca.dir.join("trusted-ca.pem");
+    std::fs::copy(old_ca.ca_file(), &ca_file).expect("copy CA");
+    let text_for = |backend| {
+        let keys = format!(
+            "  tls = true\n  ca_file = {:?}\n  server_name = \"backend.test\"\n",
+            ca_file.display().to_string()
+        );
+        config(&format!(
+            "[[routes]]\nname = \"web\"\npath_prefix = \"/\"\n{}",
+            version_toml("v", backend, &keys)
+        ))
+    };
+    let text = text_for(old_backend);
+    let path = write_config(&old_ca.dir, &text);
+    let parsed = switchyard_control::Config::parse(&text, "switchyard.toml").expect("config");
+    let options = switchyard_control::StartOptions {
+        config_path: Some(path.clone()),
+        config_text: Some(text),
+        admin_token: None,
+        watch: false,
+    };
+    let running = switchyard_control::start_with(&parsed, options)
+        .await
+        .expect("start");
+    let client = client();
+    let url = format!("http://{}/", running.data_addr);
+    assert_eq!(get(&client, &url).await.text(), "old HTTP/1.1");
+
+    std::fs::copy(new_ca.ca_file(), &ca_file).expect("rotate CA");
+    std::fs::write(&path, text_for(new_backend)).expect("new endpoint");
+    running
+        .plane
+        .reload(switchyard_control::history::Source::Signal)
+        .expect("reload");
+    let reply = get(&client, &url).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.text(), "new HTTP/1.1");
+
+    // An unusable CA file fails the reload and keeps what works.
+    std::fs::write(&ca_file, "not a certificate").expect("break CA");
+    std::fs::write(&path, text_for(old_backend)).expect("old endpoint");
+    assert!(running
+        .plane
+        .reload(switchyard_control::history::Source::Signal)
+        .is_err());
+    assert_eq!(get(&client, &url).await.text(), "new HTTP/1.1");
     running.shutdown().await;
 }
 
