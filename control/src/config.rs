@@ -154,6 +154,10 @@ pub struct Timeouts {
     /// Idle pooled upstream connections are closed after this.
     #[serde(default = "secs::<90>")]
     pub upstream_idle: Dur,
+    /// An upgraded (WebSocket) connection with no bytes either way for this
+    /// long is closed.
+    #[serde(default = "secs::<3600>")]
+    pub tunnel_idle: Dur,
     /// Shutdown waits this long for in-flight requests.
     #[serde(default = "secs::<10>")]
     pub drain: Dur,
@@ -166,6 +170,7 @@ impl Default for Timeouts {
             upstream_response: secs::<30>(),
             client_idle: secs::<60>(),
             upstream_idle: secs::<90>(),
+            tunnel_idle: secs::<3600>(),
             drain: secs::<10>(),
         }
     }
@@ -1005,6 +1010,7 @@ impl Config {
                 version_header: self.proxy.version_header,
                 revision_header: self.proxy.revision_header,
                 version_override: routing::version_override(&self.proxy),
+                tunnel_idle: self.timeouts.tunnel_idle.0,
             },
         }
     }

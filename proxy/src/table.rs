@@ -38,6 +38,8 @@ pub struct Settings {
     pub revision_header: bool,
     /// The request header that forces a version; `None`: disabled.
     pub version_override: Option<VersionOverride>,
+    /// Upgraded (WebSocket) connections idle this long either way close.
+    pub tunnel_idle: Duration,
 }
 
 impl Default for Settings {
@@ -46,6 +48,7 @@ impl Default for Settings {
             version_header: true,
             revision_header: false,
             version_override: None,
+            tunnel_idle: Duration::from_secs(3600),
         }
     }
 }

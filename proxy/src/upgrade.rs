@@ -1,19 +1,24 @@
 //! HTTP/1.1 Upgrade (WebSocket) passthrough. A request asking to upgrade
 //! keeps its `Connection: upgrade` and `Upgrade` headers on the way to the
 //! chosen version; when that version answers 101, hyper hands over both
-//! connections and bytes are copied both ways until either side closes.
+//! connections and bytes are copied both ways until either side closes, or
+//! nothing has moved either way for the tunnel idle timeout.
 //!
 //! A tunnel holds nothing of the routing table, so table swaps never touch
 //! it; open tunnels are counted in a gauge. They are not part of the
 //! listener's drain: shutdown waits for requests, not for tunnels.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A request that asked to switch protocols, with hyper's handle on the
 /// client's connection.
@@ -66,6 +71,7 @@ impl UpgradeRequest {
         self,
         response: &mut Response<B>,
         open: &Arc<AtomicI64>,
+        idle_timeout: Duration,
     ) -> Option<HeaderValue> {
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             return None;
@@ -87,14 +93,115 @@ impl UpgradeRequest {
                 }
             };
             let _counted = Counted::new(open);
-            let mut client = TokioIo::new(client);
-            let mut upstream = TokioIo::new(upstream);
-            match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
-                Err(error) => tracing::debug!(%error, "upgraded connection ended"),
+            let activity = Activity::new();
+            let mut client = Active::new(TokioIo::new(client), &activity);
+            let mut upstream = Active::new(TokioIo::new(upstream), &activity);
+            let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+            match activity.close_when_idle(copy, idle_timeout).await {
+                Some(Ok((up, down))) => tracing::debug!(up, down, "upgraded connection closed"),
+                Some(Err(error)) => tracing::debug!(%error, "upgraded connection ended"),
+                None => tracing::debug!(?idle_timeout, "upgraded connection idle: closed"),
             }
         });
         Some(protocol)
+    }
+}
+
+/// When a tunnel last moved bytes, shared by its two ends.
+#[derive(Clone)]
+struct Activity {
+    since: Instant,
+    /// Milliseconds after `since` of the last read on either end.
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            since: Instant::now(),
+            last_ms: Arc::default(),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.since + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Runs `copy` to its end, or `None` once nothing moved for `idle`
+    /// (dropping the copy closes both connections). One timer per tunnel,
+    /// re-armed only when it fires.
+    async fn close_when_idle<F: std::future::Future>(
+        self,
+        copy: F,
+        idle: Duration,
+    ) -> Option<F::Output> {
+        tokio::pin!(copy);
+        let mut deadline = self.last() + idle;
+        loop {
+            tokio::select! {
+                done = &mut copy => return Some(done),
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    let next = self.last() + idle;
+                    if next <= Instant::now() {
+                        return None;
+                    }
+                    deadline = next;
+                }
+            }
+        }
+    }
+}
+
+/// One end of a tunnel, noting each read in the tunnel's [`Activity`].
+struct Active<T> {
+    io: T,
+    activity: Activity,
+}
+
+impl<T> Active<T> {
+    fn new(io: T, activity: &Activity) -> Active<T> {
+        Active {
+            io,
+            activity: activity.clone(),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Active<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Active<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

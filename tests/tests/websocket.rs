@@ -1,7 +1,8 @@
 //! WebSocket passthrough: the handshake reaches the chosen version, its 101
 //! switches the client's connection too, messages echo both ways, an open
 //! WebSocket survives a table swap that sends new connections elsewhere,
-//! and the upgraded-connection gauge follows opens and closes.
+//! the upgraded-connection gauge follows opens and closes, and a tunnel
+//! idle past `[timeouts] tunnel_idle` is closed.
 
 mod support;
 
@@ -171,5 +172,47 @@ async fn websocket_echo_survives_a_table_swap() {
     // Plain requests on the same route are unaffected by upgrade handling.
     let plain = proxy.get("/").await;
     assert_ne!(plain.status, 101);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tunnel_is_closed_and_a_busy_one_is_not() {
+    let stable = echo_backend("stable").await;
+    let proxy = start_proxy(&format!(
+        "[timeouts]\ntunnel_idle = \"400ms\"\n\n{}",
+        config(
+            &route("ws")
+                .version("stable", 1, &[stable.addr.to_string()])
+                .build()
+        )
+    ))
+    .await;
+    let gauge = Arc::clone(&proxy.running.upgraded_connections);
+    let mut busy = connect(&proxy).await;
+    let mut idle = connect(&proxy).await;
+    assert_eq!(echo(&mut busy, "hello").await, "stable:hello");
+    assert_eq!(echo(&mut idle, "hello").await, "stable:hello");
+    wait_for_gauge(&gauge, 2).await;
+
+    // Over three idle timeouts, one tunnel keeps talking, the other is quiet.
+    for i in 0..12 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            echo(&mut busy, &format!("m{i}")).await,
+            format!("stable:m{i}")
+        );
+    }
+    wait_for_gauge(&gauge, 1).await;
+    let closed = bounded(
+        Duration::from_secs(10),
+        "the idle tunnel's end",
+        idle.next(),
+    )
+    .await;
+    assert!(
+        !matches!(closed, Some(Ok(Message::Text(_)))),
+        "the idle tunnel should be closed: {closed:?}"
+    );
+    assert_eq!(echo(&mut busy, "still").await, "stable:still");
     proxy.shutdown().await;
 }
