@@ -5,10 +5,10 @@
 //! table, which every weight change pays once.
 
 use std::hint::black_box;
-use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use switchyard_benches::two_threads;
 use switchyard_proxy::{RoutingTable, TableHandle, TableSpec};
 
 /// A small but realistic table: a host-specific API route, a wildcard
@@ -76,33 +76,12 @@ fn single_thread(c: &mut Criterion) {
 
 /// Two threads route at once for `iters` requests each; the figure is the
 /// wall time per request of one thread while the other contends.
-fn two_threads(c: &mut Criterion) {
+fn contended(c: &mut Criterion) {
     let handle = TableHandle::new(spec()).expect("table");
     let mut group = c.benchmark_group("load+find+pick");
     group.throughput(Throughput::Elements(1));
     group.bench_function("2 threads", |b| {
-        b.iter_custom(|iters| {
-            let barrier = Barrier::new(2);
-            let elapsed: Vec<Duration> = std::thread::scope(|scope| {
-                let workers: Vec<_> = (0..2)
-                    .map(|_| {
-                        scope.spawn(|| {
-                            barrier.wait();
-                            let start = Instant::now();
-                            for _ in 0..iters {
-                                black_box(route_one(&handle));
-                            }
-                            start.elapsed()
-                        })
-                    })
-                    .collect();
-                workers
-                    .into_iter()
-                    .map(|w| w.join().expect("bench thread"))
-                    .collect()
-            });
-            elapsed.into_iter().max().unwrap_or_default()
-        })
+        b.iter_custom(|iters| two_threads(iters, || route_one(&handle)))
     });
     group.finish();
 }
@@ -120,6 +99,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = single_thread, two_threads, table_build
+    targets = single_thread, contended, table_build
 }
 criterion_main!(benches);

@@ -152,8 +152,13 @@ impl Proxy {
         let mut response = self.send(route, version, endpoint, upstream_req).await?;
 
         // Response.
-        let idle = table.settings().tunnel_idle;
-        let switched = upgrade.and_then(|u| u.tunnel(&mut response, &self.inner.upgraded, idle));
+        let switched = upgrade.and_then(|u| {
+            u.tunnel(
+                &mut response,
+                &self.inner.upgraded,
+                table.settings().tunnel_idle,
+            )
+        });
         let mut response = comparison.attach(metrics::boxed_response(measure.take(), response));
         forward::downstream_response(&mut response);
         if let Some(protocol) = switched {
