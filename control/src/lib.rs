@@ -12,6 +12,7 @@ pub mod health;
 pub mod history;
 pub mod plane;
 pub mod reload;
+pub mod resident;
 pub mod rollout;
 pub mod run;
 pub mod shadows;

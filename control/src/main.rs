@@ -128,6 +128,10 @@ fn main() -> ExitCode {
                 running.keep(switchyard_control::reload::on_sighup(
                     std::sync::Arc::clone(&running.plane),
                 )?);
+                match switchyard_control::resident::release_startup_pages() {
+                    Ok(kib) => tracing::debug!(kib, "released start-up pages"),
+                    Err(error) => tracing::debug!(%error, "cannot release start-up pages"),
+                }
                 wait_for_stop_signal().await;
                 tracing::info!("shutting down: draining in-flight requests");
                 running.shutdown().await;
