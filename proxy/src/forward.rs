@@ -80,6 +80,8 @@ pub enum UpstreamError {
     Client(#[from] hyper_util::client::legacy::Error),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("no response headers within {0:?}")]
+    Timeout(Duration),
 }
 
 impl UpstreamError {
@@ -89,7 +91,16 @@ impl UpstreamError {
             UpstreamError::Pool(error) => error.is_connect(),
             UpstreamError::Client(error) => error.is_connect(),
             UpstreamError::Tls(_) => true,
+            UpstreamError::Timeout(_) => false,
         }
+    }
+
+    /// The response headers did not arrive in time (connecting included).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Timeout(_) | UpstreamError::Pool(PoolError::Timeout(_))
+        )
     }
 
     /// The failure itself, for walking its causes (`transparent` would
@@ -100,6 +111,7 @@ impl UpstreamError {
             UpstreamError::Pool(error) => error,
             UpstreamError::Client(error) => error,
             UpstreamError::Tls(error) => error,
+            UpstreamError::Timeout(_) => self,
         }
     }
 }
@@ -150,20 +162,25 @@ impl Upstream {
     }
 
     /// Sends `req` (absolute URI) over `transport` (for TLS, as an `https`
-    /// URI) up to the response headers.
+    /// URI) and waits up to `timeout` for the response headers.
     pub async fn send(
         &self,
         transport: &Transport,
         mut req: Request<ProxyBody>,
+        timeout: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         if transport.is_plain() {
-            return Ok(self.pool.send(req).await?);
+            return Ok(self.pool.send(req, timeout).await?);
         }
         let client = self.transport_client(transport)?;
         if transport.tls.is_some() {
             set_scheme(&mut req, Scheme::HTTPS);
         }
-        client.request(req).await
+        // Boxed: rarer than plain HTTP/1.1, and it would otherwise make
+        // every request's future larger.
+        Box::pin(tokio::time::timeout(timeout, client.request(req)))
+            .await
+            .map_err(|_| UpstreamError::Timeout(timeout))?
     }
 
     fn transport_client(&self, transport: &Transport) -> Result<TransportClient, TlsError> {

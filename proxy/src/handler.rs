@@ -199,7 +199,9 @@ impl Proxy {
                 tracing::debug!(%error, retry = %other.authority, "retrying on another endpoint");
                 let req = forward::retarget(copy, &other.authority)
                     .map_err(|e| ProxyError::BadRequest(format!("cannot build the retry: {e}")))?;
-                self.call(route, version, other, req).await
+                // Boxed: rare, and its own copy of the call would double
+                // the size of every request's future.
+                Box::pin(self.call(route, version, other, req)).await
             }
             result => result,
         }
@@ -214,18 +216,22 @@ impl Proxy {
         endpoint: &Endpoint,
         req: Request<ProxyBody>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
-        let call = self.inner.upstream.send(&version.transport, req);
-        let result = match tokio::time::timeout(route.timeout, call).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(ProxyError::upstream(
-                &error,
-                &version.name,
-                endpoint.authority.as_str(),
-            )),
-            Err(_) => Err(ProxyError::timeout(
+        let result = match self
+            .inner
+            .upstream
+            .send(&version.transport, req, route.timeout)
+            .await
+        {
+            Ok(response) => Ok(response),
+            Err(error) if error.is_timeout() => Err(ProxyError::timeout(
                 &version.name,
                 endpoint.authority.as_str(),
                 route.timeout,
+            )),
+            Err(error) => Err(ProxyError::upstream(
+                &error,
+                &version.name,
+                endpoint.authority.as_str(),
             )),
         };
         if let Some(policy) = &route.outlier {

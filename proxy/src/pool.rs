@@ -9,7 +9,8 @@
 //! drop), and a checkout is one lookup and a pop.
 
 use std::collections::HashMap;
-use std::pin::Pin;
+use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
@@ -25,6 +26,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use crate::body::ProxyBody;
 
@@ -39,6 +41,8 @@ pub enum PoolError {
     },
     #[error("the upstream request has no address (authority) in its URI")]
     NoAuthority,
+    #[error("no response headers within {0:?}")]
+    Timeout(Duration),
     #[error(transparent)]
     Http(#[from] hyper::Error),
 }
@@ -85,8 +89,57 @@ struct Host {
 }
 
 struct Idle {
-    sender: SendRequest<ProxyBody>,
+    conn: Conn,
     since_secs: u64,
+}
+
+/// Waits for `exchange` until `deadline`; `None` if it passes first.
+///
+/// Registering a timer per request is, after the HTTP work itself, the
+/// largest cost a request has. Responses come long before the timeout,
+/// so the timer is left where it is when it would fire before the
+/// deadline (it was set for an earlier request): when it does fire, the
+/// deadline is checked and the timer moved to it. A busy connection
+/// re-arms about once per timeout instead of once per request.
+async fn respond_by<F: Future>(
+    timer: &mut Pin<Box<Sleep>>,
+    deadline: Instant,
+    mut exchange: Pin<&mut F>,
+) -> Option<F::Output> {
+    if timer.deadline() > deadline {
+        timer.as_mut().reset(deadline);
+    }
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(done) = exchange.as_mut().poll(cx) {
+            return Poll::Ready(Some(done));
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return Poll::Ready(None);
+            }
+            timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// A pooled connection and its response timer.
+struct Conn {
+    sender: SendRequest<ProxyBody>,
+    /// Bounds the wait for response headers. It belongs to the connection
+    /// rather than the request so that it is armed once per timeout period
+    /// instead of once per request (see [`respond_by`]).
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Conn {
+    fn new(sender: SendRequest<ProxyBody>, deadline: Instant) -> Conn {
+        Conn {
+            sender,
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
 }
 
 impl Pool {
@@ -103,12 +156,15 @@ impl Pool {
     }
 
     /// Sends `req` (absolute URI: its authority picks the connection) on an
-    /// idle connection, or a new one. A request that an idle connection
-    /// closed under before writing it goes out again on another one.
+    /// idle connection, or a new one, and waits up to `timeout` for the
+    /// response headers. A request that an idle connection closed under
+    /// before writing it goes out again on another one.
     pub async fn send(
         &self,
         mut req: Request<ProxyBody>,
+        timeout: Duration,
     ) -> Result<Response<UpstreamBody>, PoolError> {
+        let deadline = Instant::now() + timeout;
         let Some(authority) = req.uri().authority().cloned() else {
             return Err(PoolError::NoAuthority);
         };
@@ -116,26 +172,36 @@ impl Pool {
         origin_form(&mut req, &authority);
         let mut request_body_streams = !req.body().is_end_stream();
         loop {
-            let (mut sender, reused) = match host.pop() {
-                Some(sender) => (sender, true),
+            let (mut conn, reused) = match host.pop() {
+                Some(conn) => (conn, true),
                 // Boxed: the connect path is rare, and would otherwise make
                 // every request's future larger.
-                None => (Box::pin(self.connect(authority.as_str())).await?, false),
+                None => {
+                    let connect = tokio::time::timeout_at(deadline, self.connect(&authority));
+                    let sender = Box::pin(connect)
+                        .await
+                        .map_err(|_| PoolError::Timeout(timeout))??;
+                    (Conn::new(sender, deadline), false)
+                }
             };
             // The previous exchange on a reused connection has ended, but its
             // task may not have noticed yet: wait a moment. A new connection
             // that is not ready closed before the request could be written.
-            if !sender.is_ready() && !wait_ready(&mut sender, reused).await {
+            if !conn.sender.is_ready() && !wait_ready(&mut conn.sender, reused).await {
                 if reused {
                     continue;
                 }
                 return Err(closed_before_sending(&authority));
             }
-            match sender.try_send_request(req).await {
+            let exchange = pin!(conn.sender.try_send_request(req));
+            let Some(outcome) = respond_by(&mut conn.timer, deadline, exchange).await else {
+                return Err(PoolError::Timeout(timeout));
+            };
+            match outcome {
                 Ok(response) => {
                     let reuse =
                         (response.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| Reuse {
-                            sender,
+                            conn,
                             host,
                             pool: Arc::downgrade(&self.shared),
                             finished: false,
@@ -177,8 +243,12 @@ impl Pool {
         host
     }
 
-    async fn connect(&self, authority: &str) -> Result<SendRequest<ProxyBody>, PoolError> {
+    async fn connect(
+        &self,
+        authority: &http::uri::Authority,
+    ) -> Result<SendRequest<ProxyBody>, PoolError> {
         self.start_sweeper();
+        let authority = authority.as_str();
         let timeout = self.shared.settings.connect_timeout;
         let failed = |source| PoolError::Connect {
             authority: authority.to_owned(),
@@ -243,30 +313,30 @@ impl Host {
 
     /// The most recently used open connection (the one most likely still
     /// open and warm).
-    fn pop(&self) -> Option<SendRequest<ProxyBody>> {
+    fn pop(&self) -> Option<Conn> {
         let mut idle = self.lock();
         while let Some(entry) = idle.pop() {
-            if !entry.sender.is_closed() {
-                return Some(entry.sender);
+            if !entry.conn.sender.is_closed() {
+                return Some(entry.conn);
             }
         }
         None
     }
 
-    fn put(&self, sender: SendRequest<ProxyBody>, since_secs: u64, max: usize) {
-        if sender.is_closed() {
+    fn put(&self, conn: Conn, since_secs: u64, max: usize) {
+        if conn.sender.is_closed() {
             return;
         }
         self.returned_secs.store(since_secs, Ordering::Relaxed);
         let mut idle = self.lock();
         if idle.len() < max {
-            idle.push(Idle { sender, since_secs });
+            idle.push(Idle { conn, since_secs });
         }
     }
 
     fn evict(&self, expired: impl Fn(&Idle) -> bool) {
         self.lock()
-            .retain(|idle| !idle.sender.is_closed() && !expired(idle));
+            .retain(|idle| !idle.conn.sender.is_closed() && !expired(idle));
     }
 
     fn unused_since(&self, now: u64, max_age: u64) -> bool {
@@ -368,7 +438,7 @@ fn origin_form(req: &mut Request<ProxyBody>, authority: &http::uri::Authority) {
 
 /// A connection lent to one response, returned when its body has ended.
 struct Reuse {
-    sender: SendRequest<ProxyBody>,
+    conn: Conn,
     host: Arc<Host>,
     pool: Weak<Shared>,
     finished: bool,
@@ -449,14 +519,14 @@ impl Drop for UpstreamBody {
         }
         // Still writing the request body: the next request would wait for
         // an upload that may never end. Close it instead.
-        if reuse.request_body_streams && !reuse.sender.is_ready() {
+        if reuse.request_body_streams && !reuse.conn.sender.is_ready() {
             return;
         }
         if let Some(pool) = reuse.pool.upgrade() {
             let now = pool.now_secs.load(Ordering::Relaxed);
             reuse
                 .host
-                .put(reuse.sender, now, pool.settings.max_idle_per_host);
+                .put(reuse.conn, now, pool.settings.max_idle_per_host);
         }
     }
 }
@@ -492,10 +562,15 @@ mod tests {
     }
 
     /// A loopback HTTP/1.1 server counting the connections it accepts.
-    /// `/close` answers with `Connection: close`; `/big` with 1 MiB.
+    /// `/close` answers with `Connection: close`; `/big` with 1 MiB;
+    /// `/slow/MS` after MS milliseconds.
     async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
         raw_server(|stream| async move {
             let service = service_fn(|req: Request<Incoming>| async move {
+                if let Some(ms) = req.uri().path().strip_prefix("/slow/") {
+                    let ms = ms.parse().expect("milliseconds");
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
                 let mut response = match req.uri().path() {
                     "/big" => Response::new(body::full(vec![b'x'; 1 << 20])),
                     path => Response::new(body::full(path.to_string())),
@@ -522,6 +597,69 @@ mod tests {
         })
     }
 
+    impl Pool {
+        /// `send` with a timeout no test here reaches.
+        async fn send_within(
+            &self,
+            req: Request<ProxyBody>,
+        ) -> Result<Response<UpstreamBody>, PoolError> {
+            self.send(req, Duration::from_secs(10)).await
+        }
+    }
+
+    #[tokio::test]
+    async fn response_headers_later_than_the_timeout_fail_with_a_timeout() {
+        let (addr, _) = server().await;
+        let pool = pool(Duration::from_secs(60), 8);
+        let started = std::time::Instant::now();
+        let error = pool
+            .send(get(addr, "/slow/2000"), Duration::from_millis(100))
+            .await
+            .expect_err("timed out");
+        assert!(matches!(error, PoolError::Timeout(_)), "{error:?}");
+        assert!(started.elapsed() < Duration::from_millis(1500));
+        // The connection still waiting for that answer is not lent again.
+        assert_eq!(pool.idle_count(&addr.to_string()), 0);
+    }
+
+    #[tokio::test]
+    async fn a_busy_connection_outlives_the_timeout_of_its_first_request() {
+        // The connection's timer, set for the first request, fires during a
+        // later one: it must move to that request's deadline, not fail it.
+        let (addr, accepted) = server().await;
+        let pool = pool(Duration::from_secs(60), 8);
+        let timeout = Duration::from_millis(150);
+        let started = std::time::Instant::now();
+        while started.elapsed() < timeout * 4 {
+            let response = pool
+                .send(get(addr, "/slow/40"), timeout)
+                .await
+                .expect("in time");
+            assert_eq!(text(response).await, "/slow/40");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_shorter_timeout_on_a_reused_connection_applies() {
+        let (addr, accepted) = server().await;
+        let pool = pool(Duration::from_secs(60), 8);
+        let response = pool.send_within(get(addr, "/warm")).await.expect("send");
+        assert_eq!(text(response).await, "/warm");
+        let started = std::time::Instant::now();
+        let error = pool
+            .send(get(addr, "/slow/2000"), Duration::from_millis(100))
+            .await
+            .expect_err("timed out");
+        assert!(matches!(error, PoolError::Timeout(_)), "{error:?}");
+        assert!(started.elapsed() < Duration::from_millis(1500));
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "the pooled connection was used"
+        );
+    }
+
     fn get(addr: SocketAddr, path: &str) -> Request<ProxyBody> {
         Request::builder()
             .uri(format!("http://{addr}{path}"))
@@ -539,7 +677,10 @@ mod tests {
         let (addr, accepted) = server().await;
         let pool = pool(Duration::from_secs(60), 8);
         for i in 0..20 {
-            let response = pool.send(get(addr, &format!("/{i}"))).await.expect("send");
+            let response = pool
+                .send_within(get(addr, &format!("/{i}")))
+                .await
+                .expect("send");
             assert_eq!(text(response).await, format!("/{i}"));
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -553,7 +694,7 @@ mod tests {
         let mut held = Vec::new();
         for _ in 0..4 {
             // Response heads held, bodies unread: each needs its own connection.
-            held.push(pool.send(get(addr, "/x")).await.expect("send"));
+            held.push(pool.send_within(get(addr, "/x")).await.expect("send"));
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 4);
         for response in held {
@@ -566,11 +707,11 @@ mod tests {
     async fn a_body_dropped_before_its_end_closes_its_connection() {
         let (addr, accepted) = server().await;
         let pool = pool(Duration::from_secs(60), 8);
-        let response = pool.send(get(addr, "/big")).await.expect("send");
+        let response = pool.send_within(get(addr, "/big")).await.expect("send");
         drop(response);
         assert_eq!(pool.idle_count(&addr.to_string()), 0);
         // The next request gets a connection of its own, and its own answer.
-        let response = pool.send(get(addr, "/after")).await.expect("send");
+        let response = pool.send_within(get(addr, "/after")).await.expect("send");
         assert_eq!(text(response).await, "/after");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
@@ -580,7 +721,7 @@ mod tests {
         let (addr, accepted) = server().await;
         let pool = pool(Duration::from_secs(60), 8);
         for _ in 0..3 {
-            let response = pool.send(get(addr, "/close")).await.expect("send");
+            let response = pool.send_within(get(addr, "/close")).await.expect("send");
             assert_eq!(text(response).await, "/close");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
@@ -603,7 +744,7 @@ mod tests {
         // With a pause the close is seen before the next checkout; without
         // one the request may meet the closing connection and go again.
         for pause in [true, true, false, false, false, false] {
-            let response = pool.send(get(addr, "/")).await.expect("send");
+            let response = pool.send_within(get(addr, "/")).await.expect("send");
             assert_eq!(text(response).await, "ok");
             if pause {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -615,7 +756,7 @@ mod tests {
     async fn idle_connections_past_the_idle_timeout_are_closed() {
         let (addr, _) = server().await;
         let pool = pool(Duration::from_secs(1), 8);
-        let response = pool.send(get(addr, "/")).await.expect("send");
+        let response = pool.send_within(get(addr, "/")).await.expect("send");
         text(response).await;
         assert_eq!(pool.idle_count(&addr.to_string()), 1);
         // The sweeper runs once a second: gone within two.
@@ -630,7 +771,7 @@ mod tests {
             listener.local_addr().expect("addr")
         };
         let pool = pool(Duration::from_secs(60), 8);
-        let error = pool.send(get(addr, "/")).await.expect_err("refused");
+        let error = pool.send_within(get(addr, "/")).await.expect_err("refused");
         assert!(error.is_connect());
         assert!(error.to_string().contains(&addr.to_string()), "{error}");
     }
@@ -639,7 +780,7 @@ mod tests {
     async fn an_upstream_closing_new_connections_fails_fast_as_a_connect_error() {
         let (addr, accepted) = raw_server(|stream| async move { drop(stream) }).await;
         let pool = pool(Duration::from_secs(60), 8);
-        let error = pool.send(get(addr, "/")).await.expect_err("closed");
+        let error = pool.send_within(get(addr, "/")).await.expect_err("closed");
         assert!(error.is_connect(), "{error}");
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "one attempt, no storm");
     }
@@ -675,7 +816,7 @@ mod tests {
         let upload = Request::post(format!("http://{addr}/upload"))
             .body(crate::body::boxed(Endless))
             .expect("request");
-        let response = pool.send(upload).await.expect("send");
+        let response = pool.send_within(upload).await.expect("send");
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(text(response).await, "big");
         assert_eq!(pool.idle_count(&addr.to_string()), 0);
@@ -704,7 +845,7 @@ mod tests {
             request
                 .headers_mut()
                 .insert(header::TE, HeaderValue::from_static("trailers"));
-            let mut body = pool.send(request).await.expect("send").into_body();
+            let mut body = pool.send_within(request).await.expect("send").into_body();
             // Read as hyper's server does: up to the trailers, then drop.
             loop {
                 let frame = body.frame().await.expect("frame").expect("ok");
@@ -726,7 +867,7 @@ mod tests {
             .uri(format!("http://localhost:{}/named", addr.port()))
             .body(body::empty())
             .expect("request");
-        let response = pool.send(request).await.expect("send");
+        let response = pool.send_within(request).await.expect("send");
         assert_eq!(text(response).await, "/named");
     }
 }

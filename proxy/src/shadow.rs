@@ -646,7 +646,8 @@ impl ShadowCopy {
         } = self;
         let digest = compare.as_ref().is_some_and(|c| !c.ignore_body);
         let request = head.map(|()| body);
-        let outcome = tokio::time::timeout(timeout, exchange(&upstream, request, digest)).await;
+        let outcome =
+            tokio::time::timeout(timeout, exchange(&upstream, request, digest, timeout)).await;
         // The in-flight place is the shadow exchange only, not the wait for
         // the primary below.
         let state = Arc::clone(&permit.0);
@@ -714,8 +715,11 @@ async fn exchange(
     upstream: &Upstream,
     request: Request<ProxyBody>,
     digest: bool,
+    timeout: Duration,
 ) -> Result<Answer, BoxError> {
-    let response = upstream.send(&Transport::default(), request).await?;
+    let response = upstream
+        .send(&Transport::default(), request, timeout)
+        .await?;
     let status = response.status();
     let mut body = response.into_body();
     let mut hasher = digest.then(Digest::new);
