@@ -148,7 +148,8 @@ pub struct Timeouts {
     /// Upstream response headers; a route's `timeout` overrides it.
     #[serde(default = "secs::<30>")]
     pub upstream_response: Dur,
-    /// A client's request headers, and an idle keep-alive connection.
+    /// An HTTP/1.1 client connection with no request in flight that starts
+    /// none for this long is closed (idle keep-alive, trickled headers).
     #[serde(default = "secs::<60>")]
     pub client_idle: Dur,
     /// Idle pooled upstream connections are closed after this.

@@ -19,6 +19,7 @@ use hyper_util::client::legacy::{Builder, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::ProxyBody;
+use crate::client_idle::{IdleWatch, InFlight};
 use crate::pool::{Pool, PoolError, PoolSettings, UpstreamBody};
 use crate::tls::{self, TlsError};
 
@@ -331,13 +332,38 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub struct Downstream {
     pub addr: SocketAddr,
     forwarded_ip: HeaderValue,
+    /// The connection's idle timer, told about each request.
+    idle: Option<Arc<IdleWatch>>,
 }
 
 impl Downstream {
     pub fn new(addr: SocketAddr) -> Downstream {
         let forwarded_ip = HeaderValue::from_str(&addr.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Downstream { addr, forwarded_ip }
+        Downstream {
+            addr,
+            forwarded_ip,
+            idle: None,
+        }
+    }
+
+    pub fn with_idle_watch(mut self, watch: Arc<IdleWatch>) -> Downstream {
+        self.idle = Some(watch);
+        self
+    }
+
+    /// Marks a request of this client in flight until the guard drops.
+    pub fn request_started(&self, version: Version) -> Option<InFlight> {
+        self.idle
+            .as_ref()
+            .map(|watch| watch.request_started(version))
+    }
+
+    /// The connection became a tunnel: no longer an HTTP connection to time.
+    pub fn upgraded(&self) {
+        if let Some(watch) = &self.idle {
+            watch.exempt();
+        }
     }
 }
 

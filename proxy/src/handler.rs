@@ -13,6 +13,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::{self, ProxyBody};
+use crate::client_idle::{HeldBody, InFlight};
 use crate::error::ProxyError;
 use crate::error::UpstreamErrorKind;
 use crate::forward::{self, Downstream, Upstream};
@@ -85,7 +86,12 @@ impl Proxy {
     pub async fn handle(&self, req: Request<Incoming>, client: &Downstream) -> Response<ProxyBody> {
         let table = self.inner.table.load();
         let mut measure = None;
-        match self.forward(&table, req, client, &mut measure).await {
+        // Dropped with the response body (or here, for an error response).
+        let in_flight = client.request_started(req.version());
+        match self
+            .forward(&table, req, client, &mut measure, in_flight)
+            .await
+        {
             Ok(response) => response,
             Err(error) => {
                 tracing::debug!(%error, "request failed");
@@ -105,6 +111,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         client: &Downstream,
         measure: &mut Option<Measure>,
+        in_flight: Option<InFlight>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let started = self.inner.metrics.clock();
         // Route.
@@ -159,6 +166,10 @@ impl Proxy {
                 table.settings().tunnel_idle,
             )
         });
+        if switched.is_some() {
+            client.upgraded();
+        }
+        let response = response.map(|body| HeldBody::new(body, in_flight));
         let mut response = comparison.attach(metrics::boxed_response(measure.take(), response));
         forward::downstream_response(&mut response);
         if let Some(protocol) = switched {

@@ -4,7 +4,8 @@
 //! them over through [`TableHandle`]; nothing here depends on it.
 //!
 //! The request path, in the order a request meets it:
-//! [`listener`] (accept, HTTP/1.1 + h2c, or [`tls`] with ALPN h2) →
+//! [`listener`] (accept, HTTP/1.1 + h2c, or [`tls`] with ALPN h2; the
+//! [`client_idle`] timeout) →
 //! [`handler`] (load table, [`route`], pick the version by [`select`]:
 //! override, [`sticky`] key or [`split`] weight) → [`shadow`] (copies to
 //! shadow targets, never awaited) → [`forward`] (rewrite, pooled upstream
@@ -14,6 +15,7 @@
 //! [`error`] turns failures into responses.
 
 pub mod body;
+pub mod client_idle;
 pub mod error;
 pub mod forward;
 pub mod handler;

@@ -17,6 +17,7 @@ use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
+use crate::client_idle::{IdleTimeout, IdleWatch};
 use crate::forward::Downstream;
 use crate::handler::Proxy;
 use crate::tls::ServerTls;
@@ -24,8 +25,9 @@ use crate::tls::ServerTls;
 /// Downstream connection behaviour.
 #[derive(Debug, Clone)]
 pub struct ListenerSettings {
-    /// How long a client may take to send request headers, including the
-    /// wait for the next request on an idle keep-alive connection.
+    /// An HTTP/1.1 connection with no request in flight that starts none
+    /// for this long is closed ([`crate::client_idle`]); also the TLS
+    /// handshake's limit.
     pub client_idle_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
@@ -67,7 +69,9 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.client_idle_timeout)
+        // `client_idle` applies through IdleTimeout, one timer per
+        // connection instead of hyper's one per request.
+        .header_read_timeout(None)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
@@ -89,14 +93,19 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (proxy, builder, tls) = (proxy.clone(), Arc::clone(&builder), settings.tls.clone());
         let watcher = graceful.watcher();
-        let handshake_timeout = settings.client_idle_timeout;
+        let idle_timeout = settings.client_idle_timeout;
         let active = Arc::clone(&active);
         active.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(&builder, watcher, stream, proxy, client).await,
-                Some(tls) => match tls.accept(stream, handshake_timeout).await {
-                    Ok(stream) => serve_connection(&builder, watcher, stream, proxy, client).await,
+                None => {
+                    serve_connection(&builder, watcher, stream, proxy, client, idle_timeout).await
+                }
+                Some(tls) => match tls.accept(stream, idle_timeout).await {
+                    Ok(stream) => {
+                        serve_connection(&builder, watcher, stream, proxy, client, idle_timeout)
+                            .await
+                    }
                     Err(error) => tracing::debug!(%error, %client, "TLS handshake failed"),
                 },
             }
@@ -120,10 +129,13 @@ async fn serve_connection<I>(
     io: I,
     proxy: Proxy,
     client: SocketAddr,
+    idle_timeout: Duration,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let downstream = Downstream::new(client);
+    let watch = Arc::new(IdleWatch::default());
+    let io = IdleTimeout::new(io, Arc::clone(&watch), idle_timeout);
+    let downstream = Downstream::new(client).with_idle_watch(watch);
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         let downstream = downstream.clone();

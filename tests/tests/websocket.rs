@@ -216,3 +216,24 @@ async fn an_idle_tunnel_is_closed_and_a_busy_one_is_not() {
     assert_eq!(echo(&mut busy, "still").await, "stable:still");
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_tunnel_outlives_the_client_idle_timeout() {
+    // client_idle times HTTP connections waiting for a request; a tunnel
+    // has its own idle timeout (tunnel_idle, 1 h by default).
+    let stable = echo_backend("stable").await;
+    let proxy = start_proxy(&format!(
+        "[timeouts]\nclient_idle = \"200ms\"\n\n{}",
+        config(
+            &route("ws")
+                .version("stable", 1, &[stable.addr.to_string()])
+                .build()
+        )
+    ))
+    .await;
+    let mut ws = connect(&proxy).await;
+    assert_eq!(echo(&mut ws, "hello").await, "stable:hello");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(echo(&mut ws, "later").await, "stable:later");
+    proxy.shutdown().await;
+}
