@@ -607,10 +607,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn response_headers_later_than_the_timeout_fail_with_a_timeout() {
-        let (addr, _) = server().await;
-        let pool = pool(Duration::from_secs(60), 8);
+    /// A request whose answer takes 2 s, sent with a 100 ms timeout.
+    async fn assert_times_out(pool: &Pool, addr: SocketAddr) {
         let started = std::time::Instant::now();
         let error = pool
             .send(get(addr, "/slow/2000"), Duration::from_millis(100))
@@ -618,6 +616,13 @@ mod tests {
             .expect_err("timed out");
         assert!(matches!(error, PoolError::Timeout(_)), "{error:?}");
         assert!(started.elapsed() < Duration::from_millis(1500));
+    }
+
+    #[tokio::test]
+    async fn response_headers_later_than_the_timeout_fail_with_a_timeout() {
+        let (addr, _) = server().await;
+        let pool = pool(Duration::from_secs(60), 8);
+        assert_times_out(&pool, addr).await;
         // The connection still waiting for that answer is not lent again.
         assert_eq!(pool.idle_count(&addr.to_string()), 0);
     }
@@ -646,13 +651,7 @@ mod tests {
         let pool = pool(Duration::from_secs(60), 8);
         let response = pool.send_within(get(addr, "/warm")).await.expect("send");
         assert_eq!(text(response).await, "/warm");
-        let started = std::time::Instant::now();
-        let error = pool
-            .send(get(addr, "/slow/2000"), Duration::from_millis(100))
-            .await
-            .expect_err("timed out");
-        assert!(matches!(error, PoolError::Timeout(_)), "{error:?}");
-        assert!(started.elapsed() < Duration::from_millis(1500));
+        assert_times_out(&pool, addr).await;
         assert_eq!(
             accepted.load(Ordering::SeqCst),
             1,
