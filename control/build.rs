@@ -5,7 +5,8 @@
 //! together it keeps about half a MiB. Regenerate the list after large
 //! changes with `benches/hot-functions.sh`; stale names are skipped.
 //!
-//! Only where LLD is the linker (Rust ≥ 1.90 on x86_64 Linux, the default);
+//! Only where LLD is the linker (Rust ≥ 1.90 on x86_64 Linux with the
+//! toolchain's own LLD, the default);
 //! `SWITCHYARD_NO_TEXT_ORDER=1`, or a linker set by hand, turns it off.
 
 use std::env;
@@ -35,17 +36,26 @@ fn links_with_default_lld() -> bool {
     {
         return false;
     }
-    // "rustc 1.95.0 (…)": LLD has been the default linker here since 1.90.
-    let version = Command::new(env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .unwrap_or_default();
-    let minor = version
+    // "rustc 1.95.0 (…)": LLD has been the default linker here since 1.90,
+    // when the toolchain ships it (rustup's do; some distributions' do not).
+    let minor = rustc(&["--version"])
         .split_whitespace()
         .nth(1)
         .and_then(|v| v.split('.').nth(1))
         .and_then(|m| m.parse::<u32>().ok());
-    minor.is_some_and(|minor| minor >= 90)
+    let sysroot = rustc(&["--print", "sysroot"]);
+    let bundled_lld = Path::new(sysroot.trim())
+        .join("lib/rustlib/x86_64-unknown-linux-gnu/bin/gcc-ld/ld.lld")
+        .exists();
+    minor.is_some_and(|minor| minor >= 90) && bundled_lld
+}
+
+/// What the compiler prints for `args`; empty if it cannot be run.
+fn rustc(args: &[&str]) -> String {
+    Command::new(env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .unwrap_or_default()
 }
