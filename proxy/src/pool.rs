@@ -765,10 +765,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_is_a_connect_error_naming_the_address() {
-        let addr = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            listener.local_addr().expect("addr")
-        };
+        // Bound but not listening: refuses, and no other test can take the
+        // port while it is held.
+        let held = tokio::net::TcpSocket::new_v4().expect("socket");
+        held.bind("127.0.0.1:0".parse().expect("address"))
+            .expect("bind");
+        let addr = held.local_addr().expect("addr");
         let pool = pool(Duration::from_secs(60), 8);
         let error = pool.send_within(get(addr, "/")).await.expect_err("refused");
         assert!(error.is_connect());

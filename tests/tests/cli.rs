@@ -136,7 +136,7 @@ impl Drop for ChildGuard {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_from_a_file_with_one_worker_and_stops_on_sigterm() {
     let stable = backend("stable").start().await;
-    let data = closed_port().await;
+    let data = free_port().await;
     let toml = format!(
         "[listen]\ndata = \"{data}\"\nadmin = \"127.0.0.1:0\"\n\n{}",
         route("web").backend("stable", 1, &stable).build()

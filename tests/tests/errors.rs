@@ -64,7 +64,7 @@ async fn no_route_is_404_naming_host_and_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_refused_is_502_naming_version_and_endpoint() {
-    let dead = closed_port().await;
+    let dead = refusing_port();
     let proxy = start_proxy(&config(
         &route("web")
             .version("canary", 1, &[dead.to_string()])

@@ -207,7 +207,7 @@ async fn dead_version_hands_its_share_to_stable_until_it_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failures_retry_get_never_post() {
     let live = backend("live").start().await;
-    let dead = closed_port().await;
+    let dead = refusing_port();
     let toml = config(&format!(
         r#"[[routes]]
 name = "web"

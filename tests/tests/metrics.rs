@@ -231,7 +231,8 @@ async fn status_classes_and_upstream_errors_land_in_their_series() {
     let ok = backend("ok").start().await;
     let unavailable = backend("unavailable").start().await;
     let slow = backend("slow").delay(Duration::from_secs(3)).start().await;
-    let refused = closed_port().await.to_string();
+    let refusing = refusing_port();
+    let refused = refusing.to_string();
     let proxy = start_proxy(&config(&format!(
         "{}{}{}{}",
         route("ok")

@@ -340,7 +340,7 @@ async fn a_quarter_sampled_over_5000_requests_is_within_two_points() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusing_silent_and_resetting_shadows_change_nothing_for_clients() {
     let primary = backend("stable").start().await;
-    let refusing = closed_port().await;
+    let refusing = refusing_port();
     let (silent, _silent_task) = silent_shadow().await;
     let (resetting, _reset_task) = resetting_shadow().await;
     let toml = config(&web_route(
@@ -348,7 +348,7 @@ async fn refusing_silent_and_resetting_shadows_change_nothing_for_clients() {
         "/",
         &primary,
         &[
-            shadow("refusing", refusing, &[]),
+            shadow("refusing", refusing.addr, &[]),
             shadow(
                 "silent",
                 silent,

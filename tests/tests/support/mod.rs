@@ -221,12 +221,40 @@ fn describe_request<B>(req: &Request<B>) -> String {
     .to_string()
 }
 
-/// An address on 127.0.0.1 where nothing listens (bound, then released).
-pub async fn closed_port() -> SocketAddr {
+/// A free address on 127.0.0.1 for a listener to bind (bound, then
+/// released: another test could take it meanwhile, so only for addresses
+/// something binds at once).
+pub async fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a probe listener");
     listener.local_addr().expect("probe address")
+}
+
+/// An address on 127.0.0.1 that refuses connections for as long as this
+/// lives: a socket bound to it but not listening holds the port, so no
+/// test running alongside can start listening there.
+pub struct RefusingPort {
+    pub addr: SocketAddr,
+    _held: tokio::net::TcpSocket,
+}
+
+pub fn refusing_port() -> RefusingPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind a refusing port");
+    let addr = socket.local_addr().expect("refusing port address");
+    RefusingPort {
+        addr,
+        _held: socket,
+    }
+}
+
+impl std::fmt::Display for RefusingPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
 }
 
 // ---------------------------------------------------------------------------
