@@ -68,7 +68,8 @@ async fn an_unused_keep_alive_connection_is_closed_after_client_idle() {
         idle >= CLIENT_IDLE - Duration::from_millis(50),
         "closed after {idle:?}"
     );
-    assert!(idle < CLIENT_IDLE * 4, "closed after {idle:?}");
+    // Late timers on a busy machine only make it later.
+    assert!(idle < CLIENT_IDLE * 10, "closed after {idle:?}");
     proxy.shutdown().await;
 }
 
@@ -104,7 +105,7 @@ async fn a_connection_that_never_completes_a_request_is_closed() {
         slow.abort();
         let open_for = closed - opened;
         assert!(
-            open_for < CLIENT_IDLE * 4,
+            open_for < CLIENT_IDLE * 10,
             "trickle {trickle}: open {open_for:?}"
         );
     }
