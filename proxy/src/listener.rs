@@ -135,10 +135,11 @@ async fn serve_connection<I>(
 {
     let watch = Arc::new(IdleWatch::default());
     let io = IdleTimeout::new(io, Arc::clone(&watch), idle_timeout);
-    let downstream = Downstream::new(client).with_idle_watch(watch);
+    // Shared, not cloned field by field: each request takes one reference.
+    let downstream = Arc::new(Downstream::new(client).with_idle_watch(watch));
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
-        let downstream = downstream.clone();
+        let downstream = Arc::clone(&downstream);
         async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, &downstream).await) }
     });
     let connection = builder

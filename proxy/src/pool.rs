@@ -561,6 +561,14 @@ mod tests {
         (addr, accepted)
     }
 
+    /// Reads what a request sent first and writes `response` as it is.
+    async fn answer_raw(stream: &mut tokio::net::TcpStream, response: &[u8]) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf).await;
+        let _ = stream.write_all(response).await;
+    }
+
     /// A loopback HTTP/1.1 server counting the connections it accepts.
     /// `/close` answers with `Connection: close`; `/big` with 1 MiB;
     /// `/slow/MS` after MS milliseconds.
@@ -731,12 +739,11 @@ mod tests {
         // A server that answers one request per connection, then closes
         // without saying so: the pooled connection goes stale.
         let (addr, _) = raw_server(|mut stream| async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut buf = [0u8; 1024];
-            let _ = stream.read(&mut buf).await;
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .await;
+            answer_raw(
+                &mut stream,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            )
+            .await;
         })
         .await;
         let pool = pool(Duration::from_secs(60), 8);
@@ -804,12 +811,8 @@ mod tests {
         // Answers at once without reading the upload, and keeps the
         // connection open, as servers refusing a body early do.
         let (addr, accepted) = raw_server(|mut stream| async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf).await;
-            let _ = stream
-                .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 3\r\n\r\nbig")
-                .await;
+            let too_large = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 3\r\n\r\nbig";
+            answer_raw(&mut stream, too_large).await;
             tokio::time::sleep(Duration::from_secs(10)).await;
         })
         .await;
