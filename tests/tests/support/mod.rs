@@ -631,65 +631,69 @@ pub fn workspace_root() -> PathBuf {
 
 /// The `switchyard` binary of the same profile as this test, built (or
 /// brought up to date) once per test process.
+pub fn switchyard_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("switchyard-control", "switchyard"))
+        .clone()
+}
+
+/// The workspace binary `bin` of `package`, of the same profile as this
+/// test, built (or brought up to date) by cargo.
 ///
 /// Cargo only builds a package's binaries for that package's own
 /// integration tests, so `cargo test` alone may leave it missing or stale:
 /// ask cargo for it (a no-op when it is fresh).
-pub fn switchyard_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<this test>
-        let profile_dir = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("test executable lives in target/<profile>/deps")
-            .to_path_buf();
-        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let profile = profile_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("debug")
-            .to_owned();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = std::process::Command::new(cargo);
-        build
-            .current_dir(workspace_root())
-            .args(["build", "--quiet", "-p", "switchyard-control", "--bin"])
-            .arg("switchyard")
-            .arg("--target-dir")
-            .arg(&target_dir);
-        if profile != "debug" {
-            build.args(["--profile", &profile]);
+pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<this test>
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps")
+        .to_path_buf();
+    let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_owned();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    build
+        .current_dir(workspace_root())
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    if profile != "debug" {
+        build.args(["--profile", &profile]);
+    }
+    // Drop what cargo set for this test crate: build scripts track some
+    // of it (ring's reruns on CARGO_MANIFEST_DIR), so inheriting it would
+    // make this build and the next plain `cargo build` rebuild each other.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let per_crate = key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_EXE_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&key.as_ref());
+        if per_crate {
+            build.env_remove(key.as_ref());
         }
-        // Drop what cargo set for this test crate: build scripts track some
-        // of it (ring's reruns on CARGO_MANIFEST_DIR), so inheriting it would
-        // make this build and the next plain `cargo build` rebuild each other.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            let per_crate = key.starts_with("CARGO_PKG_")
-                || key.starts_with("CARGO_BIN_EXE_")
-                || key.starts_with("CARGO_MANIFEST_")
-                || [
-                    "CARGO_CRATE_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "CARGO_RUSTC_CURRENT_DIR",
-                    "OUT_DIR",
-                ]
-                .contains(&key.as_ref());
-            if per_crate {
-                build.env_remove(key.as_ref());
-            }
-        }
-        let status = build.status().expect("run cargo build for the binary");
-        assert!(
-            status.success(),
-            "cargo build of the switchyard binary failed"
-        );
-        let bin = profile_dir.join(format!("switchyard{}", std::env::consts::EXE_SUFFIX));
-        assert!(bin.exists(), "{} missing after cargo build", bin.display());
-        bin
-    })
-    .clone()
+    }
+    let status = build.status().expect("run cargo build for the binary");
+    assert!(status.success(), "cargo build of the {bin} binary failed");
+    let path = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} missing after cargo build",
+        path.display()
+    );
+    path
 }
