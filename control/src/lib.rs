@@ -4,6 +4,7 @@
 //! through `switchyard_proxy::TableHandle`.
 
 pub mod admin;
+pub mod buffer_cache;
 pub mod config;
 pub mod ctl;
 pub mod dashboard;

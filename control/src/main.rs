@@ -9,6 +9,11 @@ use switchyard_control::ctl::{Ctl, CtlCommand};
 use switchyard_control::{Config, StartOptions};
 use tracing::Level;
 
+/// malloc, with freed I/O buffers reused per thread (see buffer_cache).
+#[global_allocator]
+static ALLOCATOR: switchyard_control::buffer_cache::BufferCache =
+    switchyard_control::buffer_cache::BufferCache;
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",
