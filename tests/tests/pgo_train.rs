@@ -1,5 +1,6 @@
 //! The training run of the profile-guided build (benches/pgo-build.sh):
-//! `pgo-train` drives the real binary through every route kind and fails
+//! `pgo-train` drives the real binary through every route kind, with one
+//! and two workers and behind TLS, and fails
 //! loudly when the proxy does not serve, so a broken run cannot produce a
 //! profile of error paths.
 
@@ -27,9 +28,10 @@ fn trains_the_real_binary_and_stops_it_cleanly() {
     let out = pgo_train(&[bin.to_str().expect("utf-8 path"), "--scale", "0.02"]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
-    // 32×40 + 16×20 + 16×10 + 4×16×10 + 8×1 requests, every one checked.
+    // One worker: 32×40 + 16×20 + 16×10 + 4×16×10 + 8×1; two workers:
+    // 16×10 + 2×8×4; TLS: 16×6 + 4×8×2. Every reply checked.
     assert!(
-        stdout.contains("pgo-train: 2408 requests in"),
+        stdout.contains("pgo-train: 2792 requests in"),
         "stdout: {stdout}"
     );
 }

@@ -1,10 +1,15 @@
 //! `pgo-train BIN [--scale F]`: the training run of a profile-guided build
-//! (benches/pgo-build.sh). Starts three loopback backends, runs BIN (an
-//! instrumented `switchyard`) in front of them with one worker, drives the
-//! traffic a deployment sees most — HTTP/1.1 keep-alive GETs through a
-//! plain route, a weighted split and a mirrored route, HTTP/2 (h2c)
-//! streams, streamed POST bodies — then stops it with SIGTERM so it writes
-//! its profile on the way out.
+//! (benches/pgo-build.sh). Starts three loopback backends and runs BIN (an
+//! instrumented `switchyard`) in front of them three times, each stopped
+//! with SIGTERM so it writes its profile on the way out:
+//! - one worker: HTTP/1.1 keep-alive GETs through a plain route, a weighted
+//!   split and a mirrored route, HTTP/2 (h2c) streams, streamed POST bodies;
+//! - the default multi-threaded runtime (two workers): GETs and h2c;
+//! - one worker behind TLS: HTTP/1.1 and HTTP/2 chosen by ALPN.
+//!
+//! Code no run reaches is compiled as cold, so each way of serving that
+//! users deploy gets some traffic; the proportions follow what the
+//! benchmark and a typical ingress see.
 //!
 //! Every reply must be a 200 with the bytes expected: a training run that
 //! exercised error paths instead would teach the compiler the wrong thing,
@@ -12,7 +17,9 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,7 +28,10 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::{self, pki_types::ServerName, ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -70,19 +80,83 @@ fn main() -> ExitCode {
 }
 
 async fn train(bin: &str, scale: f64) -> Result<(), BoxError> {
-    let stable = start_backend("stable").await?;
-    let canary = start_backend("canary").await?;
-    let shadow = start_backend("shadow").await?;
+    let backends = Backends {
+        stable: start_backend("stable").await?,
+        canary: start_backend("canary").await?,
+        shadow: start_backend("shadow").await?,
+    };
     let dir = std::env::temp_dir().join(format!("switchyard-pgo-train-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let data = free_port()?;
-    let config = dir.join("train.toml");
-    std::fs::write(&config, training_config(data, stable, canary, shadow))?;
+    let outcome = train_in(bin, scale, &backends, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
 
+async fn train_in(bin: &str, scale: f64, backends: &Backends, dir: &Path) -> Result<(), BoxError> {
+    let count = |n: f64| ((n * scale).ceil() as usize).max(1);
+    let started = Instant::now();
+    let mut total = 0;
+
+    let (data, config) = write_config(dir, "one-worker", backends, "")?;
+    total += serve(bin, &config, "1", data, |data| async move {
+        let dial = Dial::Plain;
+        let mut n = h1_load(data, &dial, "/", 32, count(2_000.0), None).await?;
+        n += h1_load(data, &dial, "/split/a", 16, count(1_000.0), None).await?;
+        n += h1_load(data, &dial, "/mirror/a", 16, count(500.0), None).await?;
+        n += h2_load(data, &dial, "/", 4, 16, count(500.0)).await?;
+        n += h1_load(data, &dial, "/upload", 8, count(50.0), Some(POST_BYTES)).await?;
+        Ok(n)
+    })
+    .await?;
+
+    let (data, config) = write_config(dir, "two-workers", backends, "")?;
+    total += serve(bin, &config, "2", data, |data| async move {
+        let dial = Dial::Plain;
+        let mut n = h1_load(data, &dial, "/", 16, count(500.0), None).await?;
+        n += h2_load(data, &dial, "/", 2, 8, count(200.0)).await?;
+        Ok(n)
+    })
+    .await?;
+
+    let tls = self_signed(dir)?;
+    let (data, config) = write_config(dir, "tls", backends, &tls.listener)?;
+    total += serve(bin, &config, "1", data, |data| async move {
+        let mut n = h1_load(data, &tls.dial, "/", 16, count(300.0), None).await?;
+        n += h2_load(data, &tls.dial, "/", 4, 8, count(100.0)).await?;
+        Ok(n)
+    })
+    .await?;
+
+    println!(
+        "pgo-train: {total} requests in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+struct Backends {
+    stable: SocketAddr,
+    canary: SocketAddr,
+    shadow: SocketAddr,
+}
+
+/// Runs BIN with `config` and `workers` while `load` drives it; returns
+/// how many requests `load` made.
+async fn serve<F, Fut>(
+    bin: &str,
+    config: &Path,
+    workers: &str,
+    data: SocketAddr,
+    load: F,
+) -> Result<usize, BoxError>
+where
+    F: FnOnce(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = Result<usize, BoxError>>,
+{
     let mut proxy = Proxy(
         Command::new(bin)
-            .args(["run", "--workers", "1", "--config"])
-            .arg(&config)
+            .args(["run", "--workers", workers, "--config"])
+            .arg(config)
             .env("SWITCHYARD_LOG", "warn")
             // Only to keep the no-token warning out of the build's output:
             // the admin listener is on an ephemeral loopback port.
@@ -91,41 +165,37 @@ async fn train(bin: &str, scale: f64) -> Result<(), BoxError> {
             .spawn()
             .map_err(|error| format!("cannot start {bin}: {error}"))?,
     );
-    let outcome = drive(&mut proxy, data, scale).await;
-    let stopped = proxy.stop();
-    let _ = std::fs::remove_dir_all(&dir);
-    outcome?;
-    stopped
+    wait_listening(&mut proxy, data).await?;
+    let requests = load(data).await?;
+    proxy.stop()?;
+    Ok(requests)
 }
 
-/// The phases, in the proportions the benchmark and a typical ingress see.
-async fn drive(proxy: &mut Proxy, data: SocketAddr, scale: f64) -> Result<(), BoxError> {
-    wait_listening(proxy, data).await?;
-    let count = |n: f64| ((n * scale).ceil() as usize).max(1);
-    let started = Instant::now();
-    let mut total = 0;
-    total += h1_load(data, "/", 32, count(2_000.0), None).await?;
-    total += h1_load(data, "/split/a", 16, count(1_000.0), None).await?;
-    total += h1_load(data, "/mirror/a", 16, count(500.0), None).await?;
-    total += h2_load(data, "/", 4, 16, count(500.0)).await?;
-    total += h1_load(data, "/upload", 8, count(50.0), Some(POST_BYTES)).await?;
-    println!(
-        "pgo-train: {total} requests in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+/// Writes the training config (with `listener_extra` under `[listen]`) as
+/// `name.toml`; returns the data address it listens on.
+fn write_config(
+    dir: &Path,
+    name: &str,
+    backends: &Backends,
+    listener_extra: &str,
+) -> Result<(SocketAddr, std::path::PathBuf), BoxError> {
+    let data = free_port()?;
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, training_config(data, backends, listener_extra))?;
+    Ok((data, path))
 }
 
-fn training_config(
-    data: SocketAddr,
-    stable: SocketAddr,
-    canary: SocketAddr,
-    shadow: SocketAddr,
-) -> String {
+fn training_config(data: SocketAddr, backends: &Backends, listener_extra: &str) -> String {
+    let Backends {
+        stable,
+        canary,
+        shadow,
+    } = backends;
     format!(
         r#"[listen]
 data = "{data}"
 admin = "127.0.0.1:0"
+{listener_extra}
 
 [[routes]]
 name = "plain"
@@ -222,6 +292,67 @@ fn free_port() -> Result<SocketAddr, BoxError> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
+/// How the load connects: plain TCP, or TLS with ALPN "http/1.1" or "h2".
+enum Dial {
+    Plain,
+    Tls { h1: TlsConnector, h2: TlsConnector },
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+impl Dial {
+    async fn connect(&self, data: SocketAddr, http2: bool) -> Result<Box<dyn Io>, BoxError> {
+        let stream = TcpStream::connect(data).await?;
+        stream.set_nodelay(true)?;
+        Ok(match self {
+            Dial::Plain => Box::new(stream),
+            Dial::Tls { h1, h2 } => {
+                let connector = if http2 { h2 } else { h1 };
+                let name = ServerName::try_from("localhost")?;
+                Box::new(connector.connect(name, stream).await?)
+            }
+        })
+    }
+}
+
+/// A self-signed certificate for "localhost": the `[listen.tls]` lines
+/// that serve it and the clients that trust it.
+struct Tls {
+    listener: String,
+    dial: Dial,
+}
+
+fn self_signed(dir: &Path) -> Result<Tls, BoxError> {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.pem())?;
+    std::fs::write(&key_file, key_pair.serialize_pem())?;
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.der().clone())?;
+    let connector = |alpn: &[u8]| -> Result<TlsConnector, BoxError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        Ok(TlsConnector::from(Arc::new(config)))
+    };
+    Ok(Tls {
+        listener: format!(
+            "[[listen.tls.certificates]]\ncert = {:?}\nkey = {:?}\n",
+            cert_file.display().to_string(),
+            key_file.display().to_string()
+        ),
+        dial: Dial::Tls {
+            h1: connector(b"http/1.1")?,
+            h2: connector(b"h2")?,
+        },
+    })
+}
+
 /// A backend answering GETs with its name and echoing request bodies.
 async fn start_backend(name: &'static str) -> Result<SocketAddr, BoxError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -259,6 +390,7 @@ fn fixed(bytes: Bytes) -> Body {
 /// bytes, which the backend echoes.
 async fn h1_load(
     data: SocketAddr,
+    dial: &Dial,
     path: &'static str,
     connections: usize,
     each: usize,
@@ -266,9 +398,8 @@ async fn h1_load(
 ) -> Result<usize, BoxError> {
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..connections {
+        let stream = dial.connect(data, false).await?;
         clients.spawn(async move {
-            let stream = TcpStream::connect(data).await?;
-            stream.set_nodelay(true)?;
             let (mut sender, connection) =
                 hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(connection);
@@ -294,10 +425,11 @@ async fn h1_load(
     join_all(clients).await
 }
 
-/// `connections` h2c connections with `streams` concurrent streams each,
+/// `connections` HTTP/2 connections with `streams` concurrent streams each,
 /// every stream sending `each` requests.
 async fn h2_load(
     data: SocketAddr,
+    dial: &Dial,
     path: &'static str,
     connections: usize,
     streams: usize,
@@ -305,8 +437,7 @@ async fn h2_load(
 ) -> Result<usize, BoxError> {
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..connections {
-        let stream = TcpStream::connect(data).await?;
-        stream.set_nodelay(true)?;
+        let stream = dial.connect(data, true).await?;
         let (sender, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
                 .await?;
