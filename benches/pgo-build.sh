@@ -47,10 +47,16 @@ RUSTFLAGS="-Cprofile-generate=$out/build-profiles" \
 echo "pgo-build: 2/3 training run" >&2
 LLVM_PROFILE_FILE="$out/profiles/switchyard-%p-%m.profraw" \
   target/release/pgo-train "$out/instrumented/release/switchyard"
-"$profdata" merge -o "$out/switchyard.profdata" "$out/profiles"
+"$profdata" merge -o "$out/merged.profdata" "$out/profiles"
+# Cargo rebuilds a crate when RUSTFLAGS change, not when a file they name
+# does: the profile's path carries its digest, so a new profile recompiles
+# every dependency with it and an unchanged one reuses the last build.
+digest=$(sha256sum "$out/merged.profdata" | cut -c1-16)
+rm -f "$out"/switchyard-*.profdata
+mv "$out/merged.profdata" "$out/switchyard-$digest.profdata"
 
 echo "pgo-build: 3/3 optimised build" >&2
-RUSTFLAGS="-Cprofile-use=$out/switchyard.profdata" \
+RUSTFLAGS="-Cprofile-use=$out/switchyard-$digest.profdata" \
   cargo build --release --quiet --target-dir "$out/optimised" -p switchyard-control --bin switchyard
 cp "$out/optimised/release/switchyard" "$out/switchyard"
 echo "pgo-build: built $out/switchyard" >&2
