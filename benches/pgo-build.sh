@@ -5,33 +5,40 @@
 #
 # Three steps: an instrumented release build; a training run of it
 # (benches/src/bin/pgo-train.rs: HTTP/1.1 keep-alive GETs through plain,
-# split and mirrored routes, h2c streams, streamed POST bodies, all on
-# loopback); a release build optimised with the profile that run wrote.
+# split and mirrored routes, h2c streams, streamed POST bodies; one and two
+# workers; HTTP/1.1 and h2 behind TLS; all on loopback); a release build
+# optimised with the profile that run wrote.
 # The compiler then lays out and inlines the request path for the branches
 # it really takes: ~20-25 % less user CPU per proxied request than
 # `cargo build --release` (README, Benchmarks). Behaviour is the same; only
 # code layout and inlining change.
 #
-# Needs llvm-profdata from the same LLVM as rustc: the rustup component
-# llvm-tools, added here when rustup is present. Set LLVM_PROFDATA to use
-# another. The profile is rebuilt every time, so it never goes stale.
+# Needs llvm-profdata from the same LLVM as rustc (see below for where it
+# is looked for). The profile is made afresh every time, so it never lags
+# the code.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$repo/target/pgo"
 cd "$repo"
 
+# llvm-profdata of rustc's own LLVM (the raw profile format follows it):
+# LLVM_PROFDATA, else rustup's llvm-tools (added if rustup is there), else
+# a distribution's llvm-MAJOR package.
 profdata=${LLVM_PROFDATA:-}
+llvm_major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 if [[ -z $profdata ]]; then
   sysroot=$(rustc --print sysroot)
   host=$(rustc -vV | sed -n 's/^host: //p')
   profdata="$sysroot/lib/rustlib/$host/bin/llvm-profdata"
   if [[ ! -x $profdata ]] && command -v rustup >/dev/null; then
     echo "pgo-build: adding the rustup component llvm-tools (for llvm-profdata)" >&2
-    rustup component add llvm-tools >&2
+    rustup component add llvm-tools >&2 || true
   fi
+  [[ -x $profdata ]] || profdata="/usr/lib/llvm-$llvm_major/bin/llvm-profdata"
 fi
 if [[ ! -x $profdata ]]; then
-  echo "pgo-build: llvm-profdata not found at $profdata: run 'rustup component add llvm-tools' or set LLVM_PROFDATA" >&2
+  echo "pgo-build: no llvm-profdata for rustc's LLVM $llvm_major: run 'rustup component add llvm-tools'," >&2
+  echo "  install llvm-$llvm_major (Debian, Ubuntu), or set LLVM_PROFDATA" >&2
   exit 1
 fi
 
