@@ -396,28 +396,28 @@ async fn h1_load(
     each: usize,
     post: Option<usize>,
 ) -> Result<usize, BoxError> {
+    // One upload body, shared (reference-counted) by every request.
+    let upload = post.map(|len| Bytes::from(vec![b'x'; len]));
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..connections {
         let stream = dial.connect(data, false).await?;
+        let upload = upload.clone();
         clients.spawn(async move {
             let (mut sender, connection) =
                 hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(connection);
+            let method = match upload {
+                Some(_) => Method::POST,
+                None => Method::GET,
+            };
             for _ in 0..each {
-                let (method, body, expect) = match post {
-                    Some(len) => {
-                        let bytes = Bytes::from(vec![b'x'; len]);
-                        (Method::POST, fixed(bytes.clone()), Some(bytes))
-                    }
-                    None => (Method::GET, fixed(Bytes::new()), None),
-                };
                 let req = Request::builder()
-                    .method(method)
+                    .method(method.clone())
                     .uri(path)
                     .header(http::header::HOST, "train.example")
-                    .body(body)?;
+                    .body(fixed(upload.clone().unwrap_or_default()))?;
                 sender.ready().await?;
-                check(sender.send_request(req).await?, expect.as_ref()).await?;
+                check(sender.send_request(req).await?, upload.as_ref()).await?;
             }
             Ok::<_, BoxError>(each)
         });
