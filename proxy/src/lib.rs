@@ -12,10 +12,12 @@
 //! call, [`pool`]) → back through
 //! [`handler`] (response headers; a 101 becomes an [`upgrade`] tunnel) →
 //! [`metrics`] (the request recorded when its response body ends).
-//! [`error`] turns failures into responses.
+//! [`error`] turns failures into responses; [`coalesce`] sends small
+//! vectored writes, both ways, as one write.
 
 pub mod body;
 pub mod client_idle;
+pub mod coalesce;
 pub mod error;
 pub mod forward;
 pub mod handler;

@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use crate::client_idle::{IdleTimeout, IdleWatch};
+use crate::coalesce::CoalescedWrites;
 use crate::forward::Downstream;
 use crate::handler::Proxy;
 use crate::tls::ServerTls;
@@ -134,7 +135,7 @@ async fn serve_connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let watch = Arc::new(IdleWatch::default());
-    let io = IdleTimeout::new(io, Arc::clone(&watch), idle_timeout);
+    let io = CoalescedWrites::new(IdleTimeout::new(io, Arc::clone(&watch), idle_timeout));
     // Shared, not cloned field by field: each request takes one reference.
     let downstream = Arc::new(Downstream::new(client).with_idle_watch(watch));
     let service = service_fn(move |req| {

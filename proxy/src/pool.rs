@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use crate::body::ProxyBody;
+use crate::coalesce::CoalescedWrites;
 
 /// Why an upstream exchange failed before its response headers arrived.
 #[derive(Debug, thiserror::Error)]
@@ -257,7 +258,7 @@ impl Pool {
         let stream = connect_tcp(authority, timeout).await.map_err(failed)?;
         let _ = stream.set_nodelay(true);
         let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(CoalescedWrites::new(stream)))
             .await?;
         tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
