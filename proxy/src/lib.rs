@@ -24,6 +24,7 @@ pub mod handler;
 pub mod health;
 pub mod listener;
 pub mod metrics;
+pub mod names;
 pub mod pool;
 pub mod route;
 pub mod select;
@@ -40,9 +41,9 @@ pub use forward::{Transport, Upstream, UpstreamSettings, UpstreamTls};
 pub use handler::Proxy;
 pub use listener::{bind, serve, ListenerSettings};
 pub use metrics::{Metrics, MetricsSettings};
-pub use select::VersionOverride;
 pub use shadow::{ShadowResult, ShadowSpec};
 pub use sticky::StickySpec;
 pub use table::{
-    RouteSpec, RoutingTable, Settings, TableError, TableHandle, TableSpec, VersionSpec,
+    RouteSpec, RoutingTable, Settings, TableError, TableHandle, TableProblem, TableSpec,
+    VersionOverride, VersionSpec,
 };
