@@ -22,6 +22,10 @@ use switchyard_proxy::{RouteSpec, RoutingTable, TableError, TableHandle, TableSp
 use crate::config::Config;
 use crate::history::{self, Change, History, Source};
 
+mod traffic;
+
+pub use traffic::Origin;
+
 /// Something the control plane tells observers about.
 pub enum PlaneEvent<'a> {
     /// A new table is live.
