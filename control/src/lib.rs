@@ -11,6 +11,9 @@ pub mod dashboard;
 pub mod demo;
 pub mod health;
 pub mod history;
+#[cfg(test)]
+#[path = "../../proxy/src/layering.rs"]
+mod layering;
 pub mod plane;
 pub mod reload;
 pub mod resident;

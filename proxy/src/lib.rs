@@ -22,6 +22,8 @@ pub mod error;
 pub mod forward;
 pub mod handler;
 pub mod health;
+#[cfg(test)]
+mod layering;
 pub mod listener;
 pub mod metrics;
 pub mod names;
