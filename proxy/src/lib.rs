@@ -3,6 +3,11 @@
 //! table. The control plane (`switchyard-control`) builds tables and hands
 //! them over through [`TableHandle`]; nothing here depends on it.
 //!
+//! What the control plane hands over: a [`TableSpec`] (plain data) →
+//! [`table`] (the build, where every rule of a spec is checked and each
+//! problem keyed by its config path; [`names`] holds the rules for names and
+//! endpoints) → the live [`RoutingTable`] behind the [`TableHandle`].
+//!
 //! The request path, in the order a request meets it:
 //! [`listener`] (accept, HTTP/1.1 + h2c, or [`tls`] with ALPN h2; the
 //! [`client_idle`] timeout) →

@@ -92,7 +92,7 @@ pub fn reply<T: Serialize>(result: Result<T, ApiError>) -> AdminResponse {
     }
 }
 
-/// The request body as `T`, at most [`MAX_BODY`] bytes.
+/// The request body as `T`, at most `MAX_BODY` bytes.
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     req: Request<Incoming>,
 ) -> Result<T, ApiError> {
