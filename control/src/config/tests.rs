@@ -188,3 +188,22 @@ fn shadow_errors_name_key_and_line() {
     let e = bad("compare = true", "compare = true\n  sample = 3");
     assert_eq!(e[0].path, "routes[0].shadows[1].sample");
 }
+
+#[test]
+fn table_problems_of_health_keys_point_at_their_lines() {
+    let text = format!(
+        "{GOOD}  [routes.health_check]\n  path = \"healthz\"\n  [routes.outlier_detection]\n  max_ejection_percent = 120\n"
+    );
+    let errors = errors(&text);
+    let found: Vec<(&str, Option<usize>)> = errors
+        .iter()
+        .map(|e| (e.path.as_str(), e.position.map(|p| p.0)))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("routes[0].health_check.path", Some(18)),
+            ("routes[0].outlier_detection.max_ejection_percent", Some(20)),
+        ]
+    );
+}

@@ -255,3 +255,47 @@ fn header_routes_win_over_the_same_host_and_prefix() {
         result.map(|_| ())
     );
 }
+
+#[test]
+fn check_reports_every_problem_by_config_path() {
+    let mut bad = route(
+        "a b",
+        Some("bad host!"),
+        "x",
+        vec![
+            version("s", 0, &["nowhere"]),
+            version("s", crate::split::MAX_WEIGHT + 1, &[]),
+        ],
+    );
+    bad.baseline = "gone".into();
+    bad.health_check = Some(crate::health::HealthCheckSpec {
+        path: "healthz".into(),
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        healthy_threshold: 1,
+        unhealthy_threshold: 0,
+    });
+    let good = route("ok", None, "/", vec![version("s", 1, &["127.0.0.1:1"])]);
+    let problems = RoutingTable::check(&spec(vec![good.clone(), bad]));
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "routes[1].name",
+            "routes[1].host",
+            "routes[1].path_prefix",
+            "routes[1].versions[0].endpoints[0]",
+            "routes[1].versions[1].name",
+            "routes[1].versions[1].weight",
+            "routes[1].versions[1].endpoints",
+            "routes[1].baseline",
+            "routes[1].health_check.path",
+            "routes[1].health_check.unhealthy_threshold",
+        ]
+    );
+    assert!(matches!(
+        problems[3].error,
+        TableError::BadEndpoint { ref endpoint, .. } if endpoint == "nowhere"
+    ));
+    assert!(RoutingTable::check(&spec(vec![good])).is_empty());
+}
