@@ -43,10 +43,6 @@ impl ApiError {
         self
     }
 
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
     pub fn into_response(self) -> AdminResponse {
         json_response(
             self.status,
