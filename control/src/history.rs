@@ -10,7 +10,7 @@ use switchyard_proxy::{RouteSpec, TableSpec};
 pub const HISTORY_LIMIT: usize = 1_000;
 
 /// Where a change came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     Api,

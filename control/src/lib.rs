@@ -15,14 +15,16 @@
 //! Changes reach the plane from [`admin`] (the HTTP API: auth, router, JSON
 //! views; [`admin::api`] is the vocabulary other modules' endpoints use),
 //! [`reload`] (the file, on change or SIGHUP; [`tls_reload`] for
-//! certificates), [`health`] (active checks) and [`rollout`] (progressive
-//! rollouts judged on metrics). Read-only views, as admin endpoints:
+//! certificates), [`health`] (active checks), [`rollout`] (progressive
+//! rollouts judged on metrics) and [`cluster`] (a fleet's shared table on
+//! etcd, applied through the plane). Read-only views, as admin endpoints:
 //! [`stats`], [`shadows`], [`dashboard`]. Clients of the admin API:
 //! [`ctl`] (`switchyard ctl`) and [`demo`]. Process plumbing: the allocator
 //! (`buffer_cache`) and `resident` (handing back start-up pages).
 
 pub mod admin;
 pub mod buffer_cache;
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod dashboard;

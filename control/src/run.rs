@@ -38,6 +38,8 @@ pub enum StartError {
     Tls(#[from] TlsConfigError),
     #[error("{0}")]
     Files(ConfigErrors),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ConnectError),
 }
 
 /// How to start beyond what the config says.
@@ -212,6 +214,15 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         )),
         tokio::spawn(admin::serve(admin_listener, admin, stopped(shutdown_rx))),
     ];
+    if let Some(cluster) = &config.cluster {
+        background.extend(crate::cluster::join(
+            &plane,
+            cluster,
+            base_dir.as_deref(),
+            data_addr,
+            admin_addr,
+        )?);
+    }
     background.push(crate::health::start(Arc::clone(&plane)));
     background.push(rollouts.start());
     plane.set_ready(true);

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use switchyard_proxy::RoutingTable;
 
 use crate::history::Source;
-use crate::plane::{ChangeError, ControlPlane, Origin, ReloadError, ReloadOutcome};
+use crate::plane::{ChangeError, ControlPlane, Origin, ReloadError, ReloadOutcome, TrafficOp};
 
 pub mod api;
 pub mod auth;
@@ -44,6 +44,7 @@ impl From<ChangeError> for ApiError {
             ChangeError::RevisionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             ChangeError::Conflict(_) => StatusCode::CONFLICT,
             ChangeError::Invalid(_) | ChangeError::Table(_) => StatusCode::BAD_REQUEST,
+            ChangeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         let detail = match &error {
             ChangeError::RevisionMismatch { current, .. } => json!({ "revision": current }),
@@ -75,11 +76,8 @@ impl Admin {
 
         match (method.clone(), segments.as_slice()) {
             (Method::GET, ["healthz"]) => Ok(text_response(StatusCode::OK, "text/plain", "ok\n")),
-            (Method::GET, ["readyz"]) => Ok(if self.plane.is_ready() {
-                text_response(StatusCode::OK, "text/plain", "ready\n")
-            } else {
-                text_response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
-            }),
+            (Method::GET, ["readyz"]) => Ok(self.readyz()),
+            (Method::GET, ["api", "v1", "fleet"]) => self.fleet().await,
             (Method::GET, ["api", "v1", "routes"]) => Ok(self.routes()),
             (Method::GET, ["api", "v1", "history"]) => Ok(json_response(
                 StatusCode::OK,
@@ -92,16 +90,26 @@ impl Admin {
             (Method::PUT, ["api", "v1", "routes", route, "weights"]) => {
                 let body: BTreeMap<String, i64> = read_json(req).await?;
                 let expected = precondition(if_match.as_deref(), flags.force)?;
-                self.set_weights(route, body, expected, flags.exact, &who)
+                let op = TrafficOp::Weights {
+                    weights: body,
+                    exact: flags.exact,
+                };
+                self.traffic(route, op, expected, api(&who, None)).await
             }
             (Method::POST, ["api", "v1", "routes", route, "promote"]) => {
                 let body: VersionBody = read_json(req).await?;
                 let expected = optional_precondition(if_match.as_deref())?;
-                self.promote(route, &body.version, expected, &who)
+                let op = TrafficOp::Promote {
+                    version: body.version,
+                };
+                self.traffic(route, op, expected, api(&who, Some("promote")))
+                    .await
             }
             (Method::POST, ["api", "v1", "routes", route, "rollback"]) => {
                 let expected = optional_precondition(if_match.as_deref())?;
-                self.rollback(route, expected, &who)
+                let origin = api(&who, Some("rollback"));
+                self.traffic(route, TrafficOp::Rollback, expected, origin)
+                    .await
             }
             (Method::POST, ["api", "v1", "routes", route, "flip"]) => {
                 let body: FlipBody = read_json(req).await?;
@@ -109,7 +117,12 @@ impl Admin {
                 if !flags.force {
                     self.guard_flip(route, &body.to)?;
                 }
-                self.flip(route, &body.from, &body.to, expected, &who)
+                let op = TrafficOp::Flip {
+                    from: body.from,
+                    to: body.to,
+                };
+                self.traffic(route, op, expected, api(&who, Some("flip")))
+                    .await
             }
             _ => {
                 if let Some(response) = self
@@ -140,57 +153,57 @@ impl Admin {
         )
     }
 
-    fn set_weights(
+    async fn traffic(
         &self,
         route: &str,
-        weights: BTreeMap<String, i64>,
+        op: TrafficOp,
         expected: Option<u64>,
-        exact: bool,
-        who: &str,
+        origin: Origin<'_>,
     ) -> Result<AdminResponse, ApiError> {
-        let table = self
-            .plane
-            .set_weights(route, &weights, exact, expected, api(who, None))?;
+        let table = self.plane.traffic(route, &op, expected, origin).await?;
         Ok(self.changed(table, route))
     }
 
-    fn promote(
-        &self,
-        route: &str,
-        version: &str,
-        expected: Option<u64>,
-        who: &str,
-    ) -> Result<AdminResponse, ApiError> {
-        let table = self
+    /// Ready or not, and in a fleet whether etcd is reachable: a replica
+    /// that lost etcd still serves (on its last table), so it stays ready.
+    fn readyz(&self) -> AdminResponse {
+        let cluster = self
             .plane
-            .promote(route, version, expected, api(who, Some("promote")))?;
-        Ok(self.changed(table, route))
+            .store()
+            .map(|store| format!("cluster: {}\n", store.status().state))
+            .unwrap_or_default();
+        if self.plane.is_ready() {
+            text_response(StatusCode::OK, "text/plain", format!("ready\n{cluster}"))
+        } else {
+            text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready\n{cluster}"),
+            )
+        }
     }
 
-    fn rollback(
-        &self,
-        route: &str,
-        expected: Option<u64>,
-        who: &str,
-    ) -> Result<AdminResponse, ApiError> {
-        let table = self
-            .plane
-            .rollback(route, expected, api(who, Some("rollback")))?;
-        Ok(self.changed(table, route))
-    }
-
-    fn flip(
-        &self,
-        route: &str,
-        from: &str,
-        to: &str,
-        expected: Option<u64>,
-        who: &str,
-    ) -> Result<AdminResponse, ApiError> {
-        let table = self
-            .plane
-            .flip(route, from, to, expected, api(who, Some("flip")))?;
-        Ok(self.changed(table, route))
+    /// `GET /api/v1/fleet`: the replicas and the revision each serves.
+    async fn fleet(&self) -> Result<AdminResponse, ApiError> {
+        let Some(store) = self.plane.store().cloned() else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "this process is not part of a fleet: add a [cluster] section to its config",
+            ));
+        };
+        let members = store
+            .members()
+            .await
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        let status = store.status();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "prefix": status.prefix,
+                "revision": self.plane.shared().map(|(revision, _)| revision),
+                "replicas": members,
+            }),
+        ))
     }
 
     /// Blue-green safety: on a route with active health checks, refuse to

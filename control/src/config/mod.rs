@@ -13,7 +13,7 @@
 //! Sections: [`listen`], [`timeouts`], [`proxy`], [`admin`], [`metrics`],
 //! [`route`] (routes and versions, and the conversion into the data plane's
 //! `TableSpec`), [`routing`] (match headers, sticky, override), [`tls`],
-//! [`shadow`], [`health`], [`rollout`].
+//! [`shadow`], [`health`], [`rollout`], [`cluster`].
 
 use std::ops::Range;
 use std::path::Path;
@@ -22,6 +22,7 @@ use serde::Deserialize;
 use switchyard_proxy::{ListenerSettings, MetricsSettings, RoutingTable, UpstreamSettings};
 
 pub mod admin;
+pub mod cluster;
 pub mod errors;
 pub mod health;
 pub mod listen;
@@ -38,6 +39,7 @@ pub mod tls;
 pub mod values;
 
 pub use admin::{AdminConfig, NamedToken};
+pub use cluster::{ClusterConfig, ClusterTls};
 pub use errors::{line_column, ConfigError, ConfigErrors};
 pub use health::{HealthCheckConfig, OutlierConfig};
 pub use listen::Listen;
@@ -65,6 +67,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Absent: a single process run from this file.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Config {
@@ -139,6 +144,9 @@ impl Config {
         self.listen.validate(&mut error);
         routing::validate_proxy(&self.proxy, &mut error);
         self.metrics.validate(&mut error);
+        if let Some(cluster) = &self.cluster {
+            cluster.validate(&mut error);
+        }
         if self.routes.is_empty() {
             error(
                 "routes".into(),

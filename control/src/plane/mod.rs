@@ -14,11 +14,19 @@
 //! The traffic operations (set weights, promote, rollback, flip) are in
 //! [`traffic`]: methods of [`ControlPlane`] the admin API and the rollout
 //! controller share.
+//!
+//! In a fleet (`[cluster]`), a [`store`] holds the routes' weights: an
+//! admin change is committed there first (guarded by the revision it was
+//! computed from) and every replica applies what the store holds through
+//! [`ControlPlane::apply_shared`], with the store's revision as the table's.
+//! A file reload then changes only the route definitions (endpoints,
+//! matching, settings): the weights stay the fleet's; `switchyard ctl apply
+//! FILE` pushes a file's weights to the fleet as guarded changes.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Instant;
 
 use switchyard_proxy::{RouteSpec, RoutingTable, TableError, TableHandle, TableSpec};
@@ -26,9 +34,11 @@ use switchyard_proxy::{RouteSpec, RoutingTable, TableError, TableHandle, TableSp
 use crate::config::Config;
 use crate::history::{self, Change, History, Source};
 
+pub mod store;
 pub mod traffic;
 
-pub use traffic::Origin;
+pub use store::{SharedState, SharedStore, StoreError, StoreStatus};
+pub use traffic::{Origin, TrafficOp};
 
 /// Something the control plane tells observers about.
 pub enum PlaneEvent<'a> {
@@ -58,6 +68,20 @@ pub enum ChangeError {
     Conflict(String),
     #[error(transparent)]
     Table(#[from] TableError),
+    /// The fleet's store cannot be reached: nothing changed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for ChangeError {
+    fn from(error: StoreError) -> ChangeError {
+        match error {
+            StoreError::Conflict { expected, current } => {
+                ChangeError::RevisionMismatch { expected, current }
+            }
+            StoreError::Unavailable { .. } => ChangeError::Unavailable(error.to_string()),
+        }
+    }
 }
 
 /// Why a reload failed; the table is unchanged.
@@ -94,6 +118,8 @@ struct State {
     last_reload: Option<String>,
     last_reload_error: Option<String>,
     restart_required: Vec<String>,
+    /// The fleet's state last applied (cluster mode only).
+    shared: Option<(u64, SharedState)>,
 }
 
 pub struct ControlPlane {
@@ -103,6 +129,8 @@ pub struct ControlPlane {
     state: Mutex<State>,
     observers: RwLock<Vec<Observer>>,
     ready: AtomicBool,
+    /// Set in cluster mode: changes are committed there first.
+    store: OnceLock<Arc<dyn SharedStore>>,
 }
 
 /// Read-only view for `GET /api/v1/status`.
@@ -117,6 +145,9 @@ pub struct Status {
     pub overridden_routes: Vec<String>,
     pub restart_required: Vec<String>,
     pub ready: bool,
+    /// The fleet connection; absent in single-process mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<StoreStatus>,
 }
 
 impl ControlPlane {
@@ -141,9 +172,11 @@ impl ControlPlane {
                 last_reload: None,
                 last_reload_error: None,
                 restart_required: Vec::new(),
+                shared: None,
             }),
             observers: RwLock::new(Vec::new()),
             ready: AtomicBool::new(false),
+            store: OnceLock::new(),
         }
     }
 
@@ -183,6 +216,17 @@ impl ControlPlane {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// Joins a fleet: from now on changes are committed to `store` first.
+    pub fn set_store(&self, store: Arc<dyn SharedStore>) {
+        if self.store.set(store).is_err() {
+            tracing::warn!("the control plane already has a shared store; keeping the first");
+        }
+    }
+
+    pub fn store(&self) -> Option<&Arc<dyn SharedStore>> {
+        self.store.get()
+    }
+
     /// The config currently applied (listener addresses as started).
     pub fn config(&self) -> Config {
         self.state().config.clone()
@@ -199,6 +243,11 @@ impl ControlPlane {
         reason: Option<&str>,
         edit: impl FnOnce(&mut RouteSpec) -> Result<(), ChangeError>,
     ) -> Result<Arc<RoutingTable>, ChangeError> {
+        if self.store().is_some() {
+            return Err(ChangeError::Conflict(
+                "in cluster mode this change must go through the fleet's store (the admin API does); automated local changes are not fleet-wide yet".into(),
+            ));
+        }
         let mut state = self.state();
         let mut before = None;
         let mut changed = false;
@@ -239,6 +288,95 @@ impl ControlPlane {
             });
         }
         Ok(table)
+    }
+
+    /// Commits an edit of one route to the fleet's store (guarded by the
+    /// revision it was computed from, and by `expected` when given), then
+    /// applies what was committed. Without a store: [`Self::change_route`].
+    pub async fn commit_route(
+        &self,
+        route: &str,
+        expected: Option<u64>,
+        origin: Origin<'_>,
+        edit: impl FnOnce(&mut RouteSpec) -> Result<(), ChangeError>,
+    ) -> Result<Arc<RoutingTable>, ChangeError> {
+        let Some(store) = self.store().cloned() else {
+            return self.change_route(
+                route,
+                expected,
+                origin.source,
+                origin.who,
+                origin.reason,
+                edit,
+            );
+        };
+        let current = self.table.load();
+        if let Some(expected) = expected {
+            if expected != current.revision() {
+                return Err(ChangeError::RevisionMismatch {
+                    expected,
+                    current: current.revision(),
+                });
+            }
+        }
+        let mut spec = current.spec().clone();
+        let target = spec
+            .routes
+            .iter_mut()
+            .find(|r| r.name == route)
+            .ok_or_else(|| ChangeError::UnknownRoute(route.to_owned()))?;
+        edit(target)?;
+        if let Some(problem) = RoutingTable::check(&spec).into_iter().next() {
+            return Err(ChangeError::Table(problem.error));
+        }
+        let shared = SharedState::from_spec(&spec, origin.source, origin.who, origin.reason);
+        let revision = store.commit(current.revision(), shared.clone()).await?;
+        self.apply_shared(revision, shared)?;
+        Ok(self.table.load())
+    }
+
+    /// Applies the fleet's state at `revision` (from the store's watch or a
+    /// commit): the file's routes with the shared weights, stored as that
+    /// revision. Older or already applied revisions change nothing.
+    pub fn apply_shared(&self, revision: u64, shared: SharedState) -> Result<bool, TableError> {
+        let mut state = self.state();
+        if state
+            .shared
+            .as_ref()
+            .is_some_and(|(applied, _)| *applied >= revision)
+        {
+            return Ok(false);
+        }
+        let before = self.table.load();
+        let table = self
+            .table
+            .store_at(shared.overlay(&state.file_spec), revision)?;
+        let changes = history::diff(
+            before.spec(),
+            table.spec(),
+            shared.source,
+            &shared.who,
+            revision,
+            shared.reason.as_deref(),
+        );
+        let routes: Vec<String> = changes.iter().map(|c| c.route.clone()).collect();
+        let source = shared.source;
+        state.shared = Some((revision, shared));
+        record(&mut state.history, changes);
+        drop(state);
+        self.notify(PlaneEvent::TableChanged(&table));
+        if !routes.is_empty() {
+            self.notify(PlaneEvent::RoutesChanged {
+                routes: &routes,
+                source,
+            });
+        }
+        Ok(true)
+    }
+
+    /// The fleet's state last applied and its revision (cluster mode).
+    pub fn shared(&self) -> Option<(u64, SharedState)> {
+        self.state().shared.clone()
     }
 
     /// Re-reads the config file and applies it (see the module comment for
@@ -286,15 +424,23 @@ impl ControlPlane {
         }
         let new_file_spec = config.table_spec();
         let mut before = None;
-        let merged = self.table.update(|current| {
-            before = Some(current.spec().clone());
-            Ok::<_, TableError>(merge(
-                &state.file_spec,
-                &new_file_spec,
-                current.spec(),
-                &state.overrides,
-            ))
-        });
+        let merged = match &state.shared {
+            // In a fleet the weights are the fleet's, whatever the file says.
+            Some((revision, shared)) => {
+                before = Some(self.table.load().spec().clone());
+                self.table
+                    .store_at(shared.overlay(&new_file_spec), *revision)
+            }
+            None => self.table.update(|current| {
+                before = Some(current.spec().clone());
+                Ok::<_, TableError>(merge(
+                    &state.file_spec,
+                    &new_file_spec,
+                    current.spec(),
+                    &state.overrides,
+                ))
+            }),
+        };
         let table = match merged {
             Ok(table) => table,
             Err(error) => {
@@ -371,6 +517,7 @@ impl ControlPlane {
             overridden_routes: state.overrides.iter().cloned().collect(),
             restart_required: state.restart_required.clone(),
             ready: self.is_ready(),
+            cluster: self.store().map(|store| store.status()),
         }
     }
 
@@ -450,6 +597,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         old.proxy.max_idle_per_endpoint != new.proxy.max_idle_per_endpoint,
     );
     check("admin", old.admin != new.admin);
+    check("cluster", old.cluster != new.cluster);
     keys
 }
 

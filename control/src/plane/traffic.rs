@@ -1,6 +1,8 @@
 //! The traffic operations: set weights, promote, rollback and flip, each a
-//! change of one route through [`ControlPlane::change_route`]. Written once
-//! here; the admin API and the rollout controller both call them.
+//! change of one route. Written once here ([`TrafficOp`]); the rollout
+//! controller applies them locally ([`ControlPlane::change_route`]), the
+//! admin API through [`ControlPlane::traffic`], which in a fleet commits
+//! them to the shared store first.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +20,52 @@ pub struct Origin<'a> {
     pub reason: Option<&'a str>,
 }
 
+/// One traffic operation on a route.
+#[derive(Debug, Clone)]
+pub enum TrafficOp {
+    /// With `exact`, every version not named gets 0.
+    Weights {
+        weights: BTreeMap<String, i64>,
+        exact: bool,
+    },
+    /// `version` takes all the traffic, the others none.
+    Promote { version: String },
+    /// The route's baseline takes all the traffic.
+    Rollback,
+    /// Blue-green: `to` takes over `from`'s share in one swap.
+    Flip { from: String, to: String },
+}
+
+impl TrafficOp {
+    fn edit(&self, spec: &mut RouteSpec) -> Result<(), ChangeError> {
+        match self {
+            TrafficOp::Weights { weights, exact } => set_weights(spec, weights, *exact),
+            TrafficOp::Promote { version } => all_to(spec, version),
+            TrafficOp::Rollback => {
+                let baseline = spec.baseline.clone();
+                all_to(spec, &baseline)
+            }
+            TrafficOp::Flip { from, to } => flip(spec, from, to),
+        }
+    }
+}
+
 impl ControlPlane {
+    /// Applies `op` to `route`: in a fleet, committed to the shared store
+    /// first; otherwise swapped in here. `expected`: the revision the
+    /// caller read.
+    pub async fn traffic(
+        &self,
+        route: &str,
+        op: &TrafficOp,
+        expected: Option<u64>,
+        origin: Origin<'_>,
+    ) -> Result<Arc<RoutingTable>, ChangeError> {
+        check_not_empty(op)?;
+        self.commit_route(route, expected, origin, |spec| op.edit(spec))
+            .await
+    }
+
     /// Sets the weights of the named versions; with `exact`, every version
     /// not named gets 0. `expected`: the revision the caller read.
     pub fn set_weights(
@@ -29,14 +76,12 @@ impl ControlPlane {
         expected: Option<u64>,
         origin: Origin<'_>,
     ) -> Result<Arc<RoutingTable>, ChangeError> {
-        if weights.is_empty() {
-            return Err(ChangeError::Invalid(
-                "no weights given: send e.g. {\"stable\": 75, \"canary\": 25}".into(),
-            ));
-        }
-        self.change(route, expected, origin, |spec| {
-            set_weights(spec, weights, exact)
-        })
+        let op = TrafficOp::Weights {
+            weights: weights.clone(),
+            exact,
+        };
+        check_not_empty(&op)?;
+        self.change(route, expected, origin, |spec| op.edit(spec))
     }
 
     /// `version` takes all the traffic, the others none.
@@ -90,6 +135,15 @@ impl ControlPlane {
             origin.reason,
             edit,
         )
+    }
+}
+
+fn check_not_empty(op: &TrafficOp) -> Result<(), ChangeError> {
+    match op {
+        TrafficOp::Weights { weights, .. } if weights.is_empty() => Err(ChangeError::Invalid(
+            "no weights given: send e.g. {\"stable\": 75, \"canary\": 25}".into(),
+        )),
+        _ => Ok(()),
     }
 }
 

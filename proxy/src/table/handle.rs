@@ -65,6 +65,24 @@ impl TableHandle {
         Ok(next)
     }
 
+    /// Replaces the table with `spec` as `revision`, a revision assigned
+    /// elsewhere (a fleet's shared store numbers its own changes).
+    pub fn store_at(
+        &self,
+        spec: TableSpec,
+        revision: u64,
+    ) -> Result<Arc<RoutingTable>, TableError> {
+        let _writer = self
+            .shared
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.shared.table.load_full();
+        let next = Arc::new(RoutingTable::build_after(spec, revision, Some(&current))?);
+        self.shared.table.store(Arc::clone(&next));
+        Ok(next)
+    }
+
     /// Replaces the table with `spec` (the next revision).
     pub fn store(&self, spec: TableSpec) -> Result<Arc<RoutingTable>, TableError> {
         self.update(|_| Ok::<_, TableError>(spec))

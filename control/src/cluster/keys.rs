@@ -1,0 +1,50 @@
+//! Where the fleet's keys live under its prefix (see the parent module for
+//! why the routing state is one key).
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The routing state: its mod revision is the fleet's revision.
+    pub fn table(&self) -> String {
+        format!("{}/table", self.prefix)
+    }
+
+    /// Every replica's key starts with this.
+    pub fn members(&self) -> String {
+        format!("{}/members/", self.prefix)
+    }
+
+    pub fn member(&self, name: &str) -> String {
+        format!("{}/members/{name}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sit_under_the_prefix() {
+        let keys = Keys::new("/switchyard/shop");
+        assert_eq!(keys.table(), "/switchyard/shop/table");
+        assert_eq!(keys.member("pod-7"), "/switchyard/shop/members/pod-7");
+        assert!(keys.member("pod-7").starts_with(&keys.members()));
+        // Another fleet's keys never share the members' prefix.
+        assert!(!Keys::new("/switchyard/shop2")
+            .member("a")
+            .starts_with(&keys.members()));
+    }
+}

@@ -1,0 +1,187 @@
+//! The control plane's shared store on etcd: a change is one `Txn` that
+//! writes the table key only if its `mod_revision` is still the revision the
+//! change was computed from; the new mod revision is the fleet's revision.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use serde_json::Value;
+
+use super::connect::Options;
+use super::keys::Keys;
+use crate::plane::store::BoxFuture;
+use crate::plane::{SharedState, SharedStore, StoreError, StoreStatus};
+
+/// The etcd connection shared by the follower, the membership task and the
+/// admin API's writes.
+pub struct EtcdStore {
+    options: Options,
+    keys: Keys,
+    name: String,
+    link: Mutex<Link>,
+}
+
+#[derive(Default)]
+struct Link {
+    /// `None` until the first connection succeeds.
+    client: Option<Client>,
+    connected: bool,
+    error: Option<String>,
+}
+
+impl EtcdStore {
+    pub fn new(options: Options, keys: Keys, name: String) -> EtcdStore {
+        EtcdStore {
+            options,
+            keys,
+            name,
+            link: Mutex::new(Link {
+                error: Some("not connected yet".into()),
+                ..Link::default()
+            }),
+        }
+    }
+
+    fn link(&self) -> MutexGuard<'_, Link> {
+        self.link
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// A client to talk to etcd with: the one connected, or a new one.
+    pub async fn client(&self) -> Result<Client, StoreError> {
+        if let Some(client) = self.link().client.clone() {
+            return Ok(client);
+        }
+        let client = self
+            .options
+            .connect()
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        self.link().client = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Records that etcd answered.
+    pub fn connected(&self) {
+        let mut link = self.link();
+        if !link.connected {
+            tracing::info!(endpoints = %self.options.endpoint_list(), "connected to etcd");
+        }
+        link.connected = true;
+        link.error = None;
+    }
+
+    /// Records that etcd did not answer; requests keep flowing meanwhile.
+    pub fn disconnected(&self, error: &str) {
+        let mut link = self.link();
+        if link.connected {
+            tracing::warn!(endpoints = %self.options.endpoint_list(), %error, "lost etcd; serving the last table");
+        }
+        link.connected = false;
+        link.error = Some(error.to_owned());
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.link().connected
+    }
+
+    /// The error an operation reports while etcd is unreachable (and the
+    /// state it leaves: disconnected).
+    pub fn unavailable(&self, error: &dyn std::fmt::Display) -> StoreError {
+        let reason = error.to_string();
+        self.disconnected(&reason);
+        StoreError::Unavailable {
+            endpoints: self.options.endpoint_list(),
+            reason,
+        }
+    }
+
+    async fn commit_state(&self, guard: u64, state: SharedState) -> Result<u64, StoreError> {
+        let value = serde_json::to_vec(&state).map_err(|e| self.unavailable(&e))?;
+        let mut client = self.client().await?;
+        let key = self.keys.table();
+        let guard_revision = i64::try_from(guard).unwrap_or(i64::MAX);
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                guard_revision,
+            )])
+            .and_then([TxnOp::put(key.clone(), value, None)])
+            .or_else([TxnOp::get(key, None)]);
+        let response = client.txn(txn).await.map_err(|e| self.unavailable(&e))?;
+        self.connected();
+        let revision = response
+            .header()
+            .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0));
+        if response.succeeded() {
+            return Ok(revision);
+        }
+        let current = response
+            .op_responses()
+            .into_iter()
+            .find_map(|op| match op {
+                etcd_client::TxnOpResponse::Get(get) => get
+                    .kvs()
+                    .first()
+                    .map(|kv| u64::try_from(kv.mod_revision()).unwrap_or(0)),
+                _ => None,
+            })
+            .unwrap_or(0);
+        Err(StoreError::Conflict {
+            expected: guard,
+            current,
+        })
+    }
+
+    async fn list_members(&self) -> Result<Vec<Value>, StoreError> {
+        let mut client = self.client().await?;
+        let response = client
+            .get(self.keys.members(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        self.connected();
+        Ok(response
+            .kvs()
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+            .collect())
+    }
+}
+
+impl SharedStore for EtcdStore {
+    fn commit(&self, guard: u64, state: SharedState) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.commit_state(guard, state))
+    }
+
+    fn members(&self) -> BoxFuture<'_, Result<Vec<Value>, StoreError>> {
+        Box::pin(self.list_members())
+    }
+
+    fn status(&self) -> StoreStatus {
+        let link = self.link();
+        StoreStatus {
+            state: if link.connected {
+                "connected"
+            } else {
+                "disconnected"
+            },
+            endpoints: self.options.endpoints.clone(),
+            prefix: self.keys.prefix().to_owned(),
+            name: self.name.clone(),
+            error: link.error.clone(),
+        }
+    }
+}
+
+/// Shared by the tasks of one replica.
+pub type Shared = Arc<EtcdStore>;

@@ -1,0 +1,141 @@
+//! The seam between the control plane and a store the routing state is
+//! shared through. Without one (single process), a change is swapped in
+//! locally, as always. With one (`[cluster]`, see `crate::cluster`), a
+//! change is first committed to the store, guarded by the revision it was
+//! computed from, and the store's revision becomes the table's.
+//!
+//! What is shared is each route's weights per version (the state the admin
+//! API and automated decisions change), with who made the last change;
+//! route definitions (endpoints, matching) come from each replica's file.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+use switchyard_proxy::TableSpec;
+
+use crate::history::Source;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Route → version → weight.
+pub type SharedWeights = BTreeMap<String, BTreeMap<String, u32>>;
+
+/// The shared routing state: the routes' weights and the change that set
+/// them (so every replica's history names who made it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedState {
+    pub routes: SharedWeights,
+    pub source: Source,
+    pub who: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl SharedState {
+    /// The weights of every route of `spec`.
+    pub fn from_spec(spec: &TableSpec, source: Source, who: &str, reason: Option<&str>) -> Self {
+        SharedState {
+            routes: spec
+                .routes
+                .iter()
+                .map(|r| (r.name.clone(), crate::history::weights(r)))
+                .collect(),
+            source,
+            who: who.to_owned(),
+            reason: reason.map(str::to_owned),
+        }
+    }
+
+    /// `spec` with the shared weights laid over it: routes and versions the
+    /// state does not name keep the file's weights.
+    pub fn overlay(&self, spec: &TableSpec) -> TableSpec {
+        let mut spec = spec.clone();
+        for route in &mut spec.routes {
+            if let Some(weights) = self.routes.get(&route.name) {
+                for version in &mut route.versions {
+                    if let Some(weight) = weights.get(&version.name) {
+                        version.weight = *weight;
+                    }
+                }
+            }
+        }
+        spec
+    }
+}
+
+/// Why the store refused or failed a change; nothing changed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("the fleet's table is at revision {current}, not {expected}: another change came first; read the routes again and retry")]
+    Conflict { expected: u64, current: u64 },
+    #[error("etcd ({endpoints}) cannot be reached: {reason}; requests keep flowing on the last table; retry the change when etcd is back")]
+    Unavailable { endpoints: String, reason: String },
+}
+
+/// The connection to the shared store, as `GET /api/v1/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreStatus {
+    /// `connected` or `disconnected`.
+    pub state: &'static str,
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub name: String,
+    /// The last error talking to the store, while disconnected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A store the routing state is shared through.
+pub trait SharedStore: Send + Sync {
+    /// Writes `state` if the shared revision is still `guard`; returns the
+    /// new revision.
+    fn commit(&self, guard: u64, state: SharedState) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Replicas of the fleet, as JSON objects.
+    fn members(&self) -> BoxFuture<'_, Result<Vec<serde_json::Value>, StoreError>>;
+
+    fn status(&self) -> StoreStatus;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_sets_named_weights_and_keeps_the_rest() {
+        let spec = TableSpec {
+            routes: vec![switchyard_proxy::RouteSpec {
+                name: "web".into(),
+                versions: vec![
+                    switchyard_proxy::VersionSpec {
+                        name: "stable".into(),
+                        weight: 90,
+                        ..Default::default()
+                    },
+                    switchyard_proxy::VersionSpec {
+                        name: "canary".into(),
+                        weight: 10,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            settings: Default::default(),
+        };
+        let mut state = SharedState::from_spec(&spec, Source::Api, "t", None);
+        state.routes.insert("gone".into(), BTreeMap::new());
+        state
+            .routes
+            .get_mut("web")
+            .map(|w| w.insert("canary".into(), 50));
+        state.routes.get_mut("web").map(|w| w.remove("stable"));
+        let laid = state.overlay(&spec);
+        assert_eq!(laid.routes[0].versions[0].weight, 90);
+        assert_eq!(laid.routes[0].versions[1].weight, 50);
+        let json = serde_json::to_string(&state).expect("json");
+        let back: SharedState = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, state);
+    }
+}
