@@ -1,0 +1,393 @@
+//! The fleet end to end: real `etcd` (Debian's etcd-server) on free
+//! loopback ports with a temp data dir, and several real proxies in this
+//! process sharing one prefix. Without the etcd binary these tests say
+//! skipped, unless `SWITCHYARD_REQUIRE_TOOLS` is set: then they fail.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::Method;
+use serde_json::Value;
+use support::admin::{weight, AdminClient};
+use support::*;
+
+/// An etcd server this test started; killed by its PID when dropped.
+struct Etcd {
+    binary: PathBuf,
+    dir: PathBuf,
+    client_url: String,
+    peer_url: String,
+    child: Option<Child>,
+}
+
+impl Etcd {
+    /// `None`: etcd is not installed (and tools are not required).
+    async fn start(name: &str) -> Option<Etcd> {
+        let binary = tool("etcd")?;
+        let dir = temp_dir(&format!("etcd-{name}"));
+        let client_url = format!("http://{}", free_port().await);
+        let peer_url = format!("http://{}", free_port().await);
+        let mut etcd = Etcd {
+            binary,
+            dir,
+            client_url,
+            peer_url,
+            child: None,
+        };
+        etcd.spawn().await;
+        Some(etcd)
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.join("etcd.log")).expect("etcd log");
+        let child = Command::new(&self.binary)
+            .args(["--name", "fleet-test"])
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .args(["--listen-client-urls", &self.client_url])
+            .args(["--advertise-client-urls", &self.client_url])
+            .args(["--listen-peer-urls", &self.peer_url])
+            .args(["--initial-advertise-peer-urls", &self.peer_url])
+            .args([
+                "--initial-cluster",
+                &format!("fleet-test={}", self.peer_url),
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        self.child = Some(child);
+        let health = format!("{}/health", self.client_url);
+        let client = client();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let req = http::Request::get(&health).body(empty()).expect("request");
+            if let Ok(reply) = send(&client, req).await {
+                if reply.text().contains("true") {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not become healthy; see {}",
+                self.dir.join("etcd.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL by PID: etcd vanishes as in a crash.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([self.client_url.as_str()], None)
+            .await
+            .expect("connect to the test etcd")
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The config of one replica of the fleet at `prefix`.
+fn replica_config(
+    etcd: &Etcd,
+    prefix: &str,
+    name: &str,
+    stable: &Backend,
+    canary: &Backend,
+) -> String {
+    config(&format!(
+        "[cluster]\netcd = [\"{}\"]\nprefix = \"{prefix}\"\nname = \"{name}\"\nlease_ttl = \"3s\"\n\n{}",
+        etcd.client_url,
+        route("web")
+            .backend("stable", 90, stable)
+            .backend("canary", 10, canary)
+            .build()
+    ))
+}
+
+fn admin(proxy: &TestProxy) -> AdminClient {
+    AdminClient::new(proxy.running.admin_addr, None)
+}
+
+async fn status(proxy: &TestProxy) -> Value {
+    let reply = admin(proxy)
+        .call(Method::GET, "/api/v1/status", None, None)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()
+}
+
+/// Polls until `check` holds, failing with `what` after `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn connected(proxy: &TestProxy) -> bool {
+    status(proxy).await["cluster"]["state"] == "connected"
+}
+
+async fn canary_weight(proxy: &TestProxy) -> (u64, u64) {
+    let (revision, routes) = admin(proxy).routes().await;
+    (revision, weight(&routes, "web", "canary"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_changes_and_exactly_one_racing_write_wins() {
+    let Some(etcd) = Etcd::start("three").await else {
+        return;
+    };
+    let stable = backend("stable").start().await;
+    let canary = backend("canary").start().await;
+    let prefix = "/switchyard/three";
+    let mut replicas = Vec::new();
+    for name in ["a", "b", "c"] {
+        let proxy = start_proxy(&replica_config(&etcd, prefix, name, &stable, &canary)).await;
+        replicas.push(proxy);
+    }
+    for proxy in &replicas {
+        eventually(Duration::from_secs(10), "replica connects to etcd", || {
+            connected(proxy)
+        })
+        .await;
+    }
+    // All three serve the seeded table at the same fleet revision.
+    let (seeded, weight_a) = canary_weight(&replicas[0]).await;
+    assert_eq!(weight_a, 10);
+    for proxy in &replicas[1..] {
+        eventually(Duration::from_secs(5), "same seeded revision", || async {
+            canary_weight(proxy).await == (seeded, 10)
+        })
+        .await;
+    }
+
+    // A weight change through A is served by B and C within a second.
+    let reply = admin(&replicas[0])
+        .set_weights("web", seeded, r#"{"stable": 0, "canary": 100}"#)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let changed: u64 = reply
+        .header("etag")
+        .expect("etag")
+        .trim_matches('"')
+        .parse()
+        .expect("revision");
+    assert!(changed > seeded);
+    let started = Instant::now();
+    for proxy in &replicas[1..] {
+        eventually(
+            Duration::from_secs(1),
+            "B and C apply A's change",
+            || async { canary_weight(proxy).await == (changed, 100) },
+        )
+        .await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // C's traffic follows, and its responses carry the fleet's revision.
+    for _ in 0..20 {
+        let reply = replicas[2].get("/").await;
+        assert_eq!(reply.header(BACKEND_HEADER), Some("canary"));
+    }
+    // B's history names the change A made, at the fleet's revision.
+    let history = admin(&replicas[1])
+        .call(Method::GET, "/api/v1/history", None, None)
+        .await
+        .json();
+    let last = history["changes"]
+        .as_array()
+        .and_then(|c| c.last().cloned())
+        .expect("a change in B's history");
+    assert_eq!(last["revision"], changed);
+    assert_eq!(last["after"]["canary"], 100);
+
+    // Two deploy tools racing through A and B with the revision they saw.
+    let (a, b) = (admin(&replicas[0]), admin(&replicas[1]));
+    let (ra, rb) = tokio::join!(
+        a.set_weights("web", changed, r#"{"stable": 30, "canary": 70}"#),
+        b.set_weights("web", changed, r#"{"stable": 60, "canary": 40}"#),
+    );
+    let mut statuses = [ra.status.as_u16(), rb.status.as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 412], "A: {} B: {}", ra.text(), rb.text());
+    let winner = if ra.status == 200 { 70 } else { 40 };
+    for proxy in &replicas {
+        eventually(
+            Duration::from_secs(2),
+            "every replica serves the winner",
+            || async { canary_weight(proxy).await.1 == winner },
+        )
+        .await;
+    }
+
+    // The fleet lists the three replicas and the revision each serves.
+    let (current, _) = canary_weight(&replicas[2]).await;
+    eventually(
+        Duration::from_secs(3),
+        "fleet lists three at the current revision",
+        || async {
+            let fleet = admin(&replicas[2])
+                .call(Method::GET, "/api/v1/fleet", None, None)
+                .await
+                .json();
+            let replicas = fleet["replicas"].as_array().cloned().unwrap_or_default();
+            replicas.len() == 3 && replicas.iter().all(|r| r["revision"] == current)
+        },
+    )
+    .await;
+
+    for proxy in replicas {
+        proxy.shutdown().await;
+    }
+    drop(etcd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_outage_keeps_traffic_flowing_and_refuses_admin_writes() {
+    let Some(mut etcd) = Etcd::start("outage").await else {
+        return;
+    };
+    let stable = backend("stable").start().await;
+    let canary = backend("canary").start().await;
+    let prefix = "/switchyard/outage";
+    let proxy = start_proxy(&replica_config(&etcd, prefix, "a", &stable, &canary)).await;
+    eventually(Duration::from_secs(10), "replica connects", || {
+        connected(&proxy)
+    })
+    .await;
+    let (revision, _) = canary_weight(&proxy).await;
+
+    // Load runs while etcd is killed: not one request may fail.
+    let failures = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let url = proxy.url("/");
+        let failures = Arc::clone(&failures);
+        tokio::spawn(async move {
+            let client = client();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let mut sent = 0;
+            while Instant::now() < deadline && sent < 5_000 {
+                let req = http::Request::get(&url).body(empty()).expect("request");
+                match send(&client, req).await {
+                    Ok(reply) if reply.status == 200 => {}
+                    _ => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                sent += 1;
+            }
+            sent
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    etcd.kill();
+    eventually(
+        Duration::from_secs(10),
+        "replica notices etcd is gone",
+        || async { !connected(&proxy).await },
+    )
+    .await;
+    let reply = admin(&proxy)
+        .set_weights("web", revision, r#"{"stable": 50, "canary": 50}"#)
+        .await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert!(reply.text().contains(&etcd.client_url), "{}", reply.text());
+    let sent = load.await.expect("load task");
+    assert!(sent > 0);
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "requests failed while etcd was down"
+    );
+    let readyz = admin(&proxy).call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(readyz.status, 200);
+    assert!(
+        readyz.text().contains("cluster: disconnected"),
+        "{}",
+        readyz.text()
+    );
+    // The refused write changed nothing.
+    assert_eq!(canary_weight(&proxy).await, (revision, 10));
+
+    // A replica starting while etcd is down serves its file's table.
+    let late = start_proxy(&replica_config(&etcd, prefix, "late", &stable, &canary)).await;
+    assert_eq!(status(&late).await["cluster"]["state"], "disconnected");
+    assert_eq!(late.get("/").await.status, 200);
+
+    // etcd comes back; a change made meanwhile directly in etcd applies.
+    etcd.spawn().await;
+    let mut direct = etcd.client().await;
+    let key = format!("{prefix}/table");
+    let value = r#"{"routes":{"web":{"stable":0,"canary":100}},"source":"api","who":"etcdctl"}"#;
+    direct.put(key, value, None).await.expect("direct put");
+    for replica in [&proxy, &late] {
+        eventually(
+            Duration::from_secs(10),
+            "the direct change applies after reconnect",
+            || async { connected(replica).await && canary_weight(replica).await.1 == 100 },
+        )
+        .await;
+    }
+    late.shutdown().await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_replica_serves_the_fleets_table_not_its_files() {
+    let Some(etcd) = Etcd::start("restart").await else {
+        return;
+    };
+    let stable = backend("stable").start().await;
+    let canary = backend("canary").start().await;
+    let prefix = "/switchyard/restart";
+    let text = replica_config(&etcd, prefix, "a", &stable, &canary);
+    let proxy = start_proxy(&text).await;
+    eventually(Duration::from_secs(10), "replica connects", || {
+        connected(&proxy)
+    })
+    .await;
+    let (revision, _) = canary_weight(&proxy).await;
+    let reply = admin(&proxy)
+        .set_weights("web", revision, r#"{"stable": 25, "canary": 75}"#)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (changed, _) = canary_weight(&proxy).await;
+    proxy.shutdown().await;
+
+    // Same file (canary 10) — but the fleet says 75, at its revision.
+    let proxy = start_proxy(&text).await;
+    eventually(
+        Duration::from_secs(10),
+        "restarted replica converges",
+        || async { canary_weight(&proxy).await == (changed, 75) },
+    )
+    .await;
+    // A stale If-Match is refused with the fleet's revision.
+    let reply = admin(&proxy)
+        .set_weights("web", revision, r#"{"stable": 100, "canary": 0}"#)
+        .await;
+    assert_eq!(reply.status, 412, "{}", reply.text());
+    proxy.shutdown().await;
+}
