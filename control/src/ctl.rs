@@ -52,6 +52,11 @@ pub enum CtlCommand {
         #[arg(long, default_value = "60s")]
         window: String,
     },
+    /// The fleet's replicas and the revision each serves (`[cluster]`).
+    Fleet,
+    /// Push a config file's route weights (to the fleet, in cluster mode),
+    /// one guarded change per route.
+    Apply { file: std::path::PathBuf },
     /// A route's progressive rollout: show it, or start|pause|resume|abort.
     Rollout {
         route: String,
@@ -144,6 +149,8 @@ impl Ctl {
                 weights,
                 exact,
             } => return self.set_weights(route, weights, *exact).await,
+            CtlCommand::Apply { file } => return self.apply(file).await,
+            CtlCommand::Fleet => self.call(Method::GET, "/api/v1/fleet", None, None).await?,
             CtlCommand::Promote { route, version } => {
                 self.call(
                     Method::POST,
@@ -211,6 +218,7 @@ impl Ctl {
             CtlCommand::Shadows => crate::shadows::render(&reply.body),
             CtlCommand::Stats { .. } => crate::stats::render(&reply.body),
             CtlCommand::Rollout { .. } => render_rollout(&reply.body),
+            CtlCommand::Fleet => render_fleet(&reply.body),
             _ => render_change(&reply.body),
         })
     }
@@ -256,6 +264,64 @@ impl Ctl {
             render_change(&reply.body)
         })
     }
+}
+
+impl Ctl {
+    /// Each route's weights from `file`, as `PUT …/weights?exact=true`
+    /// guarded by the revision the previous step left: a change made by
+    /// someone else meanwhile stops the push with what was applied so far.
+    async fn apply(&self, file: &std::path::Path) -> Result<String, BoxError> {
+        let config = crate::Config::load(file).map_err(|e| e.to_string())?;
+        let current = ok(self.call(Method::GET, "/api/v1/routes", None, None).await?)?;
+        let mut etag = current
+            .etag
+            .ok_or("the admin API sent no ETag with the routes; cannot make a safe change")?;
+        let mut text = String::new();
+        for route in &config.table_spec().routes {
+            let weights: BTreeMap<&str, u32> = route
+                .versions
+                .iter()
+                .map(|v| (v.name.as_str(), v.weight))
+                .collect();
+            let path = format!("/api/v1/routes/{}/weights?exact=true", route.name);
+            let reply = self
+                .call(Method::PUT, &path, Some(&etag), Some(json!(weights)))
+                .await?;
+            if reply.status == StatusCode::PRECONDITION_FAILED {
+                return Err(format!("{text}another change came first (the table moved on from revision {etag}); stopped before route '{}': run apply again", route.name).into());
+            }
+            let reply = ok(reply).map_err(|e| format!("{text}route '{}': {e}", route.name))?;
+            etag = reply.etag.unwrap_or(etag);
+            let _ = writeln!(
+                text,
+                "{:<16} {} (revision {})",
+                route.name,
+                weights_line(&reply.body["route"]["versions"]),
+                etag.trim_matches('"')
+            );
+        }
+        Ok(text)
+    }
+}
+
+fn render_fleet(body: &Value) -> String {
+    let mut text = format!(
+        "fleet {} at revision {}\n",
+        body["prefix"].as_str().unwrap_or("?"),
+        body["revision"]
+    );
+    for replica in body["replicas"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            text,
+            "{:<16} data={} admin={} revision={} heartbeat={}",
+            replica["name"].as_str().unwrap_or("?"),
+            replica["data"].as_str().unwrap_or("?"),
+            replica["admin"].as_str().unwrap_or("?"),
+            replica["revision"],
+            replica["heartbeat"].as_str().unwrap_or("?"),
+        );
+    }
+    text
 }
 
 /// Turns an error reply into an error carrying the API's message.

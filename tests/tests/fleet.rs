@@ -389,5 +389,45 @@ async fn a_restarted_replica_serves_the_fleets_table_not_its_files() {
         .set_weights("web", revision, r#"{"stable": 100, "canary": 0}"#)
         .await;
     assert_eq!(reply.status, 412, "{}", reply.text());
+
+    // `ctl apply FILE` pushes a file's weights to the fleet; `ctl fleet`
+    // lists the replica at the revision it serves.
+    let dir = temp_dir("fleet-apply");
+    let file = dir.join("switchyard.toml");
+    std::fs::write(
+        &file,
+        text.replace("weight = 10", "weight = 40")
+            .replace("weight = 90", "weight = 60"),
+    )
+    .expect("file");
+    let ctl = switchyard_control::ctl::Ctl::new(&proxy.running.admin_addr.to_string(), None, false);
+    let applied = ctl
+        .run(switchyard_control::ctl::CtlCommand::Apply { file })
+        .await
+        .unwrap_or_else(|e| panic!("ctl apply: {e}"));
+    assert!(applied.contains("canary=40"), "{applied}");
+    let (pushed, canary) = canary_weight(&proxy).await;
+    assert_eq!(canary, 40);
+    assert!(pushed > changed);
+    let mut direct = etcd.client().await;
+    let stored = direct
+        .get(format!("{prefix}/table"), None)
+        .await
+        .expect("get");
+    let kv = stored.kvs().first().expect("the table key");
+    assert_eq!(u64::try_from(kv.mod_revision()).ok(), Some(pushed));
+    eventually(
+        Duration::from_secs(3),
+        "ctl fleet lists the replica",
+        || async {
+            let listed = ctl
+                .run(switchyard_control::ctl::CtlCommand::Fleet)
+                .await
+                .unwrap_or_default();
+            listed.contains(&format!("revision={pushed}")) && listed.contains("a ")
+        },
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
     proxy.shutdown().await;
 }
