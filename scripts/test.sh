@@ -40,6 +40,13 @@ command -v cargo >/dev/null 2>&1 || {
 ensure_pkg kill procps # tests/tests/cli.rs stops `switchyard run` with SIGTERM
 ensure_pkg promtool prometheus # tests/tests/metrics.rs checks GET /metrics with promtool
 ensure_pkg chromium # tests/tests/dashboard.rs loads the dashboard in headless Chromium
+ensure_pkg etcd etcd-server # tests/tests/fleet.rs runs a real etcd on loopback
+ensure_pkg protoc protobuf-compiler # etcd-client's build compiles etcd's protobufs
+# …with protobuf's own .proto files (google/protobuf/descriptor.proto), a
+# file rather than a command: ensure_pkg's check would not see it.
+if [[ ! -f /usr/include/google/protobuf/descriptor.proto ]]; then
+  ensure_pkg libprotobuf-dev-is-missing libprotobuf-dev
+fi
 # Tests that use a tool installed above fail (instead of skipping) without it.
 export SWITCHYARD_REQUIRE_TOOLS=1
 
