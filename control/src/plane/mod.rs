@@ -252,23 +252,9 @@ impl ControlPlane {
         let mut before = None;
         let mut changed = false;
         let table = self.table.update(|current| {
-            if let Some(expected) = expected {
-                if expected != current.revision() {
-                    return Err(ChangeError::RevisionMismatch {
-                        expected,
-                        current: current.revision(),
-                    });
-                }
-            }
-            let mut spec = current.spec().clone();
-            let target = spec
-                .routes
-                .iter_mut()
-                .find(|r| r.name == route)
-                .ok_or_else(|| ChangeError::UnknownRoute(route.to_owned()))?;
-            edit(target)?;
+            let spec = edited(current, route, expected, edit)?;
             before = Some(current.spec().clone());
-            Ok(spec)
+            Ok::<_, ChangeError>(spec)
         })?;
         if let Some(before) = before {
             let changes =
@@ -311,21 +297,7 @@ impl ControlPlane {
             );
         };
         let current = self.table.load();
-        if let Some(expected) = expected {
-            if expected != current.revision() {
-                return Err(ChangeError::RevisionMismatch {
-                    expected,
-                    current: current.revision(),
-                });
-            }
-        }
-        let mut spec = current.spec().clone();
-        let target = spec
-            .routes
-            .iter_mut()
-            .find(|r| r.name == route)
-            .ok_or_else(|| ChangeError::UnknownRoute(route.to_owned()))?;
-        edit(target)?;
+        let spec = edited(&current, route, expected, edit)?;
         if let Some(problem) = RoutingTable::check(&spec).into_iter().next() {
             return Err(ChangeError::Table(problem.error));
         }
@@ -526,6 +498,32 @@ impl ControlPlane {
     }
 }
 
+/// `current`'s spec with `edit` applied to `route`, if `current` is still
+/// at the `expected` revision.
+fn edited(
+    current: &RoutingTable,
+    route: &str,
+    expected: Option<u64>,
+    edit: impl FnOnce(&mut RouteSpec) -> Result<(), ChangeError>,
+) -> Result<TableSpec, ChangeError> {
+    if let Some(expected) = expected {
+        if expected != current.revision() {
+            return Err(ChangeError::RevisionMismatch {
+                expected,
+                current: current.revision(),
+            });
+        }
+    }
+    let mut spec = current.spec().clone();
+    let target = spec
+        .routes
+        .iter_mut()
+        .find(|r| r.name == route)
+        .ok_or_else(|| ChangeError::UnknownRoute(route.to_owned()))?;
+    edit(target)?;
+    Ok(spec)
+}
+
 fn record(history: &mut History, changes: Vec<Change>) {
     for change in changes {
         history.push(change);
@@ -670,6 +668,65 @@ path_prefix = "/api"
         assert!(plane.history().is_empty());
         let result = plane.change_route("nope", None, Source::Api, "t", None, |_| Ok(()));
         assert!(matches!(result, Err(ChangeError::UnknownRoute(_))));
+    }
+
+    #[test]
+    fn shared_state_applies_at_its_revision_once_and_in_order() {
+        let plane = plane(CONFIG);
+        let mut shared =
+            SharedState::from_spec(plane.table().load().spec(), Source::Api, "deployer", None);
+        if let Some(web) = shared.routes.get_mut("web") {
+            web.insert("canary".into(), 60);
+        }
+        assert!(plane.apply_shared(42, shared.clone()).expect("applies"));
+        let table = plane.table().load();
+        assert_eq!(table.revision(), 42);
+        assert_eq!(table.spec().routes[0].versions[1].weight, 60);
+        let history = plane.history();
+        assert_eq!(history.len(), 1);
+        assert_eq!(
+            (history[0].who.as_str(), history[0].revision),
+            ("deployer", 42)
+        );
+        // A revision already applied, or older, changes nothing.
+        if let Some(web) = shared.routes.get_mut("web") {
+            web.insert("canary".into(), 5);
+        }
+        assert!(!plane.apply_shared(42, shared.clone()).expect("no-op"));
+        assert!(!plane.apply_shared(7, shared).expect("no-op"));
+        assert_eq!(plane.table().load().spec().routes[0].versions[1].weight, 60);
+        assert_eq!(plane.shared().map(|(revision, _)| revision), Some(42));
+    }
+
+    #[test]
+    fn in_a_fleet_a_reload_changes_definitions_and_keeps_the_fleets_weights() {
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-plane-fleet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("switchyard.toml");
+        std::fs::write(&path, CONFIG).expect("write");
+        let config = Config::parse(CONFIG, "t").expect("valid");
+        let table = TableHandle::new(config.table_spec()).expect("table");
+        let plane = ControlPlane::new(table, config, Some(path.clone()), Some(CONFIG.to_owned()));
+        let mut shared =
+            SharedState::from_spec(plane.table().load().spec(), Source::Api, "t", None);
+        if let Some(web) = shared.routes.get_mut("web") {
+            web.insert("canary".into(), 60);
+        }
+        plane.apply_shared(9, shared).expect("applies");
+        let edited = CONFIG
+            .replace("weight = 10", "weight = 5")
+            .replace("127.0.0.1:9002", "127.0.0.1:9012");
+        std::fs::write(&path, edited).expect("write");
+        assert!(matches!(
+            plane.reload(Source::File),
+            Ok(ReloadOutcome::Applied { .. })
+        ));
+        let table = plane.table().load();
+        let canary = &table.spec().routes[0].versions[1];
+        assert_eq!((table.revision(), canary.weight), (9, 60));
+        assert_eq!(canary.endpoints[0].to_string(), "127.0.0.1:9012");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

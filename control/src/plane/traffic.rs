@@ -39,6 +39,9 @@ pub enum TrafficOp {
 impl TrafficOp {
     fn edit(&self, spec: &mut RouteSpec) -> Result<(), ChangeError> {
         match self {
+            TrafficOp::Weights { weights, .. } if weights.is_empty() => Err(ChangeError::Invalid(
+                "no weights given: send e.g. {\"stable\": 75, \"canary\": 25}".into(),
+            )),
             TrafficOp::Weights { weights, exact } => set_weights(spec, weights, *exact),
             TrafficOp::Promote { version } => all_to(spec, version),
             TrafficOp::Rollback => {
@@ -61,7 +64,6 @@ impl ControlPlane {
         expected: Option<u64>,
         origin: Origin<'_>,
     ) -> Result<Arc<RoutingTable>, ChangeError> {
-        check_not_empty(op)?;
         self.commit_route(route, expected, origin, |spec| op.edit(spec))
             .await
     }
@@ -80,7 +82,6 @@ impl ControlPlane {
             weights: weights.clone(),
             exact,
         };
-        check_not_empty(&op)?;
         self.change(route, expected, origin, |spec| op.edit(spec))
     }
 
@@ -135,15 +136,6 @@ impl ControlPlane {
             origin.reason,
             edit,
         )
-    }
-}
-
-fn check_not_empty(op: &TrafficOp) -> Result<(), ChangeError> {
-    match op {
-        TrafficOp::Weights { weights, .. } if weights.is_empty() => Err(ChangeError::Invalid(
-            "no weights given: send e.g. {\"stable\": 75, \"canary\": 25}".into(),
-        )),
-        _ => Ok(()),
     }
 }
 

@@ -49,20 +49,7 @@ impl TableHandle {
     where
         E: From<TableError>,
     {
-        let _writer = self
-            .shared
-            .writer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let current = self.shared.table.load_full();
-        let spec = change(&current)?;
-        let next = Arc::new(RoutingTable::build_after(
-            spec,
-            current.revision + 1,
-            Some(&current),
-        )?);
-        self.shared.table.store(Arc::clone(&next));
-        Ok(next)
+        self.swap(|current| Ok((change(current)?, current.revision + 1)))
     }
 
     /// Replaces the table with `spec` as `revision`, a revision assigned
@@ -72,12 +59,25 @@ impl TableHandle {
         spec: TableSpec,
         revision: u64,
     ) -> Result<Arc<RoutingTable>, TableError> {
+        self.swap(|_| Ok::<_, TableError>((spec, revision)))
+    }
+
+    /// The one writer: builds what `change` returns (spec and revision)
+    /// after the current table and stores it.
+    fn swap<E>(
+        &self,
+        change: impl FnOnce(&RoutingTable) -> Result<(TableSpec, u64), E>,
+    ) -> Result<Arc<RoutingTable>, E>
+    where
+        E: From<TableError>,
+    {
         let _writer = self
             .shared
             .writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.shared.table.load_full();
+        let (spec, revision) = change(&current)?;
         let next = Arc::new(RoutingTable::build_after(spec, revision, Some(&current))?);
         self.shared.table.store(Arc::clone(&next));
         Ok(next)
