@@ -242,6 +242,31 @@ async fn three_replicas_share_changes_and_exactly_one_racing_write_wins() {
         .await;
     }
 
+    // A forced write through C right after one through A: C may not have
+    // applied A's yet; it catches up and its change lands on top.
+    let (seen, _) = canary_weight(&replicas[0]).await;
+    let first = admin(&replicas[0])
+        .set_weights("web", seen, r#"{"stable": 90, "canary": 10}"#)
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let forced = admin(&replicas[2])
+        .call(
+            Method::PUT,
+            "/api/v1/routes/web/weights?force=true",
+            None,
+            Some(r#"{"stable": 80, "canary": 20}"#),
+        )
+        .await;
+    assert_eq!(forced.status, 200, "{}", forced.text());
+    for proxy in &replicas {
+        eventually(
+            Duration::from_secs(2),
+            "every replica serves the forced write",
+            || async { canary_weight(proxy).await.1 == 20 },
+        )
+        .await;
+    }
+
     // The fleet lists the three replicas and the revision each serves.
     let (current, _) = canary_weight(&replicas[2]).await;
     eventually(

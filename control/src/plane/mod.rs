@@ -53,6 +53,12 @@ pub enum PlaneEvent<'a> {
     },
 }
 
+/// How often a change without `If-Match` is computed again after losing
+/// to a change this replica had not applied yet, and how long it waits for
+/// that change each time.
+const FORCED_ATTEMPTS: u32 = 3;
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub type Observer = Box<dyn Fn(&PlaneEvent<'_>) + Send + Sync>;
 
 /// Why a change was refused; the table is unchanged.
@@ -245,7 +251,7 @@ impl ControlPlane {
     ) -> Result<Arc<RoutingTable>, ChangeError> {
         if self.store().is_some() {
             return Err(ChangeError::Conflict(
-                "in cluster mode this change must go through the fleet's store (the admin API does); automated local changes are not fleet-wide yet".into(),
+                "automated changes (progressive rollouts) are not fleet-wide yet, so in cluster mode they are refused rather than diverge this replica from the fleet: change weights through the admin API (switchyard ctl set-weights / promote)".into(),
             ));
         }
         let mut state = self.state();
@@ -279,12 +285,16 @@ impl ControlPlane {
     /// Commits an edit of one route to the fleet's store (guarded by the
     /// revision it was computed from, and by `expected` when given), then
     /// applies what was committed. Without a store: [`Self::change_route`].
+    ///
+    /// A change without `expected` (`?force=true`, promote without
+    /// `If-Match`) that loses only because this replica had not yet applied
+    /// the fleet's latest revision waits for it and is computed again.
     pub async fn commit_route(
         &self,
         route: &str,
         expected: Option<u64>,
         origin: Origin<'_>,
-        edit: impl FnOnce(&mut RouteSpec) -> Result<(), ChangeError>,
+        edit: impl Fn(&mut RouteSpec) -> Result<(), ChangeError>,
     ) -> Result<Arc<RoutingTable>, ChangeError> {
         let Some(store) = self.store().cloned() else {
             return self.change_route(
@@ -296,15 +306,36 @@ impl ControlPlane {
                 edit,
             );
         };
-        let current = self.table.load();
-        let spec = edited(&current, route, expected, edit)?;
-        if let Some(problem) = RoutingTable::check(&spec).into_iter().next() {
-            return Err(ChangeError::Table(problem.error));
+        let mut attempts = 0;
+        loop {
+            let current = self.table.load();
+            let spec = edited(&current, route, expected, &edit)?;
+            if let Some(problem) = RoutingTable::check(&spec).into_iter().next() {
+                return Err(ChangeError::Table(problem.error));
+            }
+            let shared = SharedState::from_spec(&spec, origin.source, origin.who, origin.reason);
+            match store.commit(current.revision(), shared.clone()).await {
+                Ok(revision) => {
+                    self.apply_shared(revision, shared)?;
+                    return Ok(self.table.load());
+                }
+                Err(StoreError::Conflict {
+                    current: latest, ..
+                }) if expected.is_none() && attempts < FORCED_ATTEMPTS => {
+                    attempts += 1;
+                    self.caught_up(latest).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
-        let shared = SharedState::from_spec(&spec, origin.source, origin.who, origin.reason);
-        let revision = store.commit(current.revision(), shared.clone()).await?;
-        self.apply_shared(revision, shared)?;
-        Ok(self.table.load())
+    }
+
+    /// Waits (briefly) until the fleet's revision `revision` is applied here.
+    async fn caught_up(&self, revision: u64) {
+        let deadline = Instant::now() + CATCH_UP;
+        while self.table.load().revision() < revision && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Applies the fleet's state at `revision` (from the store's watch or a
