@@ -8,9 +8,9 @@
 #
 # Per MODE (plain, split, mirror: the harness adapter's config for it): two
 # bench backends (../shared/bench/backend), the proxy with one worker under
-# `valgrind --tool=callgrind` with collection off; a 3 s warm-up at 64
-# connections; then collection on for a 20 s wrk run at 64 connections and
-# off again. Instructions collected / requests the backends received in that
+# `valgrind --tool=callgrind`; a 3 s warm-up at 64 connections; then the
+# counts zeroed, a 20 s wrk run at 64 connections, and a dump. Instructions
+# in the dump / requests the backends received in that
 # window = instructions per request (start-up, warm-up and connection set-up
 # of the warm-up excluded; the ≤ 64 requests cut at the window's edges are
 # < 0.5 % of the count).
@@ -60,7 +60,7 @@ wait_port "$stable_port"; wait_port "$canary_port"; wait_port "$shadow_port"
 wrapper="$run_dir/under-callgrind"
 cat >"$wrapper" <<EOF
 #!/usr/bin/env bash
-exec valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file="\$RUN_DIR/callgrind.out" "$BIN" "\$@"
+exec valgrind --tool=callgrind --callgrind-out-file="\$RUN_DIR/callgrind.out" "$BIN" "\$@"
 EOF
 chmod +x "$wrapper"
 
@@ -78,13 +78,16 @@ for mode in "${MODES[@]}"; do
   done
   wrk -t1 -c64 -d3s "http://127.0.0.1:$port/" >/dev/null
   for p in $stable_port $canary_port; do curl -s -o /dev/null "http://127.0.0.1:$p/__reset"; done
-  callgrind_control -i on "$proxy" >/dev/null 2>&1 || callgrind_control -i on >/dev/null
+  callgrind_control -z "$proxy" >/dev/null 2>&1
   wrk -t1 -c64 -d20s "http://127.0.0.1:$port/" >/dev/null
-  callgrind_control -i off "$proxy" >/dev/null 2>&1 || callgrind_control -i off >/dev/null
+  callgrind_control -d "$proxy" >/dev/null 2>&1
   requests=$(($(count "$stable_port") + $(count "$canary_port")))
+  [[ $requests -gt 0 ]] || { echo "callgrind.sh: no requests reached the backends in $mode:" >&2; cat "$run_dir/proxy.log" >&2; exit 1; }
   kill -INT "$proxy" 2>/dev/null || true
   wait "$proxy" 2>/dev/null || true
-  instructions=$(callgrind_annotate "$run_dir"/callgrind.out* 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+  # The dump's `summary:` line: instructions since the zeroing.
+  instructions=$(awk '/^summary:/ {print $2; exit}' "$run_dir"/callgrind.out.1)
+  [[ -n ${KEEP_OUT:-} ]] && cp "$run_dir"/callgrind.out* "$KEEP_OUT/callgrind.$mode.out"
   rm -f "$run_dir"/callgrind.out*
   printf '%-6s %12d %14d %10d\n' "$mode" "$requests" "$instructions" $((instructions / requests))
 done
