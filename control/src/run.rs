@@ -51,6 +51,8 @@ pub struct StartOptions {
     /// Watch the config file (and the listener's certificates) for changes;
     /// on unless turned off (`--no-watch`).
     pub watch: bool,
+    /// More admin endpoints (the demo's backend controls).
+    pub extensions: Vec<Extension>,
 }
 
 impl Default for StartOptions {
@@ -60,6 +62,7 @@ impl Default for StartOptions {
             config_text: None,
             admin_token: None,
             watch: true,
+            extensions: Vec::new(),
         }
     }
 }
@@ -173,12 +176,13 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
             }
         }));
     }
-    let extensions: Vec<Extension> = vec![
+    let mut extensions: Vec<Extension> = vec![
         crate::rollout::admin_extension(Arc::clone(&rollouts)),
         crate::shadows::admin_extension(table.clone()),
         crate::stats::extension(metrics.clone()),
         crate::dashboard::extension(),
     ];
+    extensions.extend(options.extensions);
     plane.observe(crate::stats::observer(metrics.clone()));
     let admin = Arc::new(Admin {
         plane: Arc::clone(&plane),
