@@ -544,7 +544,10 @@ mod tests {
         let text = render_demo(&json!({"backends": [
             {"name": "stable", "address": "127.0.0.1:1", "error_rate": 0.0, "latency_ms": 0.0, "requests": 5},
             {"name": "canary", "address": "127.0.0.1:2", "error_rate": 0.2, "latency_ms": 80.0, "requests": 7}]}));
-        assert!(text.contains("stable") && text.contains("healthy"), "{text}");
+        assert!(
+            text.contains("stable") && text.contains("healthy"),
+            "{text}"
+        );
         assert!(text.contains("error rate 20%, latency +80 ms"), "{text}");
     }
 

@@ -135,7 +135,6 @@ fn main() -> ExitCode {
                     config_text: Some(text),
                     admin_token: std::env::var("SWITCHYARD_ADMIN_TOKEN").ok(),
                     watch: !no_watch,
-                    ..StartOptions::default()
                 };
                 let mut running = switchyard_control::start_with(&config, options).await?;
                 #[cfg(unix)]

@@ -51,8 +51,6 @@ pub struct StartOptions {
     /// Watch the config file (and the listener's certificates) for changes;
     /// on unless turned off (`--no-watch`).
     pub watch: bool,
-    /// More admin endpoints (the demo's backend controls).
-    pub extensions: Vec<Extension>,
 }
 
 impl Default for StartOptions {
@@ -62,7 +60,6 @@ impl Default for StartOptions {
             config_text: None,
             admin_token: None,
             watch: true,
-            extensions: Vec::new(),
         }
     }
 }
@@ -90,6 +87,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
 
 /// Binds the listeners and starts serving; returns once they are bound.
 pub async fn start_with(config: &Config, options: StartOptions) -> Result<Running, StartError> {
+    start_with_extensions(config, options, Vec::new()).await
+}
+
+/// [`start_with`], with more admin endpoints (the demo's backend controls).
+pub async fn start_with_extensions(
+    config: &Config,
+    options: StartOptions,
+    more: Vec<Extension>,
+) -> Result<Running, StartError> {
     let table = TableHandle::new(config.table_spec())?;
     let base_dir = options
         .config_path
@@ -182,7 +188,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
         crate::stats::extension(metrics.clone()),
         crate::dashboard::extension(),
     ];
-    extensions.extend(options.extensions);
+    extensions.extend(more);
     plane.observe(crate::stats::observer(metrics.clone()));
     let admin = Arc::new(Admin {
         plane: Arc::clone(&plane),

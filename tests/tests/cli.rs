@@ -194,7 +194,14 @@ async fn demo_serves_a_90_10_split_and_prints_how_to_use_it() {
     use std::io::BufRead;
     let child = Command::new(switchyard_bin())
         // No background traffic: it would share the split's counters.
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--no-traffic"])
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--no-traffic",
+        ])
         .env("SWITCHYARD_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

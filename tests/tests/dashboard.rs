@@ -215,9 +215,8 @@ async fn dashboard_shows_live_per_version_figures() {
 // Driving the page: Chrome DevTools Protocol over a websocket
 // ---------------------------------------------------------------------------
 
-type Socket = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A headless Chromium showing one page, driven over CDP; killed on drop.
 struct Browser {
@@ -270,18 +269,20 @@ impl Browser {
         let stderr = child.stderr.take().expect("chromium stderr");
         let (found, listening) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if let Some(at) = line.find("ws://") {
                     let _ = found.send(line[at..].trim().to_owned());
                 }
             }
         });
-        let browser_ws = tokio::task::spawn_blocking(move || {
-            listening.recv_timeout(Duration::from_secs(30))
-        })
-        .await
-        .expect("stderr reader")
-        .expect("Chromium printed no 'DevTools listening on ws://…' line within 30 s");
+        let browser_ws =
+            tokio::task::spawn_blocking(move || listening.recv_timeout(Duration::from_secs(30)))
+                .await
+                .expect("stderr reader")
+                .expect("Chromium printed no 'DevTools listening on ws://…' line within 30 s");
         // ws://127.0.0.1:PORT/devtools/browser/ID -> http://127.0.0.1:PORT/json/list
         let host = browser_ws
             .trim_start_matches("ws://")
@@ -293,7 +294,9 @@ impl Browser {
         let page_ws = {
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
-                let list = get(&client, &format!("http://{host}/json/list")).await.json();
+                let list = get(&client, &format!("http://{host}/json/list"))
+                    .await
+                    .json();
                 let page = list.as_array().and_then(|targets| {
                     targets
                         .iter()
@@ -429,7 +432,10 @@ fn in_route(route: &str, selector: &str) -> String {
 
 /// JS: clicks `selector` in `route`'s card; true when it was there.
 fn click(route: &str, selector: &str) -> String {
-    format!("(() => {{ const b = {}; if (!b || b.disabled) return false; b.click(); return true; }})()", in_route(route, selector))
+    format!(
+        "(() => {{ const b = {}; if (!b || b.disabled) return false; b.click(); return true; }})()",
+        in_route(route, selector)
+    )
 }
 
 /// JS: the weights bar of `route` as "version=weight …".
@@ -465,42 +471,122 @@ async fn console_controls_need_the_token_and_the_revision_shown() {
     let api = AdminClient::new(admin_addr, Some("s3cret-console"));
     let (first_revision, _) = api.routes().await;
 
-    let mut page = Browser::open(&chromium_bin, &format!("http://{admin_addr}/dashboard"), 1280, 900).await;
-    page.wait_for("the web card", &format!("{} !== null", in_route("web", "button[data-action=\"promote\"][data-version=\"canary\"]"))).await;
+    let mut page = Browser::open(
+        &chromium_bin,
+        &format!("http://{admin_addr}/dashboard"),
+        1280,
+        900,
+    )
+    .await;
+    page.wait_for(
+        "the web card",
+        &format!(
+            "{} !== null",
+            in_route(
+                "web",
+                "button[data-action=\"promote\"][data-version=\"canary\"]"
+            )
+        ),
+    )
+    .await;
     assert_eq!(page.eval(&bar("web")).await, "stable=80 canary=20");
 
     // No token typed: the API refuses, the page says why, nothing changes.
-    assert_eq!(page.eval(&click("web", "button[data-action=\"promote\"][data-version=\"canary\"]")).await, true);
-    let refused = page.wait_for("the 401 message", &format!("{MESSAGE}.startsWith('unauthorized') && {MESSAGE}")).await;
+    assert_eq!(
+        page.eval(&click(
+            "web",
+            "button[data-action=\"promote\"][data-version=\"canary\"]"
+        ))
+        .await,
+        true
+    );
+    let refused = page
+        .wait_for(
+            "the 401 message",
+            &format!("{MESSAGE}.startsWith('unauthorized') && {MESSAGE}"),
+        )
+        .await;
     let refused = refused.as_str().unwrap_or_default().to_owned();
-    assert!(refused.contains("needs a bearer token") && refused.contains("Type the admin token"), "{refused}");
+    assert!(
+        refused.contains("needs a bearer token") && refused.contains("Type the admin token"),
+        "{refused}"
+    );
     let (revision, routes) = api.routes().await;
-    assert_eq!(revision, first_revision, "a refused change changed the table");
-    assert_eq!((weight(&routes, "web", "stable"), weight(&routes, "web", "canary")), (80, 20));
+    assert_eq!(
+        revision, first_revision,
+        "a refused change changed the table"
+    );
+    assert_eq!(
+        (
+            weight(&routes, "web", "stable"),
+            weight(&routes, "web", "canary")
+        ),
+        (80, 20)
+    );
     assert_eq!(page.eval(&bar("web")).await, "stable=80 canary=20");
 
     // The token typed (kept in the page only): promote goes through.
     page.eval("(() => { const t = document.getElementById('token'); t.value = 's3cret-console'; t.dispatchEvent(new Event('input')); })()").await;
-    assert_eq!(page.eval(&click("web", "button[data-action=\"promote\"][data-version=\"canary\"]")).await, true);
-    page.wait_for("canary at 100 %", &format!("{} === 'canary=100'", bar("web"))).await;
+    assert_eq!(
+        page.eval(&click(
+            "web",
+            "button[data-action=\"promote\"][data-version=\"canary\"]"
+        ))
+        .await,
+        true
+    );
+    page.wait_for(
+        "canary at 100 %",
+        &format!("{} === 'canary=100'", bar("web")),
+    )
+    .await;
     let done = page.eval(MESSAGE).await;
-    assert!(done.as_str().is_some_and(|m| m.starts_with("ok: promote canary on web")), "{done}");
+    assert!(
+        done.as_str()
+            .is_some_and(|m| m.starts_with("ok: promote canary on web")),
+        "{done}"
+    );
     let (promoted, routes) = api.routes().await;
     assert_eq!(promoted, first_revision + 1);
-    assert_eq!((weight(&routes, "web", "stable"), weight(&routes, "web", "canary")), (0, 100));
-    let history = api.call(Method::GET, "/api/v1/history", None, None).await.json();
-    let last = history["changes"].as_array().and_then(|c| c.last()).cloned().unwrap_or_default();
-    assert_eq!((last["who"].as_str(), last["route"].as_str()), (Some("deployer"), Some("web")), "{last}");
+    assert_eq!(
+        (
+            weight(&routes, "web", "stable"),
+            weight(&routes, "web", "canary")
+        ),
+        (0, 100)
+    );
+    let history = api
+        .call(Method::GET, "/api/v1/history", None, None)
+        .await
+        .json();
+    let last = history["changes"]
+        .as_array()
+        .and_then(|c| c.last())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (last["who"].as_str(), last["route"].as_str()),
+        (Some("deployer"), Some("web")),
+        "{last}"
+    );
     // Both charts carry a marker for it, saying who.
     let markers = page
         .wait_for("a marker for the promotion", &format!(
             "document.querySelectorAll('section[data-route=\"web\"] .chart g.marker[data-who=\"deployer\"]').length >= 2 && {}.textContent",
             in_route("web", ".chart g.marker[data-who=\"deployer\"]")))
         .await;
-    assert!(markers.as_str().is_some_and(|t| t.contains("deployer") && t.contains("canary 100%")), "{markers}");
+    assert!(
+        markers
+            .as_str()
+            .is_some_and(|t| t.contains("deployer") && t.contains("canary 100%")),
+        "{markers}"
+    );
     // Neither the URL nor the page's storage holds the token.
     let leaks = page.eval("location.href + JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + document.cookie").await;
-    assert!(!leaks.as_str().unwrap_or("s3cret").contains("s3cret"), "{leaks}");
+    assert!(
+        !leaks.as_str().unwrap_or("s3cret").contains("s3cret"),
+        "{leaks}"
+    );
 
     // Weights edited on the page while the table changes behind its back:
     // "changed meanwhile", the new table shown, the edit not applied.
@@ -509,27 +595,95 @@ async fn console_controls_need_the_token_and_the_revision_shown() {
         in_route("web", "input[data-weight-input=\"stable\"]")
     ))
     .await;
-    let edited_from = page.eval(&format!("{}.textContent", in_route("web", ".dirty"))).await;
+    let edited_from = page
+        .eval(&format!("{}.textContent", in_route("web", ".dirty")))
+        .await;
     assert_eq!(edited_from, format!("edited from revision {promoted}"));
-    let behind = api.set_weights("web", promoted, r#"{"stable": 50, "canary": 50}"#).await;
+    let behind = api
+        .set_weights("web", promoted, r#"{"stable": 50, "canary": 50}"#)
+        .await;
     assert_eq!(behind.status, 200, "{}", behind.text());
-    assert_eq!(page.eval(&click("web", "button[data-action=\"apply-weights\"]")).await, true);
-    let conflict = page.wait_for("the 412 message", &format!("{MESSAGE}.startsWith('conflict') && {MESSAGE}")).await;
-    assert!(conflict.as_str().is_some_and(|m| m.contains("Changed meanwhile") && m.contains(&format!("revision {promoted} to {}", promoted + 1))), "{conflict}");
-    page.wait_for("the new table", &format!("{} === 'stable=50 canary=50'", bar("web"))).await;
-    page.wait_for("inputs showing the new table", &format!("{}.value === '50'", in_route("web", "input[data-weight-input=\"stable\"]"))).await;
+    assert_eq!(
+        page.eval(&click("web", "button[data-action=\"apply-weights\"]"))
+            .await,
+        true
+    );
+    let conflict = page
+        .wait_for(
+            "the 412 message",
+            &format!("{MESSAGE}.startsWith('conflict') && {MESSAGE}"),
+        )
+        .await;
+    assert!(
+        conflict
+            .as_str()
+            .is_some_and(|m| m.contains("Changed meanwhile")
+                && m.contains(&format!("revision {promoted} to {}", promoted + 1))),
+        "{conflict}"
+    );
+    page.wait_for(
+        "the new table",
+        &format!("{} === 'stable=50 canary=50'", bar("web")),
+    )
+    .await;
+    page.wait_for(
+        "inputs showing the new table",
+        &format!(
+            "{}.value === '50'",
+            in_route("web", "input[data-weight-input=\"stable\"]")
+        ),
+    )
+    .await;
     let (after, routes) = api.routes().await;
     assert_eq!(after, promoted + 1, "the page retried or applied its edit");
-    assert_eq!((weight(&routes, "web", "stable"), weight(&routes, "web", "canary")), (50, 50));
+    assert_eq!(
+        (
+            weight(&routes, "web", "stable"),
+            weight(&routes, "web", "canary")
+        ),
+        (50, 50)
+    );
 
     // Rollout controls: start (canary to the first step), then abort.
-    assert_eq!(page.eval(&click("web", "button[data-action=\"rollout-start\"]")).await, true);
-    page.wait_for("the rollout running", &format!("{}.textContent === 'running'", in_route("web", "[data-field=\"rollout-state\"]"))).await;
-    page.wait_for("the first step's weights", &format!("{} === 'stable=95 canary=5'", bar("web"))).await;
-    page.wait_for("abort enabled", &click("web", "button[data-action=\"rollout-abort\"]")).await;
-    page.wait_for("the rollout aborted", &format!("{}.textContent === 'aborted'", in_route("web", "[data-field=\"rollout-state\"]"))).await;
+    assert_eq!(
+        page.eval(&click("web", "button[data-action=\"rollout-start\"]"))
+            .await,
+        true
+    );
+    page.wait_for(
+        "the rollout running",
+        &format!(
+            "{}.textContent === 'running'",
+            in_route("web", "[data-field=\"rollout-state\"]")
+        ),
+    )
+    .await;
+    page.wait_for(
+        "the first step's weights",
+        &format!("{} === 'stable=95 canary=5'", bar("web")),
+    )
+    .await;
+    page.wait_for(
+        "abort enabled",
+        &click("web", "button[data-action=\"rollout-abort\"]"),
+    )
+    .await;
+    page.wait_for(
+        "the rollout aborted",
+        &format!(
+            "{}.textContent === 'aborted'",
+            in_route("web", "[data-field=\"rollout-state\"]")
+        ),
+    )
+    .await;
     let (_, routes) = api.routes().await;
-    assert_eq!((weight(&routes, "web", "stable"), weight(&routes, "web", "canary")), (100, 0));
+    assert_eq!(
+        (
+            weight(&routes, "web", "stable"),
+            weight(&routes, "web", "canary")
+        ),
+        (100, 0)
+    );
 
     drop(page);
     proxy.shutdown().await;
@@ -557,38 +711,69 @@ async fn console_screenshot_during_the_demo() {
     .unwrap_or_else(|e| panic!("demo: {e}"));
     let admin_addr = demo.running.admin_addr;
     let api = AdminClient::new(admin_addr, None);
-    let mut page = Browser::open(&chromium_bin, &format!("http://{admin_addr}/dashboard"), 1280, 900).await;
+    let mut page = Browser::open(
+        &chromium_bin,
+        &format!("http://{admin_addr}/dashboard"),
+        1280,
+        900,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let started = api.call(Method::POST, "/api/v1/routes/web/rollout/start", None, None).await;
+    let started = api
+        .call(Method::POST, "/api/v1/routes/web/rollout/start", None, None)
+        .await;
     assert_eq!(started.status, 200, "{}", started.text());
     let rollout = |state: &'static str, step: u64| {
         let api = &api;
         move || async move {
-            let status = api.call(Method::GET, "/api/v1/routes/web/rollout", None, None).await.json();
+            let status = api
+                .call(Method::GET, "/api/v1/routes/web/rollout", None, None)
+                .await
+                .json();
             (status["state"] == state && status["step"].as_u64() >= Some(step)).then_some(status)
         }
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while rollout("running", 2)().await.is_none() {
-        assert!(Instant::now() < deadline, "the rollout never reached step 2");
+        assert!(
+            Instant::now() < deadline,
+            "the rollout never reached step 2"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let slow = api
-        .call(Method::POST, "/api/v1/demo/backends/canary?latency=80ms", None, None)
+        .call(
+            Method::POST,
+            "/api/v1/demo/backends/canary?latency=80ms",
+            None,
+            None,
+        )
         .await;
     assert_eq!(slow.status, 200, "{}", slow.text());
     let deadline = Instant::now() + Duration::from_secs(20);
     while rollout("rolled_back", 1)().await.is_none() {
-        assert!(Instant::now() < deadline, "the slow canary was not rolled back");
+        assert!(
+            Instant::now() < deadline,
+            "the slow canary was not rolled back"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let healed = api
-        .call(Method::POST, "/api/v1/demo/backends/canary?reset=true", None, None)
+        .call(
+            Method::POST,
+            "/api/v1/demo/backends/canary?reset=true",
+            None,
+            None,
+        )
         .await;
     assert_eq!(healed.status, 200);
     tokio::time::sleep(Duration::from_secs(6)).await;
-    page.wait_for("markers", "document.querySelectorAll('g.marker[data-who=\"rollout\"]').length >= 3").await;
+    page.wait_for(
+        "markers",
+        "document.querySelectorAll('g.marker[data-who=\"rollout\"]').length >= 3",
+    )
+    .await;
     let png = page.screenshot().await;
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
     let path = workspace_root().join("docs").join("console.png");

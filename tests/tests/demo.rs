@@ -38,7 +38,10 @@ where
 fn shadow<'a>(shadows: &'a Value, route: &str, name: &str) -> &'a Value {
     shadows["shadows"]
         .as_array()
-        .and_then(|all| all.iter().find(|s| s["route"] == route && s["name"] == name))
+        .and_then(|all| {
+            all.iter()
+                .find(|s| s["route"] == route && s["name"] == name)
+        })
         .unwrap_or_else(|| panic!("no shadow {route}/{name} in {shadows}"))
 }
 
@@ -87,7 +90,11 @@ async fn demo_moves_by_itself_and_rolls_a_bad_canary_back_on_its_own() {
     let mismatches = api_shadow["mismatches"].as_array().expect("mismatches");
     assert!(!mismatches.is_empty());
     for mismatch in mismatches {
-        assert_eq!(mismatch["path"], demo::backends::DIVERGENT_PATH, "{mismatch}");
+        assert_eq!(
+            mismatch["path"],
+            demo::backends::DIVERGENT_PATH,
+            "{mismatch}"
+        );
         assert_eq!(mismatch["kind"], "body_mismatch", "{mismatch}");
     }
 
@@ -96,7 +103,11 @@ async fn demo_moves_by_itself_and_rolls_a_bad_canary_back_on_its_own() {
     for (path, status, says) in [
         ("canary?error_rate=1.5", 400, "error_rate '1.5'"),
         ("canary?latency=soon", 400, "latency 'soon'"),
-        ("canary?error_rate=0.2&speed=9", 400, "unknown parameter 'speed'"),
+        (
+            "canary?error_rate=0.2&speed=9",
+            400,
+            "unknown parameter 'speed'",
+        ),
         ("canary", 400, "nothing to change"),
         ("blue?reset=true", 404, "no demo backend 'blue'"),
     ] {
@@ -116,7 +127,10 @@ async fn demo_moves_by_itself_and_rolls_a_bad_canary_back_on_its_own() {
         .call(Method::GET, "/api/v1/demo/backends/canary", None, None)
         .await
         .json();
-    assert_eq!((now["error_rate"].as_f64(), now["latency_ms"].as_f64()), (Some(0.0), Some(0.0)));
+    assert_eq!(
+        (now["error_rate"].as_f64(), now["latency_ms"].as_f64()),
+        (Some(0.0), Some(0.0))
+    );
 
     // `switchyard ctl demo` over the same endpoint.
     let ctl = Ctl::new(&demo.running.admin_addr.to_string(), None, false);
@@ -132,7 +146,10 @@ async fn demo_moves_by_itself_and_rolls_a_bad_canary_back_on_its_own() {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(refused.contains("400") && refused.contains("error_rate '-1'"), "{refused}");
+    assert!(
+        refused.contains("400") && refused.contains("error_rate '-1'"),
+        "{refused}"
+    );
     let text = ctl
         .run(demo_command(Some("0.2"), Some("80ms")))
         .await
@@ -155,7 +172,11 @@ async fn demo_moves_by_itself_and_rolls_a_bad_canary_back_on_its_own() {
         (status["state"] != "running").then_some(status)
     })
     .await;
-    eprintln!("rolled back after {:?}: {}", began.elapsed(), status["last_verdict"]["reason"]);
+    eprintln!(
+        "rolled back after {:?}: {}",
+        began.elapsed(),
+        status["last_verdict"]["reason"]
+    );
     assert_eq!(status["state"], "rolled_back", "{status}");
     let reason = status["last_verdict"]["reason"].as_str().unwrap_or("");
     assert!(reason.contains("rolled back at step 1: canary"), "{reason}");
@@ -167,9 +188,12 @@ async fn demo_moves_by_itself_and_rolls_a_bad_canary_back_on_its_own() {
         .await
         .json();
     assert!(
-        history["changes"].as_array().is_some_and(|changes| changes
-            .iter()
-            .any(|c| c["who"] == "rollout" && c["reason"].as_str().is_some_and(|r| r.starts_with("rolled back")))),
+        history["changes"]
+            .as_array()
+            .is_some_and(|changes| changes.iter().any(|c| c["who"] == "rollout"
+                && c["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("rolled back")))),
         "{history}"
     );
 

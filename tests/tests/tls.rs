@@ -320,7 +320,6 @@ async fn without_watching_a_config_reload_rotates_the_certificate() {
         config_text: Some(text.clone()),
         admin_token: None,
         watch: false, // `switchyard run --no-watch`
-        ..Default::default()
     };
     let running = switchyard_control::start_with(&parsed, options)
         .await
@@ -380,7 +379,6 @@ async fn a_config_reload_rereads_the_upstream_ca_file() {
         config_text: Some(text),
         admin_token: None,
         watch: false,
-        ..Default::default()
     };
     let running = switchyard_control::start_with(&parsed, options)
         .await

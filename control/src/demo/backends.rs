@@ -179,8 +179,13 @@ impl Backend {
 /// [`DIVERGENT_PATH`], which rounds prices up to whole units.
 fn api_body(name: &str, path: &str) -> (StatusCode, String) {
     let body = match path.trim_end_matches('/') {
-        "/api/users" => r#"{"users":[{"id":1,"name":"ada"},{"id":2,"name":"grace"},{"id":3,"name":"linus"}]}"#.to_owned(),
-        "/api/orders" => r#"{"orders":[{"id":101,"user":1,"items":2},{"id":102,"user":3,"items":1}]}"#.to_owned(),
+        "/api/users" => {
+            r#"{"users":[{"id":1,"name":"ada"},{"id":2,"name":"grace"},{"id":3,"name":"linus"}]}"#
+                .to_owned()
+        }
+        "/api/orders" => {
+            r#"{"orders":[{"id":101,"user":1,"items":2},{"id":102,"user":3,"items":1}]}"#.to_owned()
+        }
         DIVERGENT_PATH if name == DIVERGENT => {
             r#"{"prices":[{"sku":"tea","cents":500},{"sku":"cake","cents":300}]}"#.to_owned()
         }
@@ -199,7 +204,11 @@ mod tests {
     #[test]
     fn api_bodies_agree_except_on_the_divergent_path() {
         for path in ["/api/users", "/api/orders", "/api/none"] {
-            assert_eq!(api_body("stable", path), api_body(DIVERGENT, path), "{path}");
+            assert_eq!(
+                api_body("stable", path),
+                api_body(DIVERGENT, path),
+                "{path}"
+            );
         }
         assert_ne!(
             api_body("stable", DIVERGENT_PATH),

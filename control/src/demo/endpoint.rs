@@ -103,7 +103,7 @@ pub fn extension(backends: Vec<Backend>) -> Extension {
             }
             (&Method::GET, Some(name)) => match find(&backends, name) {
                 Ok(backend) => json_response(StatusCode::OK, &backend.view()),
-                Err(response) => response,
+                Err(error) => error_response(StatusCode::NOT_FOUND, error),
             },
             (&Method::POST, Some(name)) => match find(&backends, name) {
                 Ok(backend) => match apply(backend.fault(), query) {
@@ -114,7 +114,7 @@ pub fn extension(backends: Vec<Backend>) -> Extension {
                     }
                     Err(error) => error_response(StatusCode::BAD_REQUEST, error.to_string()),
                 },
-                Err(response) => response,
+                Err(error) => error_response(StatusCode::NOT_FOUND, error),
             },
             _ => error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -124,16 +124,11 @@ pub fn extension(backends: Vec<Backend>) -> Extension {
     })
 }
 
-fn find<'a>(backends: &'a [Backend], name: &str) -> Result<&'a Backend, AdminResponse> {
+/// The backend called `name`, or the 404's message naming the others.
+fn find<'a>(backends: &'a [Backend], name: &str) -> Result<&'a Backend, String> {
     backends.iter().find(|b| b.name == name).ok_or_else(|| {
         let names: Vec<&str> = backends.iter().map(|b| b.name).collect();
-        error_response(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no demo backend '{name}' (backends: {})",
-                names.join(", ")
-            ),
-        )
+        format!("no demo backend '{name}' (backends: {})", names.join(", "))
     })
 }
 
@@ -156,7 +151,10 @@ mod tests {
         assert_eq!(apply(none, Some("error_rate=0.2&latency=80ms")), Ok(BAD));
         let rate_only = apply(BAD, Some("error_rate=0.5")).map(|f| (f.error_rate, f.latency));
         assert_eq!(rate_only, Ok((0.5, Duration::from_millis(80))));
-        assert_eq!(apply(BAD, Some("latency=0")).map(|f| f.latency), Ok(Duration::ZERO));
+        assert_eq!(
+            apply(BAD, Some("latency=0")).map(|f| f.latency),
+            Ok(Duration::ZERO)
+        );
         assert_eq!(apply(BAD, Some("reset=true")), Ok(none));
         assert_eq!(apply(BAD, Some("reset")), Ok(none));
     }

@@ -139,12 +139,10 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
         [backends[0].addr, backends[1].addr, backends[2].addr],
     );
     let config = Config::parse(&text, "demo").map_err(|e| DemoError::Config(e.to_string()))?;
-    let running = crate::run::start_with(
+    let running = crate::run::start_with_extensions(
         &config,
-        StartOptions {
-            extensions: vec![endpoint::extension(backends.clone())],
-            ..StartOptions::default()
-        },
+        StartOptions::default(),
+        vec![endpoint::extension(backends.clone())],
     )
     .await?;
     let traffic = options
