@@ -54,6 +54,20 @@ mod tests {
     }
 
     #[test]
+    fn the_token_stays_in_memory() {
+        for store in [
+            "localStorage",
+            "sessionStorage",
+            "document.cookie",
+            "location.hash",
+        ] {
+            assert!(!PAGE.contains(store), "{store}");
+        }
+        assert!(PAGE.contains("Authorization = `Bearer ${token}`"));
+        assert!(PAGE.contains(r#"h["If-Match"]"#));
+    }
+
+    #[test]
     fn served_at_dashboard_only() {
         let extension = extension();
         let response = extension(&Method::GET, "/dashboard", None).expect("page");

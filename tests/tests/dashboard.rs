@@ -37,6 +37,19 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
+/// Chromium without a window, a sandbox or anything that talks to the
+/// network on its own.
+const HEADLESS: [&str; 8] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+];
+
 /// Runs headless Chromium on `url` with a fresh profile; `mode` is
 /// `--dump-dom` or `--screenshot=PATH`. Virtual time lets the page's 1 s
 /// polls run without waiting for them in real time.
@@ -46,15 +59,8 @@ fn chromium(binary: &Path, url: &str, mode: &str) -> String {
     let output = Command::new("timeout")
         .arg("60")
         .arg(binary)
+        .args(HEADLESS)
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
             "--window-size=1280,720",
             "--virtual-time-budget=6000",
             "--timeout=30000",
@@ -245,17 +251,8 @@ impl Browser {
             BROWSERS.fetch_add(1, Ordering::Relaxed)
         ));
         let mut child = Command::new(binary)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--hide-scrollbars",
-                "--remote-debugging-port=0",
-            ])
+            .args(HEADLESS)
+            .arg("--remote-debugging-port=0")
             .arg(format!("--window-size={width},{height}"))
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg(url)
