@@ -41,12 +41,20 @@ enum Command {
     },
     /// Validate a config file: prints `ok` or every error; exit 1 on error.
     Check { file: PathBuf },
-    /// Start demo backends and the proxy in front of them.
+    /// Start demo backends, the proxy in front of them and light traffic;
+    /// prints a tour to follow.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+        /// Send no background traffic (rollouts then wait for yours).
+        #[arg(long)]
+        no_traffic: bool,
+        /// Background requests per second.
+        #[arg(long, default_value_t = switchyard_control::demo::traffic::DEFAULT_RATE,
+              value_parser = clap::value_parser!(u32).range(1..=5000))]
+        rate: u32,
     },
     /// Talk to a running switchyard's admin API.
     Ctl {
@@ -143,8 +151,18 @@ fn main() -> ExitCode {
                 Ok::<(), BoxError>(())
             })
         }
-        Command::Demo { listen, admin } => {
-            block_on(None, switchyard_control::demo::run(listen, admin))
+        Command::Demo {
+            listen,
+            admin,
+            no_traffic,
+            rate,
+        } => {
+            let options = switchyard_control::demo::DemoOptions {
+                data: listen,
+                admin,
+                traffic: (!no_traffic).then_some(rate),
+            };
+            block_on(None, switchyard_control::demo::run(options))
         }
         Command::Ctl {
             admin,

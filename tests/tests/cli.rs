@@ -193,7 +193,15 @@ async fn run_serves_from_a_file_with_one_worker_and_stops_on_sigterm() {
 async fn demo_serves_a_90_10_split_and_prints_how_to_use_it() {
     use std::io::BufRead;
     let child = Command::new(switchyard_bin())
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        // No background traffic: it would share the split's counters.
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--no-traffic",
+        ])
         .env("SWITCHYARD_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
