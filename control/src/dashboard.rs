@@ -12,7 +12,7 @@
 use http::header::{HeaderValue, CACHE_CONTROL};
 use http::{Method, StatusCode};
 
-use crate::admin::{text_response, AdminResponse, Extension};
+use crate::admin::api::{text_response, AdminResponse, Extension};
 
 const PAGE: &str = include_str!("../assets/dashboard.html");
 

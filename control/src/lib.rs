@@ -1,7 +1,25 @@
 //! switchyard's control plane: the config file, the process that runs the
-//! data plane from it, and (as they land) the admin API, reload and health
-//! decisions. It builds routing tables and hands them to the data plane
-//! through `switchyard_proxy::TableHandle`.
+//! data plane from it, the admin API, reloads, and the automated decisions
+//! (health, rollouts). It builds routing tables and hands them to the data
+//! plane through `switchyard_proxy::TableHandle`.
+//!
+//! The modules, in the order data flows through them:
+//! [`config`] (the file: one schema per section, errors with line and
+//! column; the rules of routes are the table build's) →
+//! [`run`] (start: listeners, the first table, the tasks below) →
+//! [`plane`] (the only way the live table changes: each change checked,
+//! built, swapped, recorded in [`history`] and told to observers; the
+//! traffic operations set weights, promote, rollback and flip) →
+//! `switchyard_proxy::TableHandle`, which the data plane reads.
+//!
+//! Changes reach the plane from [`admin`] (the HTTP API: auth, router, JSON
+//! views; [`admin::api`] is the vocabulary other modules' endpoints use),
+//! [`reload`] (the file, on change or SIGHUP; [`tls_reload`] for
+//! certificates), [`health`] (active checks) and [`rollout`] (progressive
+//! rollouts judged on metrics). Read-only views, as admin endpoints:
+//! [`stats`], [`shadows`], [`dashboard`]. Clients of the admin API:
+//! [`ctl`] (`switchyard ctl`) and [`demo`]. Process plumbing: the allocator
+//! (`buffer_cache`) and `resident` (handing back start-up pages).
 
 pub mod admin;
 pub mod buffer_cache;
@@ -11,6 +29,9 @@ pub mod dashboard;
 pub mod demo;
 pub mod health;
 pub mod history;
+#[cfg(test)]
+#[path = "../../proxy/src/layering.rs"]
+mod layering;
 pub mod plane;
 pub mod reload;
 pub mod resident;

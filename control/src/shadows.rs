@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use switchyard_proxy::shadow::{Mismatch, Shadow};
 use switchyard_proxy::{RoutingTable, ShadowResult, TableHandle};
 
-use crate::admin::{json_response, Extension};
+use crate::admin::api::{json_response, Extension};
 
 /// The admin endpoint `GET /api/v1/shadows`.
 pub fn admin_extension(table: TableHandle) -> Extension {

@@ -14,7 +14,7 @@ use switchyard_proxy::metrics::{self, Latency, Metrics, VersionStats, CODE_CLASS
 use switchyard_proxy::shadow::ShadowResult;
 use switchyard_proxy::UpstreamErrorKind;
 
-use crate::admin::{json_response, text_response, AdminResponse, Extension};
+use crate::admin::api::{json_response, text_response, AdminResponse, Extension};
 use crate::plane::{Observer, PlaneEvent};
 
 /// The window when the query names none.

@@ -3,6 +3,11 @@
 //! table. The control plane (`switchyard-control`) builds tables and hands
 //! them over through [`TableHandle`]; nothing here depends on it.
 //!
+//! What the control plane hands over: a [`TableSpec`] (plain data) →
+//! [`table`] (the build, where every rule of a spec is checked and each
+//! problem keyed by its config path; [`names`] holds the rules for names and
+//! endpoints) → the live [`RoutingTable`] behind the [`TableHandle`].
+//!
 //! The request path, in the order a request meets it:
 //! [`listener`] (accept, HTTP/1.1 + h2c, or [`tls`] with ALPN h2; the
 //! [`client_idle`] timeout) →
@@ -22,8 +27,11 @@ pub mod error;
 pub mod forward;
 pub mod handler;
 pub mod health;
+#[cfg(test)]
+mod layering;
 pub mod listener;
 pub mod metrics;
+pub mod names;
 pub mod pool;
 pub mod route;
 pub mod select;
@@ -40,9 +48,9 @@ pub use forward::{Transport, Upstream, UpstreamSettings, UpstreamTls};
 pub use handler::Proxy;
 pub use listener::{bind, serve, ListenerSettings};
 pub use metrics::{Metrics, MetricsSettings};
-pub use select::VersionOverride;
 pub use shadow::{ShadowResult, ShadowSpec};
 pub use sticky::StickySpec;
 pub use table::{
-    RouteSpec, RoutingTable, Settings, TableError, TableHandle, TableSpec, VersionSpec,
+    RouteSpec, RoutingTable, Settings, TableError, TableHandle, TableProblem, TableSpec,
+    VersionOverride, VersionSpec,
 };

@@ -74,11 +74,7 @@ impl std::fmt::Display for HostMatch {
 }
 
 fn check_host_chars(host: &str) -> Result<(), String> {
-    let valid = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-    if valid {
+    if crate::names::is_name_text(host) {
         Ok(())
     } else {
         Err(format!(

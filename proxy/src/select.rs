@@ -11,31 +11,12 @@
 //! secret). A forced version may have weight 0: that is how a dark version
 //! is tried before it gets traffic.
 
-use std::fmt;
-
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use subtle::ConstantTimeEq;
 
 use crate::error::ProxyError;
 use crate::sticky::Assignment;
-use crate::table::{Route, Version};
-
-/// The override header's settings (part of the table's settings).
-#[derive(Clone, PartialEq, Eq)]
-pub struct VersionOverride {
-    pub header: HeaderName,
-    /// Required after `NAME:` in the header value, when set.
-    pub secret: Option<String>,
-}
-
-impl fmt::Debug for VersionOverride {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VersionOverride")
-            .field("header", &self.header)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
+use crate::table::{Route, Version, VersionOverride};
 
 /// The version chosen for one request.
 #[derive(Debug)]
@@ -150,7 +131,7 @@ mod tests {
 
     fn settings(secret: Option<&str>) -> VersionOverride {
         VersionOverride {
-            header: HeaderName::from_static("x-switchyard-version"),
+            header: http::header::HeaderName::from_static("x-switchyard-version"),
             secret: secret.map(Into::into),
         }
     }

@@ -24,8 +24,8 @@ use tokio::sync::oneshot;
 
 use crate::body::{self, BoxError, ProxyBody};
 use crate::forward::{Transport, Upstream};
+use crate::names::{parse_endpoint, valid_name};
 use crate::split::RoundRobin;
-use crate::table::{parse_endpoint, valid_name};
 use crate::tee::{Digest, Digester, Tee, TeeSink};
 
 /// Set on every copy, so a shadow can tell mirrored traffic from its own.

@@ -242,10 +242,7 @@ fn cookie_value<'v>(header: &'v [u8], name: &[u8]) -> Option<&'v [u8]> {
 }
 
 fn valid_cookie_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    crate::names::is_name_text(name)
 }
 
 /// A new key for a client that has none: unique, not secret (it only

@@ -1,6 +1,7 @@
 //! Config keys that decide who gets which version: a route's
 //! `[routes.sticky]` and `match_headers`, and the `[proxy]` override-header
-//! settings; their validation and their data-plane form.
+//! settings; the override's checks and their data-plane form (the table
+//! build checks match headers and sticky settings).
 //!
 //! ```toml
 //! [proxy]
@@ -17,13 +18,10 @@
 //!   seed = 0                              # same seed ⇒ same assignment everywhere
 //! ```
 
-use std::collections::BTreeMap;
 use std::ops::Range;
 
 use http::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
-use switchyard_proxy::route::HeaderMatch;
-use switchyard_proxy::sticky::Sticky;
 use switchyard_proxy::{StickySpec, VersionOverride};
 use toml::Spanned;
 
@@ -61,19 +59,6 @@ impl StickyConfig {
 
 pub fn default_override_header() -> Spanned<String> {
     Spanned::new(0..0, "x-switchyard-version".into())
-}
-
-/// A route's `match_headers` in matching form (empty when absent or bad).
-pub fn header_match(route: &RouteConfig) -> HeaderMatch {
-    route
-        .match_headers
-        .as_ref()
-        .and_then(|headers| HeaderMatch::parse(pairs(headers.get_ref())).ok())
-        .unwrap_or_default()
-}
-
-fn pairs(headers: &BTreeMap<String, String>) -> impl Iterator<Item = (&str, &str)> {
-    headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))
 }
 
 /// The data plane's (name, value) list.
@@ -118,28 +103,6 @@ pub fn validate_proxy(proxy: &ProxyOptions, error: &mut impl FnMut(String, Range
                 secret.span(),
                 "must be non-empty visible ASCII (it is sent in a header)".into(),
             );
-        }
-    }
-}
-
-pub fn validate_route(
-    route: &RouteConfig,
-    r: usize,
-    error: &mut impl FnMut(String, Range<usize>, String),
-) {
-    if let Some(headers) = &route.match_headers {
-        if let Err(reason) = HeaderMatch::parse(pairs(headers.get_ref())) {
-            error(format!("routes[{r}].match_headers"), headers.span(), reason);
-        }
-    }
-    if let Some(sticky) = &route.sticky {
-        // The data plane's own checks, without versions: names and key.
-        if let Err(reason) = Sticky::build(
-            route.name.get_ref(),
-            &sticky.get_ref().spec(),
-            std::iter::empty(),
-        ) {
-            error(format!("routes[{r}].sticky"), sticky.span(), reason);
         }
     }
 }

@@ -15,121 +15,29 @@
 //! A manual weight change of the route (API or file) while a rollout runs
 //! pauses it: the operator's change wins, and `resume` starts observing the
 //! current step afresh.
+//!
+//! Here: the controller (commands, the evaluation loop, its metrics);
+//! `judge`: phases, per-step state and the verdict on the figures; `api`:
+//! the admin endpoints. The policy's schema is `crate::config::rollout`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
-use serde::Serialize;
 use serde_json::{json, Value};
 use switchyard_proxy::metrics::{Metrics, Snapshot, VersionStats};
-use switchyard_proxy::RouteSpec;
 
+use crate::config::{OnSuccess, RolloutPolicy};
 use crate::history::{self, Change, Source};
-use crate::plane::{ChangeError, ControlPlane, PlaneEvent};
+use crate::plane::{ChangeError, ControlPlane, Origin, PlaneEvent};
 
-/// What to do after the last step passes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnSuccess {
-    Promote,
-    Hold,
-}
+mod api;
+mod judge;
 
-/// A route's rollout policy (`[routes.rollout]`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RolloutPolicy {
-    pub canary: String,
-    pub baseline: String,
-    /// Canary weight (percent) per step.
-    pub steps: Vec<u32>,
-    pub interval: Duration,
-    pub min_requests: u64,
-    pub max_error_rate: f64,
-    pub max_p99_ratio: Option<f64>,
-    pub max_p99: Option<Duration>,
-    pub on_success: OnSuccess,
-    /// Start when the proxy starts (otherwise through the API).
-    pub autostart: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    Idle,
-    Running,
-    Paused,
-    Completed,
-    RolledBack,
-    Aborted,
-}
-
-impl Phase {
-    /// The value of `switchyard_rollout_state`.
-    fn gauge(self) -> i64 {
-        match self {
-            Phase::Idle => 0,
-            Phase::Running => 1,
-            Phase::Paused => 2,
-            Phase::Completed => 3,
-            Phase::RolledBack => 4,
-            Phase::Aborted => 5,
-        }
-    }
-}
-
-/// The figures a verdict was made on.
-#[derive(Debug, Clone, Serialize)]
-pub struct Figures {
-    pub requests: u64,
-    pub error_rate: f64,
-    pub p99_ms: f64,
-}
-
-impl Figures {
-    fn of(stats: &VersionStats) -> Figures {
-        Figures {
-            requests: stats.requests,
-            error_rate: stats.error_rate(),
-            p99_ms: stats.latency.p99.as_secs_f64() * 1e3,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Verdict {
-    pub time: String,
-    pub decision: &'static str,
-    pub step: usize,
-    pub reason: String,
-    pub canary: Option<Figures>,
-    pub baseline: Option<Figures>,
-}
-
-struct State {
-    phase: Phase,
-    step: usize,
-    step_started: Instant,
-    last_hold: Option<Instant>,
-    canary_start: Option<Snapshot>,
-    baseline_start: Option<Snapshot>,
-    last_verdict: Option<Verdict>,
-}
-
-impl Default for State {
-    fn default() -> Self {
-        State {
-            phase: Phase::Idle,
-            step: 0,
-            step_started: Instant::now(),
-            last_hold: None,
-            canary_start: None,
-            baseline_start: None,
-            last_verdict: None,
-        }
-    }
-}
+pub use api::admin_extension;
+use judge::{failure, State};
+pub use judge::{Figures, Phase, Verdict};
 
 /// Why a rollout command was refused.
 #[derive(Debug, thiserror::Error)]
@@ -565,11 +473,15 @@ impl Rollouts {
         weight: u32,
         reason: &str,
     ) -> Result<(), ChangeError> {
+        let weights = [
+            (policy.canary.clone(), i64::from(weight)),
+            (
+                policy.baseline.clone(),
+                i64::from(100u32.saturating_sub(weight)),
+            ),
+        ];
         self.plane
-            .change_route(route, None, Source::Auto, "rollout", Some(reason), |spec| {
-                set_weight(spec, &policy.canary, weight)?;
-                set_weight(spec, &policy.baseline, 100u32.saturating_sub(weight))
-            })
+            .set_weights(route, &weights.into(), false, None, automatic(reason))
             .map(|_| ())
     }
 
@@ -580,16 +492,7 @@ impl Rollouts {
         reason: &str,
     ) -> Result<(), ChangeError> {
         self.plane
-            .change_route(route, None, Source::Auto, "rollout", Some(reason), |spec| {
-                for version in &mut spec.versions {
-                    version.weight = if version.name == policy.canary {
-                        100
-                    } else {
-                        0
-                    };
-                }
-                Ok(())
-            })
+            .promote(route, &policy.canary, None, automatic(reason))
             .map(|_| ())
     }
 
@@ -609,145 +512,11 @@ impl Rollouts {
     }
 }
 
-/// `GET /api/v1/routes/{route}/rollout` and
-/// `POST /api/v1/routes/{route}/rollout/{start|pause|resume|abort}`.
-pub fn admin_extension(rollouts: Arc<Rollouts>) -> crate::admin::Extension {
-    use crate::admin::json_response;
-    use http::{Method, StatusCode};
-    Box::new(move |method: &Method, path: &str, _query: Option<&str>| {
-        let rest = path.strip_prefix("/api/v1/routes/")?;
-        let (route, action) = match rest.split('/').collect::<Vec<_>>().as_slice() {
-            [route, "rollout"] => (route.to_string(), None),
-            [route, "rollout", action] => (route.to_string(), Some(action.to_string())),
-            _ => return None,
-        };
-        let result = match (method, action.as_deref()) {
-            (&Method::GET, None) => rollouts.status(&route),
-            (&Method::POST, Some("start")) => rollouts.begin(&route),
-            (&Method::POST, Some("pause")) => rollouts.pause(&route),
-            (&Method::POST, Some("resume")) => rollouts.resume(&route),
-            (&Method::POST, Some("abort")) => rollouts.abort(&route),
-            _ => return None,
-        };
-        Some(match result {
-            Ok(value) => json_response(StatusCode::OK, &value),
-            Err(error) => {
-                let status = match &error {
-                    RolloutError::NoPolicy(_) => StatusCode::NOT_FOUND,
-                    RolloutError::WrongPhase { .. } | RolloutError::MetricsOff => {
-                        StatusCode::CONFLICT
-                    }
-                    RolloutError::Change(ChangeError::UnknownRoute(_)) => StatusCode::NOT_FOUND,
-                    RolloutError::Change(_) => StatusCode::BAD_REQUEST,
-                };
-                json_response(status, &json!({"error": error.to_string(), "detail": null}))
-            }
-        })
-    })
-}
-
-fn set_weight(spec: &mut RouteSpec, version: &str, weight: u32) -> Result<(), ChangeError> {
-    let target = spec
-        .versions
-        .iter_mut()
-        .find(|v| v.name == version)
-        .ok_or_else(|| {
-            ChangeError::Invalid(format!(
-                "route '{}' has no version '{version}' (named by its rollout policy)",
-                spec.name
-            ))
-        })?;
-    target.weight = weight;
-    Ok(())
-}
-
-/// Why the canary fails the policy, if it does.
-fn failure(
-    policy: &RolloutPolicy,
-    canary: &VersionStats,
-    baseline: Option<&VersionStats>,
-) -> Option<String> {
-    let error_rate = canary.error_rate();
-    if error_rate > policy.max_error_rate {
-        return Some(format!(
-            "canary error rate {:.2}% ({} of {} requests) is above the maximum {:.2}%",
-            error_rate * 100.0,
-            canary.errors,
-            canary.requests,
-            policy.max_error_rate * 100.0
-        ));
-    }
-    let p99 = canary.latency.p99;
-    if let Some(max) = policy.max_p99.filter(|max| p99 > *max) {
-        return Some(format!(
-            "canary p99 {:.1} ms is above the maximum {:.1} ms",
-            ms(p99),
-            ms(max)
-        ));
-    }
-    if let (Some(ratio), Some(baseline)) =
-        (policy.max_p99_ratio, baseline.filter(|b| b.requests > 0))
-    {
-        let base = baseline.latency.p99;
-        if !base.is_zero() && p99.as_secs_f64() / base.as_secs_f64() > ratio {
-            return Some(format!(
-                "canary p99 {:.1} ms is {:.2}x the baseline's {:.1} ms (maximum {ratio}x)",
-                ms(p99),
-                p99.as_secs_f64() / base.as_secs_f64(),
-                ms(base)
-            ));
-        }
-    }
-    None
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy() -> RolloutPolicy {
-        RolloutPolicy {
-            canary: "canary".into(),
-            baseline: "stable".into(),
-            steps: vec![5, 25, 50, 100],
-            interval: Duration::from_millis(200),
-            min_requests: 10,
-            max_error_rate: 0.01,
-            max_p99_ratio: Some(1.5),
-            max_p99: Some(Duration::from_millis(500)),
-            on_success: OnSuccess::Promote,
-            autostart: false,
-        }
-    }
-
-    fn stats(requests: u64, errors: u64, p99_ms: u64) -> VersionStats {
-        VersionStats {
-            requests,
-            errors,
-            latency: switchyard_proxy::metrics::Latency {
-                p99: Duration::from_millis(p99_ms),
-                ..Default::default()
-            },
-            ..VersionStats::default()
-        }
-    }
-
-    #[test]
-    fn judges_error_rate_absolute_and_relative_latency() {
-        let p = policy();
-        assert!(failure(&p, &stats(100, 1, 10), Some(&stats(100, 0, 10))).is_none());
-        let reason = failure(&p, &stats(100, 20, 10), None).unwrap_or_default();
-        assert!(reason.contains("20.00%"), "{reason}");
-        assert!(
-            failure(&p, &stats(100, 0, 600), None).is_some_and(|r| r.contains("maximum 500.0 ms"))
-        );
-        assert!(failure(&p, &stats(100, 0, 40), Some(&stats(100, 0, 10)))
-            .is_some_and(|r| r.contains("4.00x")));
-        // No baseline traffic (canary at 100 %): the ratio cannot be judged.
-        assert!(failure(&p, &stats(100, 0, 40), Some(&stats(0, 0, 0))).is_none());
+/// A change the rollout makes on its own, for `reason`.
+fn automatic(reason: &str) -> Origin<'_> {
+    Origin {
+        source: Source::Auto,
+        who: "rollout",
+        reason: Some(reason),
     }
 }

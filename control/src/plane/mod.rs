@@ -10,6 +10,10 @@
 //! (any key), the file wins and the override ends. Routes added to or removed
 //! from the file are added or removed. `GET /api/v1/status` lists the routes
 //! currently overridden.
+//!
+//! The traffic operations (set weights, promote, rollback, flip) are in
+//! [`traffic`]: methods of [`ControlPlane`] the admin API and the rollout
+//! controller share.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -21,6 +25,10 @@ use switchyard_proxy::{RouteSpec, RoutingTable, TableError, TableHandle, TableSp
 
 use crate::config::Config;
 use crate::history::{self, Change, History, Source};
+
+pub mod traffic;
+
+pub use traffic::Origin;
 
 /// Something the control plane tells observers about.
 pub enum PlaneEvent<'a> {

@@ -1,0 +1,111 @@
+//! The admin API's HTTP vocabulary, shared by the router and every module
+//! that adds endpoints (rollout, stats, shadows, dashboard): responses, the
+//! `{"error": "...", "detail": ...}` envelope, request bodies, and the
+//! [`Extension`] hook. A leaf: it knows nothing of the control plane.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// Largest admin request body accepted.
+const MAX_BODY: usize = 1 << 20;
+
+pub type AdminResponse = Response<Full<Bytes>>;
+
+/// An extra endpoint contributed by another module (metrics, dashboard,
+/// shadows): returns `None` when the path is not its own.
+pub type Extension =
+    Box<dyn Fn(&Method, &str, Option<&str>) -> Option<AdminResponse> + Send + Sync>;
+
+/// An admin failure: the status and the JSON error body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: String,
+    detail: Value,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            error: error.into(),
+            detail: Value::Null,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: Value) -> ApiError {
+        self.detail = detail;
+        self
+    }
+
+    pub fn into_response(self) -> AdminResponse {
+        json_response(
+            self.status,
+            &json!({"error": self.error, "detail": self.detail}),
+        )
+    }
+}
+
+/// Compact JSON (half the cost of pretty printing; `switchyard ctl --json`
+/// and `jq` indent it for people).
+pub fn json_response(status: StatusCode, value: &impl Serialize) -> AdminResponse {
+    let mut body = Vec::with_capacity(1024);
+    if serde_json::to_writer(&mut body, value).is_err() {
+        body = b"{}".to_vec();
+    }
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+pub fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> AdminResponse {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// `Ok` as JSON, `Err` as the error envelope.
+pub fn reply<T: Serialize>(result: Result<T, ApiError>) -> AdminResponse {
+    match result {
+        Ok(value) => json_response(StatusCode::OK, &value),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// The request body as `T`, at most `MAX_BODY` bytes.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            )
+        })?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the request body is not the JSON expected: {e}"),
+        )
+    })
+}
