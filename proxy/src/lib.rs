@@ -18,6 +18,7 @@
 pub mod body;
 pub mod client_idle;
 pub mod coalesce;
+pub mod connection;
 pub mod error;
 pub mod forward;
 pub mod handler;
@@ -34,6 +35,7 @@ pub mod table;
 pub mod tee;
 pub mod tls;
 pub mod upgrade;
+pub mod upstream;
 
 pub use error::{ProxyError, UpstreamErrorKind};
 pub use forward::{Transport, Upstream, UpstreamSettings, UpstreamTls};
