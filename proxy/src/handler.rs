@@ -1,4 +1,4 @@
-//! The request path as named phases over one per-request [`Exchange`]:
+//! The request path as named phases over one per-request `Exchange`:
 //! route → pick upstream → upstream request → mirror (never awaited) → send
 //! → response → log. Each phase is a small method; what a later phase needs
 //! of an earlier one travels in the exchange.
