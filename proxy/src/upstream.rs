@@ -1,5 +1,5 @@
 //! The one upstream client: how a version's endpoints are spoken to
-//! ([`Transport`]) and the pools that carry it ([`pool`]). Plain HTTP/1.1,
+//! ([`Transport`]) and the pools that carry it ([`crate::pool`]). Plain HTTP/1.1,
 //! what nearly every upstream speaks, has a pool of its own reached without
 //! a lookup; HTTP/1.1 over TLS uses the same pool design with a TLS
 //! connector, HTTP/2 (h2 over TLS, or h2c) one multiplexed connection per
