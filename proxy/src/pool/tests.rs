@@ -352,3 +352,81 @@ async fn an_endpoint_named_by_host_name_is_resolved() {
     let response = pool.send_within(request).await.expect("send");
     assert_eq!(text(response).await, "/named");
 }
+
+/// A loopback h2c server counting the connections it accepts; `/close`
+/// answers and then closes the connection (GOAWAY).
+async fn h2c_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    raw_server(|stream| async move {
+        let (closing, mut close) = tokio::sync::mpsc::channel::<()>(1);
+        let service = service_fn(move |req: Request<Incoming>| {
+            let closing = closing.clone();
+            async move {
+                if req.uri().path() == "/close" {
+                    let _ = closing.try_send(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok::<_, std::convert::Infallible>(Response::new(body::full(
+                    req.uri().path().to_string(),
+                )))
+            }
+        });
+        let builder =
+            hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        tokio::select! {
+            _ = connection.as_mut() => {}
+            _ = close.recv() => {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn http2_requests_share_one_connection_and_a_closed_one_is_replaced() {
+    let (addr, accepted) = h2c_server().await;
+    let pool = http2::Multiplexed::new(
+        Duration::from_secs(60),
+        TcpConnect {
+            timeout: Duration::from_secs(1),
+        },
+    );
+    let sends: Vec<_> = (0..10)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let response = pool
+                    .send(get(addr, &format!("/{i}")), Duration::from_secs(10))
+                    .await
+                    .expect("send");
+                text(response).await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for send in sends {
+        answers.push(send.await.expect("request task"));
+    }
+    assert_eq!(
+        answers,
+        (0..10).map(|i| format!("/{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one shared connection");
+    assert!(pool.is_connected(&addr.to_string()));
+
+    let response = pool
+        .send(get(addr, "/close"), Duration::from_secs(10))
+        .await
+        .expect("send");
+    assert_eq!(text(response).await, "/close");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let response = pool
+        .send(get(addr, "/after"), Duration::from_secs(10))
+        .await
+        .expect("a new connection");
+    assert_eq!(text(response).await, "/after");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
