@@ -177,6 +177,14 @@ mod tests {
         assert!(headers.contains_key("x-kept"));
     }
 
+    /// `req` from `client` as endpoint 127.0.0.1:9001 gets it.
+    fn rewrite(req: Request<ProxyBody>, client: &str) -> Request<ProxyBody> {
+        let endpoint: Authority = "127.0.0.1:9001".parse().expect("authority");
+        let client: SocketAddr = client.parse().expect("addr");
+        let client = ClientConnection::new(client);
+        upstream_request(req, &endpoint, &client, "http", Hop::Strip).expect("rewrite")
+    }
+
     #[test]
     fn rewrites_uri_and_adds_forwarded_headers() {
         let req = Request::builder()
@@ -185,16 +193,7 @@ mod tests {
             .header("x-forwarded-for", "10.0.0.1")
             .body(empty())
             .expect("request");
-        let endpoint: Authority = "127.0.0.1:9001".parse().expect("authority");
-        let client: SocketAddr = "192.0.2.7:5000".parse().expect("addr");
-        let up = upstream_request(
-            req,
-            &endpoint,
-            &ClientConnection::new(client),
-            "http",
-            Hop::Strip,
-        )
-        .expect("rewrite");
+        let up = rewrite(req, "192.0.2.7:5000");
         assert_eq!(up.uri(), "http://127.0.0.1:9001/path?q=1");
         let h = up.headers();
         assert_eq!(h["host"], "app.example.com");
@@ -210,16 +209,7 @@ mod tests {
             .version(Version::HTTP_2)
             .body(empty())
             .expect("request");
-        let endpoint: Authority = "127.0.0.1:9001".parse().expect("authority");
-        let client: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
-        let up = upstream_request(
-            req,
-            &endpoint,
-            &ClientConnection::new(client),
-            "http",
-            Hop::Strip,
-        )
-        .expect("rewrite");
+        let up = rewrite(req, "127.0.0.1:5000");
         assert_eq!(up.version(), Version::HTTP_11);
         assert_eq!(up.headers()["host"], "app.example.com");
     }

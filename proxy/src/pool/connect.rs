@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use super::PoolError;
 use crate::tls::{self, TlsError};
 
 /// Opens connections to upstream addresses.
@@ -24,6 +25,17 @@ pub trait Connect: Clone + Send + Sync + 'static {
 
     /// A connection to `authority`, ready for HTTP.
     fn connect(&self, authority: &Authority) -> impl Future<Output = io::Result<Self::Io>> + Send;
+}
+
+/// A connection to `authority`, its failure a connect error naming it.
+pub(super) async fn open<C: Connect>(
+    connector: &C,
+    authority: &Authority,
+) -> Result<C::Io, PoolError> {
+    connector
+        .connect(authority)
+        .await
+        .map_err(|source| PoolError::connect(authority, source))
 }
 
 /// Plain TCP, Nagle off.

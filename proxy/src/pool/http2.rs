@@ -18,7 +18,7 @@ use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
-use super::{every_second, Connect, PoolError, UpstreamBody};
+use super::{connect, every_second, Connect, PoolError, UpstreamBody};
 use crate::body::ProxyBody;
 
 /// One shared HTTP/2 connection per upstream address; clones share them.
@@ -88,11 +88,7 @@ impl<C: Connect> Multiplexed<C> {
             return Ok(sender.clone());
         }
         self.start_sweeper();
-        let io = self
-            .connector
-            .connect(authority)
-            .await
-            .map_err(|source| PoolError::connect(authority, source))?;
+        let io = connect::open(&self.connector, authority).await?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(io))

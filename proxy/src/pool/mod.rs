@@ -267,11 +267,7 @@ impl<C: Connect> Pool<C> {
         authority: &http::uri::Authority,
     ) -> Result<SendRequest<ProxyBody>, PoolError> {
         self.start_sweeper();
-        let stream = self
-            .connector
-            .connect(authority)
-            .await
-            .map_err(|source| PoolError::connect(authority, source))?;
+        let stream = connect::open(&self.connector, authority).await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(CoalescedWrites::new(stream)))
             .await?;
