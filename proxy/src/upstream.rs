@@ -362,3 +362,43 @@ fn set_scheme(req: &mut Request<ProxyBody>, scheme: Scheme) {
         *req.uri_mut() = uri;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_reload_reaches_every_pool_made_from_the_upstream() {
+        let dir = std::env::temp_dir().join(format!("switchyard-upstream-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let ca_file = dir.join("ca.pem");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let ca = rcgen::CertificateParams::new(vec!["ca.test".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("certificate");
+        std::fs::write(&ca_file, ca.pem()).expect("write CA");
+        let transport = Transport {
+            tls: Some(UpstreamTls {
+                ca_file: Some(ca_file.clone()),
+                server_name: None,
+            }),
+            http2: false,
+        };
+        let upstream = Upstream::new(&UpstreamSettings::default());
+        let probes = upstream.separate_pool();
+        let has = |u: &Upstream| u.others.read().expect("lock").contains_key(&transport);
+        assert_eq!(upstream.reload_tls([&transport]).expect("readable CA"), 1);
+        assert!(has(&upstream) && has(&probes));
+
+        // All or none: a broken CA file replaces nothing anywhere.
+        let before = probes.channel(&transport).expect("known");
+        std::fs::write(&ca_file, "not a certificate").expect("break CA");
+        assert!(upstream.reload_tls([&transport]).is_err());
+        let after = probes.channel(&transport).expect("known");
+        assert!(
+            matches!((before, after), (Channel::Http1Tls(a), Channel::Http1Tls(b)) if a.same_pool(&b))
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -300,6 +300,12 @@ impl<C: Connect> Pool<C> {
         });
     }
 
+    /// Whether `other` shares this pool's connections.
+    #[cfg(test)]
+    pub(crate) fn same_pool(&self, other: &Pool<C>) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// Idle connections kept for `authority` (tests and diagnostics).
     pub fn idle_count(&self, authority: &str) -> usize {
         self.shared
