@@ -200,6 +200,7 @@ pub async fn start_with_extensions(
     if let (true, Some(path)) = (options.watch, options.config_path.clone()) {
         background.push(crate::reload::watch_file(Arc::clone(&plane), path)?);
     }
+    let probes = upstream.separate_pool();
     plane.observe(crate::tls_reload::upstream_trust_on_config_reload(
         upstream,
         table.clone(),
@@ -222,7 +223,7 @@ pub async fn start_with_extensions(
         )),
         tokio::spawn(admin::serve(admin_listener, admin, stopped(shutdown_rx))),
     ];
-    background.push(crate::health::start(Arc::clone(&plane)));
+    background.push(crate::health::start(Arc::clone(&plane), probes));
     background.push(rollouts.start());
     plane.set_ready(true);
     tracing::info!(%data_addr, %admin_addr, "listeners ready");
