@@ -3,8 +3,9 @@
 //! decisions. It builds routing tables and hands them to the data plane
 //! through `switchyard_proxy::TableHandle`.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
-pub mod buffer_cache;
 pub mod config;
 pub mod ctl;
 pub mod dashboard;
@@ -13,7 +14,6 @@ pub mod health;
 pub mod history;
 pub mod plane;
 pub mod reload;
-pub mod resident;
 pub mod rollout;
 pub mod run;
 pub mod shadows;
