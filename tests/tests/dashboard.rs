@@ -3,8 +3,6 @@
 //! until its charts hold data, a screenshot saved to
 //! `target/dashboard.png`, and the per-version figures checked in the DOM.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::Method;
-use support::admin::AdminClient;
-use support::*;
+use switchyard_tests::admin::AdminClient;
+use switchyard_tests::*;
 
 /// `target/` of this build (the test binary is `target/<profile>/deps/…`).
 fn target_dir() -> PathBuf {
@@ -79,10 +77,12 @@ fn number(dom: &str, version: &str, field: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_chromium,
+    ignore = "chromium is not installed (scripts/test.sh installs it)"
+)]
 async fn dashboard_shows_live_per_version_figures() {
-    let Some(chromium_bin) = tool("chromium") else {
-        return;
-    };
+    let chromium_bin = require_tool("chromium");
     let stable = backend("stable")
         .delay(Duration::from_millis(5))
         .start()
