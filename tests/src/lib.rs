@@ -18,6 +18,7 @@ pub mod tools;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub use backend::*;
@@ -41,9 +42,12 @@ pub async fn bounded<T>(limit: Duration, what: &str, future: impl Future<Output 
     }
 }
 
-/// A fresh, empty directory for one test's files.
+/// A fresh, empty directory for one test's files; unique per call, as
+/// tests of one binary run side by side in one process.
 pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("switchyard-{name}-{}", std::process::id()));
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("switchyard-{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
