@@ -18,11 +18,11 @@
 //! certificates), [`health`] (active checks) and [`rollout`] (progressive
 //! rollouts judged on metrics). Read-only views, as admin endpoints:
 //! [`stats`], [`shadows`], [`dashboard`]. Clients of the admin API:
-//! [`ctl`] (`switchyard ctl`) and [`demo`]. Process plumbing: the allocator
-//! (`buffer_cache`) and `resident` (handing back start-up pages).
+//! [`ctl`] (`switchyard ctl`) and [`demo`].
+
+#![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod buffer_cache;
 pub mod config;
 pub mod ctl;
 pub mod dashboard;
@@ -34,7 +34,6 @@ pub mod history;
 mod layering;
 pub mod plane;
 pub mod reload;
-pub mod resident;
 pub mod rollout;
 pub mod run;
 pub mod shadows;

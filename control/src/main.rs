@@ -1,5 +1,7 @@
 //! The `switchyard` command: run, check, demo.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,11 +10,6 @@ use clap::{Parser, Subcommand};
 use switchyard_control::ctl::{Ctl, CtlCommand};
 use switchyard_control::{Config, StartOptions};
 use tracing::Level;
-
-/// malloc, with freed I/O buffers reused per thread (see buffer_cache).
-#[global_allocator]
-static ALLOCATOR: switchyard_control::buffer_cache::BufferCache =
-    switchyard_control::buffer_cache::BufferCache;
 
 #[derive(Parser)]
 #[command(
@@ -141,10 +138,6 @@ fn main() -> ExitCode {
                 running.keep(switchyard_control::reload::on_sighup(
                     std::sync::Arc::clone(&running.plane),
                 )?);
-                match switchyard_control::resident::release_startup_pages() {
-                    Ok(kib) => tracing::debug!(kib, "released start-up pages"),
-                    Err(error) => tracing::debug!(%error, "cannot release start-up pages"),
-                }
                 wait_for_stop_signal().await;
                 tracing::info!("shutting down: draining in-flight requests");
                 running.shutdown().await;

@@ -22,6 +22,8 @@
 //! them; [`error`] turns failures into responses; [`coalesce`] sends small
 //! vectored writes, both ways, as one write.
 
+#![forbid(unsafe_code)]
+
 pub mod body;
 pub mod client_idle;
 pub mod coalesce;

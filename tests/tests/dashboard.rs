@@ -12,8 +12,6 @@
 //! - `docs/console.png` (ignored test, run by hand): the console during the
 //!   demo, after a rollout's steps and a rollback.
 
-mod support;
-
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,8 +22,8 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use http::Method;
 use serde_json::{json, Value};
-use support::admin::{weight, AdminClient};
-use support::*;
+use switchyard_tests::admin::{weight, AdminClient};
+use switchyard_tests::*;
 use tokio_tungstenite::tungstenite::Message;
 
 /// `target/` of this build (the test binary is `target/<profile>/deps/…`).
@@ -98,10 +96,12 @@ fn number(dom: &str, version: &str, field: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_chromium,
+    ignore = "chromium is not installed (scripts/test.sh installs it)"
+)]
 async fn dashboard_shows_live_per_version_figures() {
-    let Some(chromium_bin) = tool("chromium") else {
-        return;
-    };
+    let chromium_bin = require_tool("chromium");
     let stable = backend("stable")
         .delay(Duration::from_millis(5))
         .start()
@@ -446,10 +446,12 @@ const MESSAGE: &str =
     "(() => { const m = document.getElementById('message'); return m.dataset.kind ? m.dataset.kind + ': ' + m.textContent : ''; })()";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_chromium,
+    ignore = "chromium is not installed (scripts/test.sh installs it)"
+)]
 async fn console_controls_need_the_token_and_the_revision_shown() {
-    let Some(chromium_bin) = tool("chromium") else {
-        return;
-    };
+    let chromium_bin = require_tool("chromium");
     let dir = temp_dir("console-token");
     let token_file = dir.join("deployer.token");
     std::fs::write(&token_file, "s3cret-console\n").expect("token file");
@@ -695,9 +697,7 @@ async fn console_controls_need_the_token_and_the_revision_shown() {
 #[ignore = "writes docs/console.png for the README; run by hand"]
 async fn console_screenshot_during_the_demo() {
     use switchyard_control::demo::{self, DemoOptions};
-    let Some(chromium_bin) = tool("chromium") else {
-        return;
-    };
+    let chromium_bin = require_tool("chromium");
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let demo = demo::start(DemoOptions {
         data: loopback,

@@ -4,17 +4,15 @@
 //! demo endpoint refuses bad input and changes nothing, and a canary made bad
 //! through it is rolled back by the rollout on its own within seconds.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http::Method;
 use serde_json::Value;
-use support::admin::{weight, AdminClient};
-use support::*;
 use switchyard_control::ctl::{Ctl, CtlCommand};
 use switchyard_control::demo::{self, DemoOptions};
+use switchyard_tests::admin::{weight, AdminClient};
+use switchyard_tests::*;
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))

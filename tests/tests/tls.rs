@@ -6,8 +6,6 @@
 //! HTTPS and HTTP/2 to upstream versions, and the errors `check` and start
 //! give for unusable files.
 
-mod support;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +21,7 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use support::*;
+use switchyard_tests::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
@@ -555,7 +553,7 @@ async fn active_checks_probe_tls_versions_over_their_own_transport() {
         version_toml("misnamed", misnamed, &tls_keys("other.test")).replace("weight = 1", "weight = 0"),
     );
     let proxy = start_proxy(&config(&text)).await;
-    let admin = support::admin::AdminClient::new(proxy.running.admin_addr, None);
+    let admin = switchyard_tests::admin::AdminClient::new(proxy.running.admin_addr, None);
     // The misnamed version fails its checks: probes verify the certificate.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
