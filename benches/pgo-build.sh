@@ -4,7 +4,7 @@
 #   benches/pgo-build.sh          # ~5 min on 2 cores; then run target/pgo/switchyard
 #
 # Three steps: an instrumented release build; a training run of it
-# (benches/src/bin/pgo-train.rs: HTTP/1.1 keep-alive GETs through plain,
+# (benches/src/pgo_train.rs: HTTP/1.1 keep-alive GETs through plain,
 # split and mirrored routes, h2c streams, streamed POST bodies; one and two
 # workers; HTTP/1.1 and h2 behind TLS; all on loopback); a release build
 # optimised with the profile that run wrote.

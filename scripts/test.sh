@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 apt_updated=false
 # ensure_pkg COMMAND [PACKAGE]: installs Debian's PACKAGE (default: COMMAND)
-# only when COMMAND is not on PATH. Tests needing a tool add one line below.
+# only when COMMAND is not on PATH. Tests needing a tool add one line below
+# and the tool to tests/src/tool_probe.rs.
 ensure_pkg() {
   local cmd=$1 pkg=${2:-$1} sudo=""
   command -v "$cmd" >/dev/null 2>&1 && return 0
@@ -37,7 +38,7 @@ command -v cargo >/dev/null 2>&1 || {
 }
 
 # What the tests run besides cargo (one line per tool):
-ensure_pkg kill procps # tests/tests/cli.rs stops `switchyard run` with SIGTERM
+ensure_pkg kill procps # control/tests/cli.rs signals `switchyard run` (SIGTERM, SIGHUP)
 ensure_pkg promtool prometheus # tests/tests/metrics.rs checks GET /metrics with promtool
 ensure_pkg chromium # tests/tests/dashboard.rs loads the dashboard in headless Chromium
 ensure_pkg etcd etcd-server # tests/tests/fleet.rs runs a real etcd on loopback
@@ -47,12 +48,9 @@ ensure_pkg protoc protobuf-compiler # etcd-client's build compiles etcd's protob
 if [[ ! -f /usr/include/google/protobuf/descriptor.proto ]]; then
   ensure_pkg libprotobuf-dev-is-missing libprotobuf-dev
 fi
-# Tests that use a tool installed above fail (instead of skipping) without it.
+# Without this, the tests of a tool that is missing are reported as skipped
+# (tests/build.rs marks them ignored); with it, they run and fail.
 export SWITCHYARD_REQUIRE_TOOLS=1
-
-# The CLI tests run the real binary; build it up front so a compile error
-# shows here, not as a test failure (the tests also rebuild it if stale).
-cargo build --quiet -p switchyard-control --bin switchyard
 
 # Doc examples first (nextest does not run them), so the runner's summary
 # below stays the last thing printed.

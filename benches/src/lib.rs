@@ -1,4 +1,7 @@
-//! Benchmarks live in benches/benches; the harness adapter in compare-adapter.sh.
+//! Benchmarks live in benches/benches; the harness adapter in compare-adapter.sh;
+//! the training run of the profile-guided build in [`pgo_train`].
+
+pub mod pgo_train;
 
 use std::hint::black_box;
 use std::sync::Barrier;

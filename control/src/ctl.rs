@@ -63,6 +63,21 @@ pub enum CtlCommand {
         #[arg(value_parser = ["status", "start", "pause", "resume", "abort"], default_value = "status")]
         action: String,
     },
+    /// `switchyard demo` only: show its backends, make one bad
+    /// (`demo canary --error-rate 0.2 --latency 80ms`) or good (`--reset`).
+    Demo {
+        /// stable, canary or green; all of them when left out.
+        backend: Option<String>,
+        /// Share of requests answered 503, from 0 to 1.
+        #[arg(long, value_name = "0..1", requires = "backend")]
+        error_rate: Option<String>,
+        /// Latency added to every answer: 80ms, 1s, 0.
+        #[arg(long, value_name = "DURATION", requires = "backend")]
+        latency: Option<String>,
+        /// No errors, no added latency.
+        #[arg(long, requires = "backend", conflicts_with_all = ["error_rate", "latency"])]
+        reset: bool,
+    },
 }
 
 pub struct Ctl {
@@ -205,6 +220,32 @@ impl Ctl {
                 let path = format!("/api/v1/stats?window={}", window.replace(' ', ""));
                 self.call(Method::GET, &path, None, None).await?
             }
+            CtlCommand::Demo {
+                backend,
+                error_rate,
+                latency,
+                reset,
+            } => {
+                let (method, path) = demo_request(
+                    backend.as_deref(),
+                    error_rate.as_deref(),
+                    latency.as_deref(),
+                    *reset,
+                );
+                let reply = self.call(method, &path, None, None).await?;
+                if reply.status == StatusCode::NOT_FOUND
+                    && reply.body["error"]
+                        .as_str()
+                        .is_some_and(|e| e.starts_with("no admin endpoint"))
+                {
+                    return Err(format!(
+                        "{} is not a `switchyard demo`: only the demo has demo backends",
+                        self.base
+                    )
+                    .into());
+                }
+                reply
+            }
         };
         let reply = ok(reply)?;
         if self.json {
@@ -219,6 +260,7 @@ impl Ctl {
             CtlCommand::Stats { .. } => crate::stats::render(&reply.body),
             CtlCommand::Rollout { .. } => render_rollout(&reply.body),
             CtlCommand::Fleet => render_fleet(&reply.body),
+            CtlCommand::Demo { .. } => render_demo(&reply.body),
             _ => render_change(&reply.body),
         })
     }
@@ -450,6 +492,72 @@ fn render_rollout(body: &Value) -> String {
     text
 }
 
+/// The demo endpoint's method and path (query included) for `ctl demo`.
+fn demo_request(
+    backend: Option<&str>,
+    error_rate: Option<&str>,
+    latency: Option<&str>,
+    reset: bool,
+) -> (Method, String) {
+    let Some(backend) = backend else {
+        return (Method::GET, "/api/v1/demo/backends".to_owned());
+    };
+    let mut query = Vec::new();
+    if let Some(rate) = error_rate {
+        query.push(format!("error_rate={}", query_value(rate)));
+    }
+    if let Some(latency) = latency {
+        query.push(format!("latency={}", query_value(latency)));
+    }
+    if reset {
+        query.push("reset=true".to_owned());
+    }
+    let path = format!("/api/v1/demo/backends/{}", query_value(backend));
+    if query.is_empty() {
+        (Method::GET, path)
+    } else {
+        (Method::POST, format!("{path}?{}", query.join("&")))
+    }
+}
+
+/// `value` for a URL: spaces dropped (`80 ms` is `80ms`), anything but
+/// unreserved characters percent-encoded so it reaches the API as one value
+/// (which then says what is wrong with it).
+fn query_value(value: &str) -> String {
+    let mut out = String::new();
+    for byte in value.bytes().filter(|b| !b.is_ascii_whitespace()) {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+/// One demo backend per line: its fault and how many requests it answered.
+fn render_demo(body: &Value) -> String {
+    let one = |b: &Value| {
+        let rate = b["error_rate"].as_f64().unwrap_or(0.0);
+        let latency = b["latency_ms"].as_f64().unwrap_or(0.0);
+        let fault = if rate == 0.0 && latency == 0.0 {
+            "healthy".to_owned()
+        } else {
+            format!("error rate {:.0}%, latency +{latency} ms", rate * 100.0)
+        };
+        format!(
+            "{:<8} {:<22} {fault}  ({} requests)\n",
+            b["name"].as_str().unwrap_or("?"),
+            b["address"].as_str().unwrap_or("?"),
+            b["requests"],
+        )
+    };
+    match body["backends"].as_array() {
+        Some(backends) => backends.iter().map(one).collect(),
+        None => one(body),
+    }
+}
+
 fn render_object(body: &Value) -> String {
     let mut text = String::new();
     for (key, value) in body.as_object().into_iter().flatten() {
@@ -479,6 +587,34 @@ mod tests {
             render_change(&change),
             "ok: revision 4; web now stable=75 canary=25"
         );
+    }
+
+    #[test]
+    fn demo_requests_and_text() {
+        assert_eq!(
+            demo_request(None, None, None, false),
+            (Method::GET, "/api/v1/demo/backends".to_owned())
+        );
+        assert_eq!(
+            demo_request(Some("canary"), Some("0.2"), Some("80 ms"), false),
+            (
+                Method::POST,
+                "/api/v1/demo/backends/canary?error_rate=0.2&latency=80ms".to_owned()
+            )
+        );
+        assert_eq!(
+            demo_request(Some("canary"), None, None, true).1,
+            "/api/v1/demo/backends/canary?reset=true"
+        );
+        assert_eq!(query_value("1&x=2"), "1%26x%3D2");
+        let text = render_demo(&json!({"backends": [
+            {"name": "stable", "address": "127.0.0.1:1", "error_rate": 0.0, "latency_ms": 0.0, "requests": 5},
+            {"name": "canary", "address": "127.0.0.1:2", "error_rate": 0.2, "latency_ms": 80.0, "requests": 7}]}));
+        assert!(
+            text.contains("stable") && text.contains("healthy"),
+            "{text}"
+        );
+        assert!(text.contains("error rate 20%, latency +80 ms"), "{text}");
     }
 
     #[test]

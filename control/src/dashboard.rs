@@ -1,8 +1,13 @@
-//! `GET /dashboard`: one self-contained page (its HTML, CSS and hand-written
-//! SVG charts in `assets/dashboard.html`, compiled into the binary) that
-//! polls `GET /api/v1/stats` every second: per route the current weights,
-//! per version p50/p99 and error rate over the last minutes, and shadow
-//! match rates.
+//! `GET /dashboard`: the operator's console, one self-contained page (its
+//! HTML, CSS, script and hand-written SVG charts in
+//! `assets/dashboard.html`, compiled into the binary, nothing loaded from
+//! elsewhere). It polls the admin API every second — stats, routes (the
+//! revision), rollouts, shadows, history — and shows per route the weights
+//! bar, the rollout's step and last judgement, per-version figures, latency
+//! and error charts with a marker at every change, and the shadows'
+//! compare counts. Its controls (weights, promote, rollback, flip, rollout
+//! start/pause/resume/abort) call the same admin API with the token the
+//! operator typed and `If-Match` with the revision the page shows.
 
 use http::header::{HeaderValue, CACHE_CONTROL};
 use http::{Method, StatusCode};
@@ -46,6 +51,20 @@ mod tests {
                 .collect();
             assert!(hits.is_empty(), "{external}: {hits:?}");
         }
+    }
+
+    #[test]
+    fn the_token_stays_in_memory() {
+        for store in [
+            "localStorage",
+            "sessionStorage",
+            "document.cookie",
+            "location.hash",
+        ] {
+            assert!(!PAGE.contains(store), "{store}");
+        }
+        assert!(PAGE.contains("Authorization = `Bearer ${token}`"));
+        assert!(PAGE.contains(r#"h["If-Match"]"#));
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Active health checks: one task per endpoint address that a route with a
-//! `[routes.health_check]` names, probing it with an HTTP GET and marking it
+//! `[routes.health_check]` names, probing it with an HTTP GET over the
+//! transport its version speaks (HTTPS with the version's CA and server
+//! name, HTTP/2 where configured: the data plane's upstream client sends
+//! it), and marking it
 //! down after `unhealthy_threshold` failures in a row, up again after
 //! `healthy_threshold` passes. The data plane reads the mark on every pick
 //! (`switchyard_proxy::health`); a version whose endpoints are all down hands
@@ -10,24 +13,25 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Empty;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use switchyard_proxy::health::HealthCheckSpec;
-use switchyard_proxy::RoutingTable;
+use switchyard_proxy::{RoutingTable, Transport, Upstream};
 use tokio::task::JoinHandle;
 
 use crate::history::{self, Change, Source};
 use crate::plane::{ControlPlane, PlaneEvent};
 
-type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+/// What one address's check does: the route's check settings, over the
+/// transport of the (first) version listing the address.
+#[derive(Debug, Clone, PartialEq)]
+struct Check {
+    spec: HealthCheckSpec,
+    transport: Transport,
+}
 
-/// Starts the supervisor; it runs until aborted.
-pub fn start(plane: Arc<ControlPlane>) -> JoinHandle<()> {
+/// Starts the supervisor, probing through `upstream` (pools of its own:
+/// probes never take the proxy's connections); it runs until aborted.
+pub fn start(plane: Arc<ControlPlane>, upstream: Upstream) -> JoinHandle<()> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(4);
     plane.observe(Box::new(move |event| {
         if matches!(event, PlaneEvent::TableChanged(_)) {
@@ -35,12 +39,9 @@ pub fn start(plane: Arc<ControlPlane>) -> JoinHandle<()> {
         }
     }));
     tokio::spawn(async move {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client: ProbeClient = Client::builder(TokioExecutor::new()).build(connector);
-        let mut checks: HashMap<String, (HealthCheckSpec, JoinHandle<()>)> = HashMap::new();
+        let mut checks: HashMap<String, (Check, JoinHandle<()>)> = HashMap::new();
         loop {
-            reconcile(&plane, &client, &mut checks);
+            reconcile(&plane, &upstream, &mut checks);
             if rx.recv().await.is_none() {
                 break;
             }
@@ -54,20 +55,21 @@ pub fn start(plane: Arc<ControlPlane>) -> JoinHandle<()> {
 /// Makes the running checks match the table: one per checked address.
 fn reconcile(
     plane: &Arc<ControlPlane>,
-    client: &ProbeClient,
-    checks: &mut HashMap<String, (HealthCheckSpec, JoinHandle<()>)>,
+    upstream: &Upstream,
+    checks: &mut HashMap<String, (Check, JoinHandle<()>)>,
 ) {
     let table = plane.table().load();
-    let mut wanted: HashMap<String, HealthCheckSpec> = HashMap::new();
+    let mut wanted: HashMap<String, Check> = HashMap::new();
     for route in &table.spec().routes {
-        let Some(check) = &route.health_check else {
+        let Some(spec) = &route.health_check else {
             continue;
         };
         for version in &route.versions {
             for endpoint in &version.endpoints {
-                wanted
-                    .entry(endpoint.clone())
-                    .or_insert_with(|| check.clone());
+                wanted.entry(endpoint.clone()).or_insert_with(|| Check {
+                    spec: spec.clone(),
+                    transport: version.transport.clone(),
+                });
             }
         }
     }
@@ -80,33 +82,29 @@ fn reconcile(
         }
         keep
     });
-    for (address, spec) in wanted {
+    for (address, check) in wanted {
         if checks.contains_key(&address) {
             continue;
         }
         let task = tokio::spawn(probe_loop(
             Arc::clone(plane),
-            client.clone(),
+            upstream.clone(),
             address.clone(),
-            spec.clone(),
+            check.clone(),
         ));
-        checks.insert(address, (spec, task));
+        checks.insert(address, (check, task));
     }
 }
 
-async fn probe_loop(
-    plane: Arc<ControlPlane>,
-    client: ProbeClient,
-    address: String,
-    spec: HealthCheckSpec,
-) {
+async fn probe_loop(plane: Arc<ControlPlane>, upstream: Upstream, address: String, check: Check) {
+    let Check { spec, transport } = check;
     let health = plane.table().load().health().get(&address);
     let (mut passes, mut failures) = (0u32, 0u32);
     let mut ticker = tokio::time::interval(spec.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let ok = probe(&client, &address, &spec).await;
+        let ok = probe(&upstream, &transport, &address, &spec).await;
         if ok {
             passes += 1;
             failures = 0;
@@ -133,16 +131,24 @@ async fn probe_loop(
 }
 
 /// One probe: GET the path, any 2xx within the timeout passes.
-async fn probe(client: &ProbeClient, address: &str, spec: &HealthCheckSpec) -> bool {
-    let Ok(req) = Request::get(format!("http://{address}{}", spec.path))
-        .header(http::header::USER_AGENT, "switchyard-health-check")
-        .body(Empty::new())
-    else {
+async fn probe(
+    upstream: &Upstream,
+    transport: &Transport,
+    address: &str,
+    spec: &HealthCheckSpec,
+) -> bool {
+    let Ok(endpoint) = address.parse::<http::uri::Authority>() else {
         return false;
     };
-    match tokio::time::timeout(spec.timeout, client.request(req)).await {
-        Ok(Ok(response)) => response.status().is_success(),
-        _ => false,
+    match upstream
+        .probe(transport, &endpoint, &spec.path, spec.timeout)
+        .await
+    {
+        Ok(status) => status.is_success(),
+        Err(error) => {
+            tracing::debug!(%error, endpoint = %address, "health check failed");
+            false
+        }
     }
 }
 

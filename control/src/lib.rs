@@ -19,11 +19,11 @@
 //! rollouts judged on metrics) and [`cluster`] (a fleet's shared table on
 //! etcd, applied through the plane). Read-only views, as admin endpoints:
 //! [`stats`], [`shadows`], [`dashboard`]. Clients of the admin API:
-//! [`ctl`] (`switchyard ctl`) and [`demo`]. Process plumbing: the allocator
-//! (`buffer_cache`) and `resident` (handing back start-up pages).
+//! [`ctl`] (`switchyard ctl`) and [`demo`].
+
+#![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod buffer_cache;
 pub mod cluster;
 pub mod config;
 pub mod ctl;
@@ -36,7 +36,6 @@ pub mod history;
 mod layering;
 pub mod plane;
 pub mod reload;
-pub mod resident;
 pub mod rollout;
 pub mod run;
 pub mod shadows;

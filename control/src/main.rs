@@ -1,5 +1,7 @@
 //! The `switchyard` command: run, check, demo.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,11 +10,6 @@ use clap::{Parser, Subcommand};
 use switchyard_control::ctl::{Ctl, CtlCommand};
 use switchyard_control::{Config, StartOptions};
 use tracing::Level;
-
-/// malloc, with freed I/O buffers reused per thread (see buffer_cache).
-#[global_allocator]
-static ALLOCATOR: switchyard_control::buffer_cache::BufferCache =
-    switchyard_control::buffer_cache::BufferCache;
 
 #[derive(Parser)]
 #[command(
@@ -41,12 +38,20 @@ enum Command {
     },
     /// Validate a config file: prints `ok` or every error; exit 1 on error.
     Check { file: PathBuf },
-    /// Start demo backends and the proxy in front of them.
+    /// Start demo backends, the proxy in front of them and light traffic;
+    /// prints a tour to follow.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+        /// Send no background traffic (rollouts then wait for yours).
+        #[arg(long)]
+        no_traffic: bool,
+        /// Background requests per second.
+        #[arg(long, default_value_t = switchyard_control::demo::traffic::DEFAULT_RATE,
+              value_parser = clap::value_parser!(u32).range(1..=5000))]
+        rate: u32,
     },
     /// Talk to a running switchyard's admin API.
     Ctl {
@@ -133,18 +138,24 @@ fn main() -> ExitCode {
                 running.keep(switchyard_control::reload::on_sighup(
                     std::sync::Arc::clone(&running.plane),
                 )?);
-                match switchyard_control::resident::release_startup_pages() {
-                    Ok(kib) => tracing::debug!(kib, "released start-up pages"),
-                    Err(error) => tracing::debug!(%error, "cannot release start-up pages"),
-                }
                 wait_for_stop_signal().await;
                 tracing::info!("shutting down: draining in-flight requests");
                 running.shutdown().await;
                 Ok::<(), BoxError>(())
             })
         }
-        Command::Demo { listen, admin } => {
-            block_on(None, switchyard_control::demo::run(listen, admin))
+        Command::Demo {
+            listen,
+            admin,
+            no_traffic,
+            rate,
+        } => {
+            let options = switchyard_control::demo::DemoOptions {
+                data: listen,
+                admin,
+                traffic: (!no_traffic).then_some(rate),
+            };
+            block_on(None, switchyard_control::demo::run(options))
         }
         Command::Ctl {
             admin,

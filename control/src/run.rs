@@ -89,6 +89,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
 
 /// Binds the listeners and starts serving; returns once they are bound.
 pub async fn start_with(config: &Config, options: StartOptions) -> Result<Running, StartError> {
+    start_with_extensions(config, options, Vec::new()).await
+}
+
+/// [`start_with`], with more admin endpoints (the demo's backend controls).
+pub async fn start_with_extensions(
+    config: &Config,
+    options: StartOptions,
+    more: Vec<Extension>,
+) -> Result<Running, StartError> {
     let table = TableHandle::new(config.table_spec())?;
     let base_dir = options
         .config_path
@@ -175,12 +184,13 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
             }
         }));
     }
-    let extensions: Vec<Extension> = vec![
+    let mut extensions: Vec<Extension> = vec![
         crate::rollout::admin_extension(Arc::clone(&rollouts)),
         crate::shadows::admin_extension(table.clone()),
         crate::stats::extension(metrics.clone()),
         crate::dashboard::extension(),
     ];
+    extensions.extend(more);
     plane.observe(crate::stats::observer(metrics.clone()));
     let admin = Arc::new(Admin {
         plane: Arc::clone(&plane),
@@ -192,6 +202,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
     if let (true, Some(path)) = (options.watch, options.config_path.clone()) {
         background.push(crate::reload::watch_file(Arc::clone(&plane), path)?);
     }
+    let probes = upstream.separate_pool();
     plane.observe(crate::tls_reload::upstream_trust_on_config_reload(
         upstream,
         table.clone(),
@@ -223,7 +234,7 @@ pub async fn start_with(config: &Config, options: StartOptions) -> Result<Runnin
             admin_addr,
         )?);
     }
-    background.push(crate::health::start(Arc::clone(&plane)));
+    background.push(crate::health::start(Arc::clone(&plane), probes));
     background.push(rollouts.start());
     plane.set_ready(true);
     tracing::info!(%data_addr, %admin_addr, "listeners ready");

@@ -92,7 +92,7 @@ impl ProxyError {
 
     /// Classifies a failed upstream call.
     pub fn upstream(
-        error: &crate::forward::UpstreamError,
+        error: &crate::upstream::UpstreamError,
         version: &str,
         endpoint: &str,
     ) -> ProxyError {
@@ -134,7 +134,7 @@ impl ProxyError {
     }
 }
 
-fn classify(error: &crate::forward::UpstreamError) -> UpstreamErrorKind {
+fn classify(error: &crate::upstream::UpstreamError) -> UpstreamErrorKind {
     match kind_in_chain(Some(error.cause()), error.is_connect()) {
         Some(kind) => kind,
         None if error.is_connect() => UpstreamErrorKind::Connect,

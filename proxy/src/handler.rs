@@ -1,6 +1,7 @@
-//! The request path, top to bottom: load the table → find the route → pick
-//! the version and endpoint → mirror to the route's shadows (never awaited)
-//! → forward → finish the response headers.
+//! The request path as named phases over one per-request `Exchange`:
+//! route → pick upstream → upstream request → mirror (never awaited) → send
+//! → response → log. Each phase is a small method; what a later phase needs
+//! of an earlier one travels in the exchange.
 //!
 //! Everything a request needs from the control plane comes from the one table
 //! it loads first; it keeps that `Arc` until its response is complete.
@@ -14,14 +15,17 @@ use hyper::body::Incoming;
 
 use crate::body::{self, ProxyBody};
 use crate::client_idle::{HeldBody, InFlight};
-use crate::error::ProxyError;
-use crate::error::UpstreamErrorKind;
-use crate::forward::{self, Downstream, Upstream};
+use crate::connection::ClientConnection;
+use crate::error::{ProxyError, UpstreamErrorKind};
+use crate::forward::{self, Hop};
 use crate::metrics::{self, Measure, Metrics};
 use crate::pool::UpstreamBody;
 use crate::route::request_host;
+use crate::shadow::Comparison;
 use crate::table::{Endpoint, Route, RoutingTable, TableHandle, Version};
-use crate::{select, shadow, upgrade};
+use crate::upgrade::{self, UpgradeRequest};
+use crate::upstream::Upstream;
+use crate::{select, shadow};
 use http_body::Body as _;
 
 pub const VERSION_HEADER: HeaderName = HeaderName::from_static("x-switchyard-version");
@@ -83,124 +87,163 @@ impl Proxy {
     }
 
     /// Serves one request; failures become plain-text error responses.
-    pub async fn handle(&self, req: Request<Incoming>, client: &Downstream) -> Response<ProxyBody> {
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        client: &ClientConnection,
+    ) -> Response<ProxyBody> {
         let table = self.inner.table.load();
-        let mut measure = None;
-        // Dropped with the response body (or here, for an error response).
-        let in_flight = client.request_started(req.version());
-        match self
-            .forward(&table, req, client, &mut measure, in_flight)
-            .await
-        {
-            Ok(response) => response,
-            Err(error) => {
-                tracing::debug!(%error, "request failed");
-                if let Some(measure) = measure {
-                    measure.failed(&error);
-                }
-                let mut response = error.into_response();
-                stamp_revision(&table, &mut response);
-                response
-            }
+        let mut exchange = Exchange::new(&self.inner, &table, client, req.version());
+        let result = exchange.proxy(req).await;
+        exchange.log(result)
+    }
+}
+
+/// One request on its way through the phases, and what the later phases
+/// need of the earlier ones. Everything it borrows comes from the one table
+/// the request loaded first.
+struct Exchange<'t> {
+    proxy: &'t Inner,
+    table: &'t Arc<RoutingTable>,
+    client: &'t ClientConnection,
+    /// When the request arrived (when requests are measured).
+    started: Option<metrics::Instant>,
+    /// Ends with the response body (or here, for an error response).
+    in_flight: Option<InFlight>,
+    /// From the upstream pick until the response takes it.
+    measure: Option<Measure>,
+    /// A `Set-Cookie` the pick wants on the response (sticky sessions).
+    set_cookie: Option<HeaderValue>,
+    /// The client asked to switch protocols.
+    upgrade: Option<UpgradeRequest>,
+    /// What the compared shadow copies wait for.
+    comparison: Comparison,
+}
+
+/// Where the upstream pick sends the request.
+struct Target<'t> {
+    route: &'t Route,
+    version: &'t Version,
+    endpoint: &'t Endpoint,
+}
+
+impl<'t> Exchange<'t> {
+    fn new(
+        proxy: &'t Inner,
+        table: &'t Arc<RoutingTable>,
+        client: &'t ClientConnection,
+        version: http::Version,
+    ) -> Exchange<'t> {
+        Exchange {
+            proxy,
+            table,
+            client,
+            started: proxy.metrics.clock(),
+            in_flight: client.request_started(version),
+            measure: None,
+            set_cookie: None,
+            upgrade: None,
+            comparison: Comparison::default(),
         }
     }
 
-    async fn forward(
-        &self,
-        table: &Arc<RoutingTable>,
+    /// The phases, in order: route → pick upstream → upstream request →
+    /// mirror → send → response.
+    async fn proxy(
+        &mut self,
         mut req: Request<Incoming>,
-        client: &Downstream,
-        measure: &mut Option<Measure>,
-        in_flight: Option<InFlight>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let started = self.inner.metrics.clock();
-        // Route.
-        let host = request_host(&req).unwrap_or_default();
-        let Some(route) = table.find_request(&host, req.uri().path(), req.headers()) else {
-            return Err(ProxyError::NoRoute {
+        let route = self.route(&req)?;
+        let target = self.pick_upstream(route, &mut req)?;
+        let upstream_req = self.upstream_request(&target, req)?;
+        let upstream_req = self.mirror(target.route, upstream_req);
+        let response = self.send(&target, upstream_req).await?;
+        Ok(self.response(&target, response))
+    }
+
+    /// The most specific route matching the request's host, path and headers.
+    fn route(&self, req: &Request<Incoming>) -> Result<&'t Route, ProxyError> {
+        let host = request_host(req).unwrap_or_default();
+        self.table
+            .find_request(&host, req.uri().path(), req.headers())
+            .ok_or_else(|| ProxyError::NoRoute {
                 host: host.into_owned(),
                 path: req.uri().path().to_owned(),
-            });
-        };
+            })
+    }
 
-        // Upstream pick: override header, sticky key, or weight.
+    /// The version (override header, sticky key, or weight; a version known
+    /// to be down hands its share to the baseline) and its next endpoint.
+    /// Measuring starts here: from now on the request counts for the version.
+    fn pick_upstream(
+        &mut self,
+        route: &'t Route,
+        req: &mut Request<Incoming>,
+    ) -> Result<Target<'t>, ProxyError> {
+        let table = self.table;
         let choice = select::choose(
             route,
             table.settings().version_override.as_ref(),
             req.headers_mut(),
         )?;
-        let version = choice.version;
-        // A version known to be down hands its share to the baseline.
-        let version = route.available(version);
-        *measure = started.and_then(|at| self.inner.metrics.start(table, route, version, at));
-        let endpoint = version.next_endpoint();
-        let upgrade = upgrade::requested(&mut req);
-
-        // Forward: the upstream request.
-        let upstream_req = forward::upstream_request(
-            req.map(body::request),
-            &endpoint.authority,
-            client,
-            self.inner.scheme,
-        )
-        .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream request: {e}")))?;
-
-        // Mirror: copies of it for the route's shadows, spawned, never
-        // awaited (not of a protocol upgrade: a tunnel cannot be copied).
-        let shadows = upgrade.is_none().then_some(&route.shadows[..]);
-        let (mut upstream_req, comparison) = shadow::mirror(
-            shadows.unwrap_or_default(),
-            &self.inner.shadow_upstream,
-            upstream_req,
-        );
-        if let Some(upgrade) = &upgrade {
-            upgrade.prepare(&mut upstream_req);
-        }
-        let mut response = self.send(route, version, endpoint, upstream_req).await?;
-
-        // Response.
-        let switched = upgrade.and_then(|u| {
-            u.tunnel(
-                &mut response,
-                &self.inner.upgraded,
-                table.settings().tunnel_idle,
-            )
-        });
-        if switched.is_some() {
-            client.upgraded();
-        }
-        let response = response.map(|body| HeldBody::new(body, in_flight));
-        let mut response = comparison.attach(metrics::boxed_response(measure.take(), response));
-        forward::downstream_response(&mut response);
-        if let Some(protocol) = switched {
-            upgrade::restore_headers(response.headers_mut(), protocol);
-        }
-        if let Some(cookie) = choice.set_cookie {
-            response.headers_mut().append(SET_COOKIE, cookie);
-        }
-        if table.settings().version_header {
-            response
-                .headers_mut()
-                .insert(VERSION_HEADER, version.header_value.clone());
-        }
-        stamp_revision(table, &mut response);
-        Ok(response)
+        let version = route.available(choice.version);
+        self.set_cookie = choice.set_cookie;
+        self.measure = self
+            .started
+            .and_then(|at| self.proxy.metrics.start(table, route, version, at));
+        Ok(Target {
+            route,
+            version,
+            endpoint: version.next_endpoint(),
+        })
     }
-}
 
-impl Proxy {
-    /// Sends to `endpoint`; a connect failure of an idempotent request
+    /// The request as the endpoint gets it; a protocol upgrade keeps its
+    /// `Upgrade` header.
+    fn upstream_request(
+        &mut self,
+        target: &Target<'t>,
+        mut req: Request<Incoming>,
+    ) -> Result<Request<ProxyBody>, ProxyError> {
+        self.upgrade = upgrade::requested(&mut req);
+        let hop = match self.upgrade {
+            Some(_) => Hop::Upgrade,
+            None => Hop::Strip,
+        };
+        forward::upstream_request(
+            req.map(body::request),
+            &target.endpoint.authority,
+            self.client,
+            self.proxy.scheme,
+            hop,
+        )
+        .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream request: {e}")))
+    }
+
+    /// Copies for the route's shadows, spawned, never awaited (not of a
+    /// protocol upgrade: a tunnel cannot be copied).
+    fn mirror(&mut self, route: &Route, req: Request<ProxyBody>) -> Request<ProxyBody> {
+        if self.upgrade.is_some() {
+            return req;
+        }
+        let (req, comparison) = shadow::mirror(&route.shadows, &self.proxy.shadow_upstream, req);
+        self.comparison = comparison;
+        req
+    }
+
+    /// Sends to the endpoint; a connect failure of an idempotent request
     /// without a body is retried once on another endpoint of the version
     /// (nothing reached the upstream, so nothing can happen twice).
     async fn send(
         &self,
-        route: &Route,
-        version: &Version,
-        endpoint: &Endpoint,
+        target: &Target<'t>,
         req: Request<ProxyBody>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
+        let Target {
+            version, endpoint, ..
+        } = target;
         let retry = retry_copy(&req, version);
-        match self.call(route, version, endpoint, req).await {
+        match self.call(target, endpoint, req).await {
             Err(error) if error.upstream_kind() == Some(UpstreamErrorKind::Connect) => {
                 let Some((copy, other)) =
                     retry.and_then(|copy| Some((copy, version.other_endpoint(endpoint)?)))
@@ -212,7 +255,7 @@ impl Proxy {
                     .map_err(|e| ProxyError::BadRequest(format!("cannot build the retry: {e}")))?;
                 // Boxed: rare, and its own copy of the call would double
                 // the size of every request's future.
-                Box::pin(self.call(route, version, other, req)).await
+                Box::pin(self.call(target, other, req)).await
             }
             result => result,
         }
@@ -222,43 +265,80 @@ impl Proxy {
     /// outlier detection.
     async fn call(
         &self,
-        route: &Route,
-        version: &Version,
+        target: &Target<'t>,
         endpoint: &Endpoint,
         req: Request<ProxyBody>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
-        let result = match self
-            .inner
+        let Target { route, version, .. } = target;
+        let result = self
+            .proxy
             .upstream
             .send(&version.transport, req, route.timeout)
             .await
-        {
-            Ok(response) => Ok(response),
-            Err(error) if error.is_timeout() => Err(ProxyError::timeout(
-                &version.name,
-                endpoint.authority.as_str(),
-                route.timeout,
-            )),
-            Err(error) => Err(ProxyError::upstream(
-                &error,
-                &version.name,
-                endpoint.authority.as_str(),
-            )),
-        };
+            .map_err(|error| {
+                let authority = endpoint.authority.as_str();
+                if error.is_timeout() {
+                    ProxyError::timeout(&version.name, authority, route.timeout)
+                } else {
+                    ProxyError::upstream(&error, &version.name, authority)
+                }
+            });
         if let Some(policy) = &route.outlier {
-            let failed = match &result {
-                Ok(response) => response.status().is_server_error(),
-                Err(_) => true,
-            };
-            if failed {
-                endpoint
-                    .health
-                    .record_failure(policy, version.ejected(), version.endpoints.len());
-            } else {
-                endpoint.health.record_success();
-            }
+            endpoint.health.record_exchange(policy, &result, || {
+                (version.ejected(), version.endpoints.len())
+            });
         }
         result
+    }
+
+    /// The response the client gets: a 101 becomes a tunnel, the body is
+    /// measured (and digested for compared shadows), hop-by-hop headers go,
+    /// switchyard's own come.
+    fn response(
+        &mut self,
+        target: &Target<'t>,
+        mut response: Response<UpstreamBody>,
+    ) -> Response<ProxyBody> {
+        let settings = self.table.settings();
+        let switched = self.upgrade.take().and_then(|upgrade| {
+            upgrade.tunnel(&mut response, &self.proxy.upgraded, settings.tunnel_idle)
+        });
+        if switched.is_some() {
+            self.client.upgraded();
+        }
+        let response = response.map(|body| HeldBody::new(body, self.in_flight.take()));
+        let response = metrics::boxed_response(self.measure.take(), response);
+        let mut response = std::mem::take(&mut self.comparison).attach(response);
+        forward::downstream_response(&mut response, switched);
+        let headers = response.headers_mut();
+        if let Some(cookie) = self.set_cookie.take() {
+            headers.append(SET_COOKIE, cookie);
+        }
+        if settings.version_header {
+            headers.insert(VERSION_HEADER, target.version.header_value.clone());
+        }
+        response
+    }
+
+    /// The end of the request: a failure is logged, measured and answered
+    /// in plain text; every response gets the revision header.
+    fn log(self, result: Result<Response<ProxyBody>, ProxyError>) -> Response<ProxyBody> {
+        let mut response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(%error, "request failed");
+                if let Some(measure) = self.measure {
+                    measure.failed(&error);
+                }
+                error.into_response()
+            }
+        };
+        if self.table.settings().revision_header {
+            response
+                .headers_mut()
+                .insert(REVISION_HEADER, HeaderValue::from(self.table.revision()));
+        }
+        response
     }
 }
 
@@ -279,12 +359,4 @@ fn retry_copy(req: &Request<ProxyBody>, version: &Version) -> Option<Request<Pro
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
     Some(copy)
-}
-
-fn stamp_revision(table: &RoutingTable, response: &mut Response<ProxyBody>) {
-    if table.settings().revision_header {
-        response
-            .headers_mut()
-            .insert(REVISION_HEADER, HeaderValue::from(table.revision()));
-    }
 }

@@ -110,6 +110,29 @@ impl EndpointHealth {
         self.active_down.swap(down, Ordering::Relaxed) != down
     }
 
+    /// Passive outlier detection of one upstream exchange: no answer, or a
+    /// 5xx, counts towards ejecting the endpoint; any other answer resets
+    /// the count. `pool` gives the endpoint's version's (ejected endpoints,
+    /// endpoints), asked only on a failure.
+    #[inline]
+    pub fn record_exchange<B, E>(
+        &self,
+        policy: &OutlierPolicy,
+        result: &Result<http::Response<B>, E>,
+        pool: impl FnOnce() -> (usize, usize),
+    ) {
+        let failed = match result {
+            Ok(response) => response.status().is_server_error(),
+            Err(_) => true,
+        };
+        if failed {
+            let (ejected, endpoints) = pool();
+            self.record_failure(policy, ejected, endpoints);
+        } else {
+            self.record_success();
+        }
+    }
+
     /// A request here succeeded.
     #[inline]
     pub fn record_success(&self) {
@@ -245,6 +268,27 @@ mod tests {
             assert!(!health.record_failure(&policy(), 1, 2));
         }
         assert!(health.is_available());
+    }
+
+    #[test]
+    fn exchanges_count_5xx_and_errors_as_failures() {
+        let registry = HealthRegistry::default();
+        let health = registry.get("127.0.0.1:1");
+        let answer = |status: u16| -> Result<http::Response<()>, ()> {
+            let mut response = http::Response::new(());
+            *response.status_mut() = http::StatusCode::from_u16(status).expect("status");
+            Ok(response)
+        };
+        let pool = || (0, 2);
+        health.record_exchange(&policy(), &answer(503), pool);
+        health.record_exchange(&policy(), &Err::<http::Response<()>, ()>(()), pool);
+        // A 4xx is the client's problem: it resets the count.
+        health.record_exchange(&policy(), &answer(404), pool);
+        health.record_exchange(&policy(), &answer(500), pool);
+        health.record_exchange(&policy(), &answer(502), pool);
+        assert!(health.is_available());
+        health.record_exchange(&policy(), &answer(500), pool);
+        assert!(health.is_ejected());
     }
 
     #[test]

@@ -10,19 +10,24 @@
 //!
 //! The request path, in the order a request meets it:
 //! [`listener`] (accept, HTTP/1.1 + h2c, or [`tls`] with ALPN h2; the
-//! [`client_idle`] timeout) →
-//! [`handler`] (load table, [`route`], pick the version by [`select`]:
-//! override, [`sticky`] key or [`split`] weight) → [`shadow`] (copies to
-//! shadow targets, never awaited) → [`forward`] (rewrite, pooled upstream
-//! call, [`pool`]) → back through
-//! [`handler`] (response headers; a 101 becomes an [`upgrade`] tunnel) →
-//! [`metrics`] (the request recorded when its response body ends).
-//! [`error`] turns failures into responses; [`coalesce`] sends small
+//! [`client_idle`] timeout; each client a [`connection`]) →
+//! [`handler`] (named phases over one per-request exchange: [`route`] →
+//! pick the version by [`select`]: override, [`sticky`] key or [`split`]
+//! weight, skipping endpoints [`health`] marks out → [`forward`] rewrites
+//! the request → [`shadow`] copies it, never awaited → [`upstream`] sends it
+//! over the version's transport through its [`pool`] → the response, whose
+//! outcome feeds [`health`]'s outlier accounting; a 101 becomes an
+//! [`upgrade`] tunnel) → [`metrics`] (the request recorded when its response
+//! body ends). [`body`] and [`tee`] are the body types that stream between
+//! them; [`error`] turns failures into responses; [`coalesce`] sends small
 //! vectored writes, both ways, as one write.
+
+#![forbid(unsafe_code)]
 
 pub mod body;
 pub mod client_idle;
 pub mod coalesce;
+pub mod connection;
 pub mod error;
 pub mod forward;
 pub mod handler;
@@ -42,9 +47,9 @@ pub mod table;
 pub mod tee;
 pub mod tls;
 pub mod upgrade;
+pub mod upstream;
 
 pub use error::{ProxyError, UpstreamErrorKind};
-pub use forward::{Transport, Upstream, UpstreamSettings, UpstreamTls};
 pub use handler::Proxy;
 pub use listener::{bind, serve, ListenerSettings};
 pub use metrics::{Metrics, MetricsSettings};
@@ -54,3 +59,4 @@ pub use table::{
     RouteSpec, RoutingTable, Settings, TableError, TableHandle, TableProblem, TableSpec,
     VersionOverride, VersionSpec,
 };
+pub use upstream::{Transport, Upstream, UpstreamSettings, UpstreamTls};

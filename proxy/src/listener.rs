@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 
 use crate::client_idle::{IdleTimeout, IdleWatch};
 use crate::coalesce::CoalescedWrites;
-use crate::forward::Downstream;
+use crate::connection::ClientConnection;
 use crate::handler::Proxy;
 use crate::tls::ServerTls;
 
@@ -137,16 +137,16 @@ async fn serve_connection<I>(
     let watch = Arc::new(IdleWatch::default());
     let io = CoalescedWrites::new(IdleTimeout::new(io, Arc::clone(&watch), idle_timeout));
     // Shared, not cloned field by field: each request takes one reference.
-    let downstream = Arc::new(Downstream::new(client).with_idle_watch(watch));
+    let connection = Arc::new(ClientConnection::new(client).with_idle_watch(watch));
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
-        let downstream = Arc::clone(&downstream);
-        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, &downstream).await) }
+        let connection = Arc::clone(&connection);
+        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, &connection).await) }
     });
-    let connection = builder
+    let served = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
-    if let Err(error) = watcher.watch(connection).await {
+    if let Err(error) = watcher.watch(served).await {
         tracing::debug!(error = %error, %client, "connection ended with an error");
     }
 }

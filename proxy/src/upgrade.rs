@@ -1,6 +1,7 @@
 //! HTTP/1.1 Upgrade (WebSocket) passthrough. A request asking to upgrade
-//! keeps its `Connection: upgrade` and `Upgrade` headers on the way to the
-//! chosen version; when that version answers 101, hyper hands over both
+//! keeps its `Upgrade` header, with `Connection: upgrade`, on the way to the
+//! chosen version ([`crate::forward::Hop::Upgrade`]); when that version
+//! answers 101, hyper hands over both
 //! connections and bytes are copied both ways until either side closes, or
 //! nothing has moved either way for the tunnel idle timeout.
 //!
@@ -52,19 +53,7 @@ fn connection_has_upgrade(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Sets `Connection: upgrade` and `Upgrade: protocol` (after hop-by-hop
-/// stripping removed them).
-pub fn restore_headers(headers: &mut HeaderMap, protocol: HeaderValue) {
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, protocol);
-}
-
 impl UpgradeRequest {
-    /// Puts the upgrade headers back on the request to the upstream.
-    pub fn prepare<B>(&self, upstream: &mut Request<B>) {
-        restore_headers(upstream.headers_mut(), self.protocol.clone());
-    }
-
     /// If the upstream switched protocols, spawns the tunnel between the two
     /// connections and returns the protocol to announce downstream.
     pub fn tunnel<B>(
@@ -238,9 +227,17 @@ mod tests {
     #[test]
     fn detects_upgrade_requests() {
         let mut ws = request(Version::HTTP_11, "keep-alive, Upgrade", Some("websocket"));
-        let upgrade = requested(&mut ws).expect("an upgrade");
-        let mut upstream = Request::new(());
-        upgrade.prepare(&mut upstream);
+        requested(&mut ws).expect("an upgrade");
+        let client = crate::connection::ClientConnection::new(([127, 0, 0, 1], 9).into());
+        let endpoint = http::uri::Authority::from_static("127.0.0.1:9001");
+        let upstream = crate::forward::upstream_request(
+            ws.map(|()| crate::body::empty()),
+            &endpoint,
+            &client,
+            "http",
+            crate::forward::Hop::Upgrade,
+        )
+        .expect("rewrite");
         assert_eq!(upstream.headers()["connection"], "upgrade");
         assert_eq!(upstream.headers()["upgrade"], "websocket");
         assert!(requested(&mut request(

@@ -1,14 +1,12 @@
 //! The admin API end to end: compare-and-set weight changes under load,
 //! refused changes that leave the table alone, promote/rollback/flip, tokens.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::Method;
-use support::admin::{weight, AdminClient};
-use support::*;
+use switchyard_tests::admin::{weight, AdminClient};
+use switchyard_tests::*;
 
 const TOKEN: &str = "test-token-123";
 
@@ -25,13 +23,6 @@ async fn proxy_with_token(stable: &Backend, canary: &Backend, dir: &std::path::P
             .build()
     ));
     start_proxy(&toml).await
-}
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("switchyard-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,13 +4,11 @@
 //! while a slow upstream answer or a response streaming with pauses is
 //! never cut.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use support::*;
+use switchyard_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

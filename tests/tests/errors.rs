@@ -3,12 +3,10 @@
 //! endpoint), 504 (upstream slower than the route's timeout); and malformed
 //! requests that must not disturb the proxy.
 
-mod support;
-
 use std::time::Duration;
 
 use http::{Request, StatusCode};
-use support::*;
+use switchyard_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn assert_plain_text(reply: &Reply) {

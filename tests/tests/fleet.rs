@@ -1,9 +1,8 @@
 //! The fleet end to end: real `etcd` (Debian's etcd-server) on free
 //! loopback ports with a temp data dir, and several real proxies in this
-//! process sharing one prefix. Without the etcd binary these tests say
-//! skipped, unless `SWITCHYARD_REQUIRE_TOOLS` is set: then they fail.
-
-mod support;
+//! process sharing one prefix. Without the etcd binary these tests are
+//! reported as skipped, unless `SWITCHYARD_REQUIRE_TOOLS` is set: then they
+//! fail.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -13,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 use serde_json::Value;
-use support::admin::{weight, AdminClient};
-use support::*;
+use switchyard_tests::admin::{weight, AdminClient};
+use switchyard_tests::*;
 
 /// An etcd server this test started; killed by its PID when dropped.
 struct Etcd {
@@ -26,9 +25,8 @@ struct Etcd {
 }
 
 impl Etcd {
-    /// `None`: etcd is not installed (and tools are not required).
-    async fn start(name: &str) -> Option<Etcd> {
-        let binary = tool("etcd")?;
+    async fn start(name: &str) -> Etcd {
+        let binary = require_tool("etcd");
         let dir = temp_dir(&format!("etcd-{name}"));
         let client_url = format!("http://{}", free_port().await);
         let peer_url = format!("http://{}", free_port().await);
@@ -40,7 +38,7 @@ impl Etcd {
             child: None,
         };
         etcd.spawn().await;
-        Some(etcd)
+        etcd
     }
 
     async fn spawn(&mut self) {
@@ -156,10 +154,12 @@ async fn canary_weight(proxy: &TestProxy) -> (u64, u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_etcd,
+    ignore = "etcd is not installed (scripts/test.sh installs etcd-server)"
+)]
 async fn three_replicas_share_changes_and_exactly_one_racing_write_wins() {
-    let Some(etcd) = Etcd::start("three").await else {
-        return;
-    };
+    let etcd = Etcd::start("three").await;
     let stable = backend("stable").start().await;
     let canary = backend("canary").start().await;
     let prefix = "/switchyard/three";
@@ -290,10 +290,12 @@ async fn three_replicas_share_changes_and_exactly_one_racing_write_wins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_etcd,
+    ignore = "etcd is not installed (scripts/test.sh installs etcd-server)"
+)]
 async fn etcd_outage_keeps_traffic_flowing_and_refuses_admin_writes() {
-    let Some(mut etcd) = Etcd::start("outage").await else {
-        return;
-    };
+    let mut etcd = Etcd::start("outage").await;
     let stable = backend("stable").start().await;
     let canary = backend("canary").start().await;
     let prefix = "/switchyard/outage";
@@ -380,10 +382,12 @@ async fn etcd_outage_keeps_traffic_flowing_and_refuses_admin_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_etcd,
+    ignore = "etcd is not installed (scripts/test.sh installs etcd-server)"
+)]
 async fn a_restarted_replica_serves_the_fleets_table_not_its_files() {
-    let Some(etcd) = Etcd::start("restart").await else {
-        return;
-    };
+    let etcd = Etcd::start("restart").await;
     let stable = backend("stable").start().await;
     let canary = backend("canary").start().await;
     let prefix = "/switchyard/restart";

@@ -2,14 +2,12 @@
 //! way byte-identical, bodies streamed rather than collected, the version
 //! header (and turning it off), and HTTP/2 prior knowledge downstream.
 
-mod support;
-
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Version};
 use http_body_util::BodyExt;
-use support::*;
+use switchyard_tests::*;
 
 const TEN_MIB: u64 = 10 * 1024 * 1024;
 

@@ -2,10 +2,8 @@
 //! fixed list and whatever Connection names), end-to-end headers kept, and
 //! the X-Forwarded-For/Proto/Host values the backend sees.
 
-mod support;
-
 use http::{Request, StatusCode};
-use support::*;
+use switchyard_tests::*;
 
 /// Every hop-by-hop header the proxy must drop, with a value a client or
 /// backend might plausibly send.

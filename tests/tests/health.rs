@@ -2,14 +2,12 @@
 //! that take a dead version out (its share goes to the baseline) and bring
 //! it back, and the connect-failure retry (GET yes, POST never).
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use http::Method;
-use support::admin::AdminClient;
-use support::killable::Killable;
-use support::*;
+use switchyard_tests::admin::AdminClient;
+use switchyard_tests::killable::Killable;
+use switchyard_tests::*;
 
 fn endpoints(list: &[&str]) -> String {
     list.iter()

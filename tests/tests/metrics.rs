@@ -4,8 +4,6 @@
 //! installed) and stable across a reload, and a removed version retired once
 //! its last request ends.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -13,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 use serde_json::Value;
-use support::admin::AdminClient;
-use support::*;
 use switchyard_control::ctl::{Ctl, CtlCommand};
 use switchyard_control::{Config, StartOptions};
+use switchyard_tests::admin::AdminClient;
+use switchyard_tests::*;
 
 const STABLE_DELAY: Duration = Duration::from_millis(5);
 const CANARY_DELAY: Duration = Duration::from_millis(20);
@@ -41,12 +39,11 @@ async fn scrape(admin: &AdminClient) -> (String, prometheus_parse::Scrape) {
     (text, scrape)
 }
 
-/// Runs `promtool check metrics` on `text` when promtool is installed.
+/// Runs `promtool check metrics` on `text`. Only the test below calls it:
+/// it is skipped, not passed, without promtool, while the tests whose
+/// texts it checks run everywhere.
 fn promtool_check(text: &str) {
-    let Some(promtool) = tool("promtool") else {
-        return;
-    };
-    let mut child = Command::new(promtool)
+    let mut child = Command::new(require_tool("promtool"))
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -323,6 +320,12 @@ async fn status_classes_and_upstream_errors_land_in_their_series() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_text_is_valid_and_stable_across_a_weight_change() {
+    weight_change_scrapes().await;
+}
+
+/// The metrics text before and after a weight change, every figure in it
+/// checked.
+async fn weight_change_scrapes() -> [String; 2] {
     let stable = backend("stable").start().await;
     let canary = backend("canary").start().await;
     let next = backend("next").start().await;
@@ -353,7 +356,6 @@ async fn metrics_text_is_valid_and_stable_across_a_weight_change() {
         "{stats:#}"
     );
     let (before_text, before) = scrape(&admin).await;
-    promtool_check(&before_text);
     let shadow_matched = [("route", "web"), ("shadow", "next"), ("result", "matched")];
     assert_eq!(
         value(&before, "switchyard_shadow_requests_total", &shadow_matched),
@@ -416,7 +418,6 @@ async fn metrics_text_is_valid_and_stable_across_a_weight_change() {
     load(&proxy, "/", 20, 2).await;
 
     let (after_text, after) = scrape(&admin).await;
-    promtool_check(&after_text);
     assert_eq!(
         series_keys(&before),
         series_keys(&after),
@@ -449,10 +450,17 @@ async fn metrics_text_is_valid_and_stable_across_a_weight_change() {
     assert_eq!(ok(&after, "stable") + ok(&after, "canary"), 40.0);
     assert_eq!(ok(&after, "canary"), 12.0, "then 50/50 over 20 more");
     proxy.shutdown().await;
+    [before_text, after_text]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_version_is_retired_after_its_last_request() {
+    retired_version_scrapes().await;
+}
+
+/// The metrics texts (two scrapes) once a removed version has been
+/// retired, every figure in them checked.
+async fn retired_version_scrapes() -> Vec<String> {
     let stable = backend("stable").start().await;
     let green = backend("green").start().await;
     let with_green = config(
@@ -507,10 +515,10 @@ async fn removed_version_is_retired_after_its_last_request() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header(BACKEND_HEADER), Some("green"));
     // Gone now, and stays gone: nothing can record into it any more.
+    let mut texts = Vec::new();
     for _ in 0..2 {
         let (text, scrape) = scrape(&admin).await;
         assert!(!text.contains("version=\"green\""), "ghost series:\n{text}");
-        promtool_check(&text);
         assert_eq!(
             value(
                 &scrape,
@@ -523,8 +531,24 @@ async fn removed_version_is_retired_after_its_last_request() {
         let now = stats(&admin, "60s").await;
         assert!(version(&now, "web", "green").is_none(), "{now:#}");
         assert!(version(&now, "web", "stable").is_some());
+        texts.push(text);
     }
     bounded(Duration::from_secs(20), "shutdown", running.shutdown()).await;
+    texts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_promtool,
+    ignore = "promtool is not installed (scripts/test.sh installs it)"
+)]
+async fn metrics_text_passes_promtool_before_and_after_changes() {
+    for text in weight_change_scrapes().await {
+        promtool_check(&text);
+    }
+    for text in retired_version_scrapes().await {
+        promtool_check(&text);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

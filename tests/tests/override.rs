@@ -4,12 +4,10 @@
 //! the configured secret, is ignored; a header-matched route takes exactly
 //! the requests carrying its header values.
 
-mod support;
-
 use std::time::Duration;
 
 use http::{Request, StatusCode};
-use support::*;
+use switchyard_tests::*;
 
 async fn get_with(proxy: &TestProxy, path: &str, headers: &[(&str, &str)]) -> Reply {
     let mut req = Request::get(proxy.url(path));

@@ -1,52 +1,25 @@
 //! Reloading the config file: on edit (watched directory), on a Kubernetes
 //! ConfigMap-style `..data` symlink swap, on SIGHUP and through the API; an
-//! invalid file keeps the table and is reported. Also `switchyard ctl`
-//! against a running binary.
+//! invalid file keeps the table and is reported. (SIGHUP to the real
+//! binary and `switchyard ctl`: control/tests/cli.rs.)
 
-mod support;
-
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use http::Method;
-use support::admin::{weight, AdminClient};
-use support::*;
 use switchyard_control::{Config, StartOptions};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("switchyard-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
+use switchyard_tests::admin::{weight, AdminClient};
+use switchyard_tests::*;
 
 fn web_config(listen: &str, stable: &Backend, canary: &Backend, canary_weight: u32) -> String {
-    format!(
-        "{listen}\n{}",
-        route("web")
-            .backend("stable", 100 - canary_weight, stable)
-            .backend("canary", canary_weight, canary)
-            .build()
-    )
+    format!("{listen}\n{}", web_split(stable, canary, canary_weight))
 }
 
 const EPHEMERAL: &str = "[listen]\ndata = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n";
 
 /// Polls the admin API until `canary` has `expected` weight (10 s at most).
 async fn wait_for_canary(admin: &AdminClient, expected: u64) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, routes) = admin.routes().await;
-        if weight(&routes, "web", "canary") == expected {
-            return routes;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "canary never reached weight {expected}: {routes}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    admin.wait_for_weight("web", "canary", expected).await
 }
 
 async fn start_watching(path: &Path) -> switchyard_control::Running {
@@ -246,154 +219,4 @@ async fn api_override_survives_reloads_until_the_file_changes_the_route() {
         .json();
     assert_eq!(status["overridden_routes"], serde_json::json!([]));
     bounded(Duration::from_secs(20), "shutdown", running.shutdown()).await;
-}
-
-/// The real binary on fixed-free ports: writes a config with port 0 and
-/// reads the bound addresses from the admin API through the log? Simpler:
-/// pick free ports first.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_ready(admin: &AdminClient) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let client = client();
-    loop {
-        let req = http::Request::get(format!("{}/readyz", admin.base))
-            .body(empty())
-            .expect("req");
-        if let Ok(reply) = send(&client, req).await {
-            if reply.status == 200 {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "switchyard binary never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_reloads_the_binary_and_ctl_round_trips() {
-    let stable = backend("stable").start().await;
-    let canary = backend("canary").start().await;
-    let dir = temp_dir("reload-sighup");
-    let path = dir.join("switchyard.toml");
-    let admin_port = free_port();
-    let listen = format!(
-        "[listen]\ndata = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{admin_port}\"\n",
-        free_port()
-    );
-    std::fs::write(&path, web_config(&listen, &stable, &canary, 10)).expect("write");
-    let bin = switchyard_bin();
-    let child = Command::new(&bin)
-        .args(["run", "--no-watch", "--workers", "1", "--config"])
-        .arg(&path)
-        .env("SWITCHYARD_LOG", "warn")
-        .env("SWITCHYARD_ADMIN_TOKEN", "sekret")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start switchyard");
-    let process = Process(child);
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().expect("addr");
-    let admin = AdminClient::new(addr, Some("sekret"));
-    wait_ready(&admin).await;
-
-    // Not watched: the edit alone changes nothing; SIGHUP applies it.
-    std::fs::write(&path, web_config(&listen, &stable, &canary, 35)).expect("edit");
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(weight(&admin.routes().await.1, "web", "canary"), 10);
-    let status = Command::new("kill")
-        .args(["-HUP", &process.0.id().to_string()])
-        .status()
-        .expect("kill -HUP");
-    assert!(status.success());
-    wait_for_canary(&admin, 35).await;
-    let history = admin
-        .call(Method::GET, "/api/v1/history", None, None)
-        .await
-        .json();
-    assert_eq!(history["changes"][0]["source"], "signal");
-
-    // A listener change needs a restart, and says so.
-    let moved = listen.replace(&format!("{admin_port}\""), &format!("{}\"", free_port()));
-    std::fs::write(&path, web_config(&moved, &stable, &canary, 35)).expect("edit listen");
-    let reply = admin.call(Method::POST, "/api/v1/reload", None, None).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let status = admin
-        .call(Method::GET, "/api/v1/status", None, None)
-        .await
-        .json();
-    assert_eq!(
-        status["restart_required"],
-        serde_json::json!(["listen.admin"])
-    );
-
-    // ctl round trip.
-    let ctl = |args: &[&str]| {
-        let output = Command::new(&bin)
-            .args(["ctl", "--admin", &addr.to_string(), "--token", "sekret"])
-            .args(args)
-            .env("SWITCHYARD_LOG", "error")
-            .output()
-            .expect("run ctl");
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
-    let (ok, out, err) = ctl(&["routes"]);
-    assert!(
-        ok && out.contains("canary") && out.contains("35"),
-        "{out}{err}"
-    );
-    let (ok, out, err) = ctl(&["set-weights", "web", "stable=75", "canary=25"]);
-    assert!(ok && out.contains("stable=75 canary=25"), "{out}{err}");
-    assert_eq!(weight(&admin.routes().await.1, "web", "canary"), 25);
-    let (ok, out, err) = ctl(&["promote", "web", "canary"]);
-    assert!(ok && out.contains("canary=100"), "{out}{err}");
-    let (ok, out, err) = ctl(&["rollback", "web"]);
-    assert!(ok && out.contains("stable=100"), "{out}{err}");
-    let (ok, out, err) = ctl(&["flip", "web", "stable", "canary"]);
-    assert!(ok && out.contains("canary=100"), "{out}{err}");
-    let (ok, out, err) = ctl(&["history"]);
-    assert!(
-        ok && out.contains("flip") && out.contains("signal"),
-        "{out}{err}"
-    );
-    let (ok, out, err) = ctl(&["--json", "status"]);
-    assert!(ok, "{err}");
-    let status: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
-    assert!(
-        status["revision"].as_u64().is_some_and(|r| r >= 6),
-        "{status}"
-    );
-    let (ok, _, err) = ctl(&["rollout", "web"]);
-    assert!(!ok && err.contains("no [routes.rollout]"), "{err}");
-    let (ok, _, err) = ctl(&["set-weights", "nope", "stable=1"]);
-    assert!(!ok && err.contains("404") && err.contains("nope"), "{err}");
-    let output = Command::new(&bin)
-        .args(["ctl", "--admin", &addr.to_string(), "rollback", "web"])
-        .env_remove("SWITCHYARD_ADMIN_TOKEN")
-        .output()
-        .expect("ctl without token");
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("401"));
-    drop(process);
 }

@@ -2,17 +2,15 @@
 //! one walks every step and is promoted, too little traffic holds, and a
 //! manual change pauses the rollout.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::Method;
 use serde_json::Value;
-use support::admin::{weight, AdminClient};
-use support::killable::Killable;
-use support::*;
+use switchyard_tests::admin::{weight, AdminClient};
+use switchyard_tests::killable::Killable;
+use switchyard_tests::*;
 
 const INTERVAL_MS: u64 = 200;
 

@@ -3,8 +3,6 @@
 //! or resetting shadow changes nothing for clients, and `compare` counts
 //! exactly the requests a shadow answers differently.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,9 +15,10 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use support::admin::AdminClient;
-use support::*;
+use switchyard_control::ctl::{Ctl, CtlCommand};
 use switchyard_proxy::ShadowResult;
+use switchyard_tests::admin::AdminClient;
+use switchyard_tests::*;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -550,24 +549,13 @@ async fn compare_counts_exactly_the_requests_answered_differently() {
     assert_eq!(listed("same")["mismatches"], serde_json::json!([]));
     assert_eq!(listed("same")["counts"]["matched"], 40);
 
-    // And `switchyard ctl shadows` prints them.
-    let output = tokio::task::spawn_blocking({
-        let admin = proxy.running.admin_addr.to_string();
-        move || {
-            std::process::Command::new(switchyard_bin())
-                .args(["ctl", "--admin", &admin, "shadows"])
-                .output()
-                .expect("run switchyard ctl")
-        }
-    })
-    .await
-    .expect("ctl task");
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    // And `switchyard ctl shadows` prints them (the command's own code; the
+    // binary's ctl round trip: control/tests/cli.rs).
+    let ctl = Ctl::new(&proxy.running.admin_addr.to_string(), None, false);
+    let text = ctl
+        .run(CtlCommand::Shadows)
+        .await
+        .unwrap_or_else(|error| panic!("switchyard ctl shadows failed: {error}"));
     assert!(text.contains("web/twin"), "{text}");
     assert!(
         text.contains("matched 30  status_mismatch 3  body_mismatch 7"),

@@ -2,12 +2,10 @@
 //! 80/15/5 across three versions, and weight 0 receiving nothing, counted
 //! both from the response headers and at the backends themselves.
 
-mod support;
-
 use std::time::Duration;
 
 use http::StatusCode;
-use support::*;
+use switchyard_tests::*;
 
 /// Concurrent keep-alive clients: enough to exercise the shared picker from
 /// several connections, few enough for a busy 2-core machine.

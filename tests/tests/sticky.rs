@@ -4,15 +4,13 @@
 //! to stable; a second, independent proxy with the same config puts every
 //! user on the same version; clients without a key get a pinning cookie.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, StatusCode};
-use support::*;
 use switchyard_proxy::TableError;
+use switchyard_tests::*;
 
 const USERS: usize = 1_000;
 const CLIENTS: usize = 8;

@@ -2,15 +2,13 @@
 //! while the table is swapped 200 times between two weightings; no request
 //! fails and each is served by a version its own table revision contains.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use support::*;
 use switchyard_proxy::{TableError, TableHandle};
+use switchyard_tests::*;
 
 const CLIENTS: usize = 8;
 const REQUESTS: usize = 5_000;

@@ -6,8 +6,6 @@
 //! HTTPS and HTTP/2 to upstream versions, and the errors `check` and start
 //! give for unusable files.
 
-mod support;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +21,7 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use support::*;
+use switchyard_tests::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
@@ -521,6 +519,68 @@ async fn versions_reach_their_endpoints_over_tls_and_http2() {
             reply.text()
         );
     }
+    proxy.shutdown().await;
+}
+
+/// Whether `GET /api/v1/routes` shows `version` of the first route down.
+fn version_down(routes: &serde_json::Value, version: &str) -> bool {
+    routes["routes"][0]["versions"]
+        .as_array()
+        .and_then(|versions| versions.iter().find(|v| v["name"] == version))
+        .map(|v| v["down"] == true)
+        .unwrap_or_else(|| panic!("no version {version}: {routes}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_checks_probe_tls_versions_over_their_own_transport() {
+    // Checks go over each version's transport: HTTPS with its CA and
+    // server name, HTTP/2 where it says so. A probe in clear text (or one
+    // that ignored the server name) would take the healthy versions down.
+    let pki = Pki::new("probe");
+    let leaf = pki.leaf("backend", &["backend.test"]);
+    let (h1_tls, _a) =
+        protocol_backend("h1-tls", Some(pki.server_config(&leaf, &[b"http/1.1"]))).await;
+    let (h2_tls, _b) = protocol_backend("h2-tls", Some(pki.server_config(&leaf, &[b"h2"]))).await;
+    let (misnamed, _c) =
+        protocol_backend("misnamed", Some(pki.server_config(&leaf, &[b"http/1.1"]))).await;
+    let ca = format!("{:?}", pki.ca_file().display().to_string());
+    let tls_keys =
+        |name: &str| format!("  tls = true\n  ca_file = {ca}\n  server_name = \"{name}\"\n");
+    let text = format!(
+        "[[routes]]\nname = \"web\"\npath_prefix = \"/\"\n  [routes.health_check]\n  path = \"/healthz\"\n  interval = \"100ms\"\n  timeout = \"500ms\"\n  healthy_threshold = 2\n  unhealthy_threshold = 2\n{}{}{}",
+        version_toml("h1", h1_tls, &tls_keys("backend.test")),
+        version_toml("h2", h2_tls, &format!("{}  http2 = true\n", tls_keys("backend.test"))),
+        version_toml("misnamed", misnamed, &tls_keys("other.test")).replace("weight = 1", "weight = 0"),
+    );
+    let proxy = start_proxy(&config(&text)).await;
+    let admin = switchyard_tests::admin::AdminClient::new(proxy.running.admin_addr, None);
+    // The misnamed version fails its checks: probes verify the certificate.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, routes) = admin.routes().await;
+        if version_down(&routes, "misnamed") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the misnamed version was never marked down: {routes}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Many check intervals later, the well-configured versions are still up.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, routes) = admin.routes().await;
+    assert!(!version_down(&routes, "h1"), "{routes}");
+    assert!(!version_down(&routes, "h2"), "{routes}");
+    let mut answers = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let reply = proxy.get("/").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        answers.insert(reply.text());
+    }
+    let want: std::collections::BTreeSet<String> =
+        ["h1-tls HTTP/1.1".to_owned(), "h2-tls HTTP/2.0".to_owned()].into();
+    assert_eq!(answers, want);
     proxy.shutdown().await;
 }
 

@@ -4,16 +4,14 @@
 //! the upgraded-connection gauge follows opens and closes, and a tunnel
 //! idle past `[timeouts] tunnel_idle` is closed.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use support::*;
 use switchyard_proxy::TableError;
+use switchyard_tests::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -137,7 +135,7 @@ async fn websocket_echo_survives_a_table_swap() {
     let mut second = connect(&proxy).await;
     assert_eq!(echo(&mut second, "three").await, "canary:three");
     wait_for_gauge(&gauge, 2).await;
-    let admin = support::admin::AdminClient::new(proxy.running.admin_addr, None);
+    let admin = switchyard_tests::admin::AdminClient::new(proxy.running.admin_addr, None);
     let metrics = admin
         .call(http::Method::GET, "/metrics", None, None)
         .await

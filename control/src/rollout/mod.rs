@@ -15,6 +15,10 @@
 //! A manual weight change of the route (API or file) while a rollout runs
 //! pauses it: the operator's change wins, and `resume` starts observing the
 //! current step afresh.
+//!
+//! Here: the controller (commands, the evaluation loop, its metrics);
+//! `judge`: phases, per-step state and the verdict on the figures; `api`:
+//! the admin endpoints. The policy's schema is `crate::config::rollout`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

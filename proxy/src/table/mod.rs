@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use http::uri::Authority;
 
-use crate::forward::Transport;
 use crate::health::{EndpointHealth, HealthRegistry, OutlierPolicy};
 use crate::route::{HeaderMatch, HostMatch};
 use crate::shadow::Shadow;
 use crate::split::{RoundRobin, WeightedPicker};
 use crate::sticky::Sticky;
+use crate::upstream::Transport;
 
 pub mod build;
 pub mod error;

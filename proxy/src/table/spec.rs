@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use http::header::HeaderName;
 
-use crate::forward::Transport;
 use crate::health::{HealthCheckSpec, OutlierPolicy};
 use crate::shadow::ShadowSpec;
 use crate::sticky::StickySpec;
+use crate::upstream::Transport;
 
 /// Plain data describing a table: what the control plane builds from config
 /// and edits for weight changes.

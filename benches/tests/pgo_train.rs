@@ -1,17 +1,12 @@
-//! The training run of the profile-guided build (benches/pgo-build.sh):
-//! `pgo-train` drives the real binary through every route kind, with one
-//! and two workers and behind TLS, and fails
+//! The `pgo-train` command (benches/pgo-build.sh's training run) fails
 //! loudly when the proxy does not serve, so a broken run cannot produce a
-//! profile of error paths.
-
-mod support;
+//! profile of error paths, and names bad arguments. (Training the real
+//! `switchyard` binary: control/tests/pgo_train.rs.)
 
 use std::process::{Command, Output, Stdio};
 
-use support::*;
-
 fn pgo_train(args: &[&str]) -> Output {
-    Command::new(workspace_bin("switchyard-benches", "pgo-train"))
+    Command::new(env!("CARGO_BIN_EXE_pgo-train"))
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -20,20 +15,6 @@ fn pgo_train(args: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-#[test]
-fn trains_the_real_binary_and_stops_it_cleanly() {
-    let bin = switchyard_bin();
-    let out = pgo_train(&[bin.to_str().expect("utf-8 path"), "--scale", "0.02"]);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
-    // One worker: 32×40 + 16×20 + 16×10 + 4×16×10 + 8×1; two workers:
-    // 16×10 + 2×8×4; TLS: 16×6 + 4×8×2. Every reply checked.
-    assert!(
-        stdout.contains("pgo-train: 2792 requests in"),
-        "stdout: {stdout}"
-    );
 }
 
 #[test]

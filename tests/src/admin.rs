@@ -1,10 +1,13 @@
 //! Calling the admin API from tests: JSON in and out, optional token.
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use http::{header, Method, Request};
 use serde_json::Value;
 
-use super::{full, send, Reply, TestClient};
+use crate::body::full;
+use crate::client::{client, send, Reply, TestClient};
 
 pub struct AdminClient {
     pub base: String,
@@ -17,7 +20,7 @@ impl AdminClient {
         AdminClient {
             base: format!("http://{addr}"),
             token: token.map(str::to_owned),
-            client: super::client(),
+            client: client(),
         }
     }
 
@@ -68,6 +71,23 @@ impl AdminClient {
             Some(body),
         )
         .await
+    }
+
+    /// Polls the routes until `version` of `route` has weight `expected`
+    /// (10 s at most); returns them.
+    pub async fn wait_for_weight(&self, route: &str, version: &str, expected: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, routes) = self.routes().await;
+            if weight(&routes, route, version) == expected {
+                return routes;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{route}/{version} never reached weight {expected}: {routes}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

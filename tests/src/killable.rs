@@ -15,7 +15,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use super::{full, TestBody, BACKEND_HEADER};
+use crate::backend::BACKEND_HEADER;
+use crate::body::{full, TestBody};
 
 /// What the backend does to each request.
 #[derive(Default)]

@@ -1,18 +1,22 @@
 //! The real `switchyard` binary: `check` accepts config/example.toml and
 //! reports a broken config's key path and line with exit code 1; `run`
-//! serves from a file with one worker and stops on SIGTERM.
-
-mod support;
+//! serves from a file with one worker and stops on SIGTERM, reloads on
+//! SIGHUP; `demo` serves its split; `ctl` round-trips against it.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use http::StatusCode;
-use support::*;
+use http::{Method, StatusCode};
+use switchyard_tests::admin::{weight, AdminClient};
+use switchyard_tests::child::KillOnDrop;
+use switchyard_tests::*;
+
+/// Built by cargo for this package's integration tests.
+const SWITCHYARD: &str = env!("CARGO_BIN_EXE_switchyard");
 
 fn check(file: &std::path::Path) -> Output {
-    Command::new(switchyard_bin())
+    Command::new(SWITCHYARD)
         .arg("check")
         .arg(file)
         .env("SWITCHYARD_LOG", "warn")
@@ -123,16 +127,6 @@ fn check_of_a_missing_file_says_so_and_exits_1() {
     );
 }
 
-/// Kills the child on drop so a failing test leaves no process behind.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_from_a_file_with_one_worker_and_stops_on_sigterm() {
     let stable = backend("stable").start().await;
@@ -142,7 +136,7 @@ async fn run_serves_from_a_file_with_one_worker_and_stops_on_sigterm() {
         route("web").backend("stable", 1, &stable).build()
     );
     let path = scratch_file("run.toml", &toml);
-    let child = Command::new(switchyard_bin())
+    let child = Command::new(SWITCHYARD)
         .args(["run", "--workers", "1", "--config"])
         .arg(&path)
         .env("SWITCHYARD_LOG", "warn")
@@ -150,7 +144,7 @@ async fn run_serves_from_a_file_with_one_worker_and_stops_on_sigterm() {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn switchyard run");
-    let mut child = ChildGuard(child);
+    let mut child = KillOnDrop(child);
 
     let client = client();
     let url = format!("http://{data}/");
@@ -192,15 +186,23 @@ async fn run_serves_from_a_file_with_one_worker_and_stops_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_a_90_10_split_and_prints_how_to_use_it() {
     use std::io::BufRead;
-    let child = Command::new(switchyard_bin())
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+    let child = Command::new(SWITCHYARD)
+        // No background traffic: it would share the split's counters.
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--no-traffic",
+        ])
         .env("SWITCHYARD_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn switchyard demo");
-    let mut child = ChildGuard(child);
+    let mut child = KillOnDrop(child);
     let stdout = child.0.stdout.take().expect("demo stdout");
     // The first line names the proxy address; the rest is read to the end
     // of the banner (blocking reads, on a thread of their own).
@@ -239,4 +241,147 @@ async fn demo_serves_a_90_10_split_and_prints_how_to_use_it() {
     }
     assert_eq!(counts.get("stable"), Some(&18), "{counts:?}");
     assert_eq!(counts.get("canary"), Some(&2), "{counts:?}");
+}
+
+async fn wait_ready(admin: &AdminClient) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let client = client();
+    loop {
+        let req = http::Request::get(format!("{}/readyz", admin.base))
+            .body(empty())
+            .expect("req");
+        if let Ok(reply) = send(&client, req).await {
+            if reply.status == 200 {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "switchyard binary never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_binary_and_ctl_round_trips() {
+    let stable = backend("stable").start().await;
+    let canary = backend("canary").start().await;
+    let dir = temp_dir("reload-sighup");
+    let path = dir.join("switchyard.toml");
+    let admin_port = free_port().await.port();
+    let listen = format!(
+        "[listen]\ndata = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{admin_port}\"\n",
+        free_port().await.port()
+    );
+    std::fs::write(
+        &path,
+        format!("{listen}\n{}", web_split(&stable, &canary, 10)),
+    )
+    .expect("write");
+    let child = Command::new(SWITCHYARD)
+        .args(["run", "--no-watch", "--workers", "1", "--config"])
+        .arg(&path)
+        .env("SWITCHYARD_LOG", "warn")
+        .env("SWITCHYARD_ADMIN_TOKEN", "sekret")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start switchyard");
+    let process = KillOnDrop(child);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().expect("addr");
+    let admin = AdminClient::new(addr, Some("sekret"));
+    wait_ready(&admin).await;
+
+    // Not watched: the edit alone changes nothing; SIGHUP applies it.
+    std::fs::write(
+        &path,
+        format!("{listen}\n{}", web_split(&stable, &canary, 35)),
+    )
+    .expect("edit");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(weight(&admin.routes().await.1, "web", "canary"), 10);
+    let status = Command::new("kill")
+        .args(["-HUP", &process.0.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(status.success());
+    admin.wait_for_weight("web", "canary", 35).await;
+    let history = admin
+        .call(Method::GET, "/api/v1/history", None, None)
+        .await
+        .json();
+    assert_eq!(history["changes"][0]["source"], "signal");
+
+    // A listener change needs a restart, and says so.
+    let moved_port = free_port().await.port();
+    let moved = listen.replace(&format!("{admin_port}\""), &format!("{moved_port}\""));
+    std::fs::write(
+        &path,
+        format!("{moved}\n{}", web_split(&stable, &canary, 35)),
+    )
+    .expect("edit listen");
+    let reply = admin.call(Method::POST, "/api/v1/reload", None, None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let status = admin
+        .call(Method::GET, "/api/v1/status", None, None)
+        .await
+        .json();
+    assert_eq!(
+        status["restart_required"],
+        serde_json::json!(["listen.admin"])
+    );
+
+    // ctl round trip.
+    let ctl = |args: &[&str]| {
+        let output = Command::new(SWITCHYARD)
+            .args(["ctl", "--admin", &addr.to_string(), "--token", "sekret"])
+            .args(args)
+            .env("SWITCHYARD_LOG", "error")
+            .output()
+            .expect("run ctl");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = ctl(&["routes"]);
+    assert!(
+        ok && out.contains("canary") && out.contains("35"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = ctl(&["set-weights", "web", "stable=75", "canary=25"]);
+    assert!(ok && out.contains("stable=75 canary=25"), "{out}{err}");
+    assert_eq!(weight(&admin.routes().await.1, "web", "canary"), 25);
+    let (ok, out, err) = ctl(&["promote", "web", "canary"]);
+    assert!(ok && out.contains("canary=100"), "{out}{err}");
+    let (ok, out, err) = ctl(&["rollback", "web"]);
+    assert!(ok && out.contains("stable=100"), "{out}{err}");
+    let (ok, out, err) = ctl(&["flip", "web", "stable", "canary"]);
+    assert!(ok && out.contains("canary=100"), "{out}{err}");
+    let (ok, out, err) = ctl(&["history"]);
+    assert!(
+        ok && out.contains("flip") && out.contains("signal"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = ctl(&["--json", "status"]);
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+    assert!(
+        status["revision"].as_u64().is_some_and(|r| r >= 6),
+        "{status}"
+    );
+    let (ok, _, err) = ctl(&["rollout", "web"]);
+    assert!(!ok && err.contains("no [routes.rollout]"), "{err}");
+    let (ok, _, err) = ctl(&["set-weights", "nope", "stable=1"]);
+    assert!(!ok && err.contains("404") && err.contains("nope"), "{err}");
+    let output = Command::new(SWITCHYARD)
+        .args(["ctl", "--admin", &addr.to_string(), "rollback", "web"])
+        .env_remove("SWITCHYARD_ADMIN_TOKEN")
+        .output()
+        .expect("ctl without token");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("401"));
+    drop(process);
 }
