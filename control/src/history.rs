@@ -21,7 +21,7 @@ pub enum Source {
 
 pub type Weights = BTreeMap<String, u32>;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Change {
     /// RFC 3339, UTC.
     pub time: String,

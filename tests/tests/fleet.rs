@@ -419,6 +419,67 @@ async fn a_restarted_replica_serves_the_fleets_table_not_its_files() {
         .await;
     assert_eq!(reply.status, 412, "{}", reply.text());
 
+    // Its history is the fleet's: it shows the change made before the
+    // restart, at the fleet's revision.
+    let history = admin(&proxy)
+        .call(Method::GET, "/api/v1/history", None, None)
+        .await
+        .json();
+    assert_eq!(history["scope"], "fleet");
+    let before_restart: Vec<&Value> = history["changes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["revision"] == changed)
+        .collect();
+    assert_eq!(before_restart.len(), 1, "{history}");
+    assert_eq!(before_restart[0]["after"]["canary"], 75);
+    assert_eq!(before_restart[0]["before"]["canary"], 10);
+
+    // The shared history is bounded: with 1,000 older entries in etcd, the
+    // next change drops the oldest to keep 1,000.
+    let mut direct = etcd.client().await;
+    for n in 0..1_000 {
+        let key = format!("{prefix}/history/0000000000000000{n:04}-old");
+        direct.put(key, "[]", None).await.expect("put an old entry");
+    }
+    let reply = admin(&proxy)
+        .call(
+            Method::PUT,
+            "/api/v1/routes/web/weights?force=true",
+            None,
+            Some(r#"{"stable": 30, "canary": 70}"#),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let history_keys = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_keys_only();
+    let kept = direct
+        .get(format!("{prefix}/history/"), Some(history_keys))
+        .await
+        .expect("history keys");
+    assert_eq!(kept.kvs().len(), 1_000);
+    let names: Vec<String> = kept
+        .kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect();
+    // Oldest by revision: the real change from before, then old entry 0.
+    assert!(!names.iter().any(|k| k.ends_with("00000000-old")));
+    assert!(names.iter().any(|k| k.ends_with("00000001-old")));
+    let history = admin(&proxy)
+        .call(Method::GET, "/api/v1/history", None, None)
+        .await
+        .json();
+    let revisions: Vec<&Value> = history["changes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| &c["revision"])
+        .collect();
+    assert!(!revisions.iter().any(|r| **r == changed), "{revisions:?}");
+
     // `ctl apply FILE` pushes a file's weights to the fleet; `ctl fleet`
     // lists the replica at the revision it serves.
     let dir = temp_dir("fleet-apply");
@@ -438,7 +499,6 @@ async fn a_restarted_replica_serves_the_fleets_table_not_its_files() {
     let (pushed, canary) = canary_weight(&proxy).await;
     assert_eq!(canary, 40);
     assert!(pushed > changed);
-    let mut direct = etcd.client().await;
     let stored = direct
         .get(format!("{prefix}/table"), None)
         .await

@@ -79,10 +79,13 @@ impl Admin {
             (Method::GET, ["readyz"]) => Ok(self.readyz()),
             (Method::GET, ["api", "v1", "fleet"]) => self.fleet().await,
             (Method::GET, ["api", "v1", "routes"]) => Ok(self.routes()),
-            (Method::GET, ["api", "v1", "history"]) => Ok(json_response(
-                StatusCode::OK,
-                &json!({ "changes": self.plane.history() }),
-            )),
+            (Method::GET, ["api", "v1", "history"]) => {
+                let (changes, scope) = self.plane.shown_history().await;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "changes": changes, "scope": scope }),
+                ))
+            }
             (Method::GET, ["api", "v1", "status"]) => {
                 Ok(json_response(StatusCode::OK, &self.plane.status()))
             }

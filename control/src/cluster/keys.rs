@@ -30,6 +30,19 @@ impl Keys {
     pub fn member(&self, name: &str) -> String {
         format!("{}/members/{name}", self.prefix)
     }
+
+    /// Every shared history entry's key starts with this.
+    pub fn history(&self) -> String {
+        format!("{}/history/", self.prefix)
+    }
+
+    /// A new history entry by replica `name`: unique, and in time order.
+    pub fn history_entry(&self, name: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{}/history/{nanos:020}-{name}", self.prefix)
+    }
 }
 
 #[cfg(test)]
@@ -42,6 +55,7 @@ mod tests {
         assert_eq!(keys.table(), "/switchyard/shop/table");
         assert_eq!(keys.member("pod-7"), "/switchyard/shop/members/pod-7");
         assert!(keys.member("pod-7").starts_with(&keys.members()));
+        assert!(keys.history_entry("pod-7").starts_with(&keys.history()));
         // Another fleet's keys never share the members' prefix.
         assert!(!Keys::new("/switchyard/shop2")
             .member("a")

@@ -1,14 +1,18 @@
 //! The control plane's shared store on etcd: a change is one `Txn` that
 //! writes the table key only if its `mod_revision` is still the revision the
 //! change was computed from; the new mod revision is the fleet's revision.
+//! The same `Txn` adds the change to the shared history (`{prefix}/history/`,
+//! one key per change, its create revision the change's revision), which is
+//! trimmed to the last [`HISTORY_LIMIT`] entries after each change.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 use serde_json::Value;
 
 use super::connect::Options;
 use super::keys::Keys;
+use crate::history::{Change, HISTORY_LIMIT};
 use crate::plane::store::BoxFuture;
 use crate::plane::{SharedState, SharedStore, StoreError, StoreStatus};
 
@@ -105,8 +109,14 @@ impl EtcdStore {
         }
     }
 
-    async fn commit_state(&self, guard: u64, state: SharedState) -> Result<u64, StoreError> {
+    async fn commit_state(
+        &self,
+        guard: u64,
+        state: SharedState,
+        changes: Vec<Change>,
+    ) -> Result<u64, StoreError> {
         let value = serde_json::to_vec(&state).map_err(|e| self.unavailable(&e))?;
+        let entry = serde_json::to_vec(&changes).map_err(|e| self.unavailable(&e))?;
         let mut client = self.client().await?;
         let key = self.keys.table();
         let guard_revision = i64::try_from(guard).unwrap_or(i64::MAX);
@@ -116,7 +126,10 @@ impl EtcdStore {
                 CompareOp::Equal,
                 guard_revision,
             )])
-            .and_then([TxnOp::put(key.clone(), value, None)])
+            .and_then([
+                TxnOp::put(key.clone(), value, None),
+                TxnOp::put(self.keys.history_entry(&self.name), entry, None),
+            ])
             .or_else([TxnOp::get(key, None)]);
         let response = client.txn(txn).await.map_err(|e| self.unavailable(&e))?;
         self.connected();
@@ -124,6 +137,9 @@ impl EtcdStore {
             .header()
             .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0));
         if response.succeeded() {
+            if let Err(error) = self.trim_history(&mut client).await {
+                tracing::warn!(%error, "the fleet's history could not be trimmed; trying again after the next change");
+            }
             return Ok(revision);
         }
         let current = response
@@ -143,6 +159,64 @@ impl EtcdStore {
         })
     }
 
+    /// Deletes the oldest entries beyond [`HISTORY_LIMIT`].
+    async fn trim_history(&self, client: &mut Client) -> Result<(), etcd_client::Error> {
+        let prefix = self.keys.history();
+        let count = client
+            .get(
+                prefix.clone(),
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            )
+            .await?
+            .count();
+        let excess = count - i64::try_from(HISTORY_LIMIT).unwrap_or(i64::MAX);
+        if excess <= 0 {
+            return Ok(());
+        }
+        let oldest = client
+            .get(
+                prefix,
+                Some(
+                    GetOptions::new()
+                        .with_prefix()
+                        .with_keys_only()
+                        .with_sort(SortTarget::Create, SortOrder::Ascend)
+                        .with_limit(excess),
+                ),
+            )
+            .await?;
+        for kv in oldest.kvs() {
+            client.delete(kv.key().to_vec(), None).await?;
+        }
+        Ok(())
+    }
+
+    /// The last [`HISTORY_LIMIT`] changes, oldest first.
+    async fn read_history(&self) -> Result<Vec<Change>, StoreError> {
+        let mut client = self.client().await?;
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Descend)
+            .with_limit(i64::try_from(HISTORY_LIMIT).unwrap_or(i64::MAX));
+        let response = client
+            .get(self.keys.history(), Some(options))
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        self.connected();
+        let mut changes = Vec::new();
+        for kv in response.kvs().iter().rev() {
+            let revision = u64::try_from(kv.create_revision()).unwrap_or(0);
+            // An entry this version cannot read is left out, not fatal.
+            let entry: Vec<Change> = serde_json::from_slice(kv.value()).unwrap_or_default();
+            changes.extend(
+                entry
+                    .into_iter()
+                    .map(|change| Change { revision, ..change }),
+            );
+        }
+        Ok(changes)
+    }
+
     async fn list_members(&self) -> Result<Vec<Value>, StoreError> {
         let mut client = self.client().await?;
         let response = client
@@ -159,8 +233,17 @@ impl EtcdStore {
 }
 
 impl SharedStore for EtcdStore {
-    fn commit(&self, guard: u64, state: SharedState) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.commit_state(guard, state))
+    fn commit(
+        &self,
+        guard: u64,
+        state: SharedState,
+        changes: Vec<Change>,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.commit_state(guard, state, changes))
+    }
+
+    fn history(&self) -> BoxFuture<'_, Result<Vec<Change>, StoreError>> {
+        Box::pin(self.read_history())
     }
 
     fn members(&self) -> BoxFuture<'_, Result<Vec<Value>, StoreError>> {

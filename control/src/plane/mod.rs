@@ -314,7 +314,19 @@ impl ControlPlane {
                 return Err(ChangeError::Table(problem.error));
             }
             let shared = SharedState::from_spec(&spec, origin.source, origin.who, origin.reason);
-            match store.commit(current.revision(), shared.clone()).await {
+            // The revision is the commit's: the store fills it in.
+            let changes = history::diff(
+                current.spec(),
+                &spec,
+                origin.source,
+                origin.who,
+                0,
+                origin.reason,
+            );
+            match store
+                .commit(current.revision(), shared.clone(), changes)
+                .await
+            {
                 Ok(revision) => {
                     self.apply_shared(revision, shared)?;
                     return Ok(self.table.load());
@@ -498,8 +510,22 @@ impl ControlPlane {
         })
     }
 
+    /// This replica's record of changes, oldest first.
     pub fn history(&self) -> Vec<Change> {
         self.state().history.all()
+    }
+
+    /// The history `GET /api/v1/history` shows: in a fleet the fleet's
+    /// (`"fleet"`), or this replica's record while etcd is unreachable
+    /// (`"replica"`); otherwise this process's.
+    pub async fn shown_history(&self) -> (Vec<Change>, &'static str) {
+        match self.store().cloned() {
+            Some(store) => match store.history().await {
+                Ok(changes) => (changes, "fleet"),
+                Err(_) => (self.history(), "replica"),
+            },
+            None => (self.history(), "process"),
+        }
     }
 
     /// Records a change made outside [`Self::change_route`] (e.g. a health

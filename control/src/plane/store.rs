@@ -15,7 +15,7 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 use switchyard_proxy::TableSpec;
 
-use crate::history::Source;
+use crate::history::{Change, Source};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -89,9 +89,17 @@ pub struct StoreStatus {
 
 /// A store the routing state is shared through.
 pub trait SharedStore: Send + Sync {
-    /// Writes `state` if the shared revision is still `guard`; returns the
-    /// new revision.
-    fn commit(&self, guard: u64, state: SharedState) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// Writes `state`, and `changes` to the shared history, if the shared
+    /// revision is still `guard`; returns the new revision.
+    fn commit(
+        &self,
+        guard: u64,
+        state: SharedState,
+        changes: Vec<Change>,
+    ) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// The fleet's history, oldest first, each change at its revision.
+    fn history(&self) -> BoxFuture<'_, Result<Vec<Change>, StoreError>>;
 
     /// Replicas of the fleet, as JSON objects.
     fn members(&self) -> BoxFuture<'_, Result<Vec<serde_json::Value>, StoreError>>;
