@@ -520,3 +520,77 @@ async fn a_restarted_replica_serves_the_fleets_table_not_its_files() {
     let _ = std::fs::remove_dir_all(&dir);
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_etcd,
+    ignore = "etcd is not installed (scripts/test.sh installs etcd-server)"
+)]
+async fn a_replica_logs_in_with_user_and_password_and_a_wrong_user_is_reported() {
+    let etcd = Etcd::start("auth").await;
+    let stable = backend("stable").start().await;
+    let canary = backend("canary").start().await;
+    let prefix = "/switchyard/auth";
+    // A user that may read and write the fleet's prefix only, then auth on.
+    let mut root = etcd.client().await;
+    let _ = root.role_add("root").await;
+    root.user_add("root", "root-secret", None)
+        .await
+        .expect("root user");
+    root.user_grant_role("root", "root")
+        .await
+        .expect("root role");
+    root.role_add("fleet").await.expect("fleet role");
+    let permission = etcd_client::Permission::read_write(prefix).with_prefix();
+    root.role_grant_permission("fleet", permission)
+        .await
+        .expect("fleet permission");
+    root.user_add("switchyard", "fleet-secret", None)
+        .await
+        .expect("fleet user");
+    root.user_grant_role("switchyard", "fleet")
+        .await
+        .expect("fleet user's role");
+    root.auth_enable().await.expect("auth on");
+    // The password never sits in the file (no other test of this binary
+    // reads the variable).
+    std::env::set_var("SWITCHYARD_ETCD_PASSWORD", "fleet-secret");
+    let with_user = |name: &str, user: &str| {
+        replica_config(&etcd, prefix, name, &stable, &canary).replace(
+            &format!("name = \"{name}\"\n"),
+            &format!("name = \"{name}\"\nusername = \"{user}\"\n"),
+        )
+    };
+    let proxy = start_proxy(&with_user("a", "switchyard")).await;
+    eventually(Duration::from_secs(10), "the user logs in", || {
+        connected(&proxy)
+    })
+    .await;
+    let (revision, _) = canary_weight(&proxy).await;
+    let reply = admin(&proxy)
+        .set_weights("web", revision, r#"{"stable": 50, "canary": 50}"#)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    // An unknown user: the replica serves its file and says why it is not
+    // in the fleet.
+    let stranger = start_proxy(&with_user("b", "nobody")).await;
+    eventually(
+        Duration::from_secs(10),
+        "etcd refuses the stranger",
+        || async {
+            let status = status(&stranger).await;
+            let error = status["cluster"]["error"].as_str().unwrap_or("");
+            !error.is_empty() && error != "not connected yet"
+        },
+    )
+    .await;
+    let status = status(&stranger).await;
+    assert_eq!(status["cluster"]["state"], "disconnected", "{status}");
+    let error = status["cluster"]["error"].as_str().unwrap_or("");
+    assert!(error.contains("authentication failed"), "{error}");
+    assert_eq!(canary_weight(&stranger).await.1, 10);
+    assert_eq!(stranger.get("/").await.status, 200);
+    stranger.shutdown().await;
+    proxy.shutdown().await;
+}

@@ -70,7 +70,7 @@ impl SharedState {
 pub enum StoreError {
     #[error("the fleet's table is at revision {current}, not {expected}: another change came first; read the routes again and retry")]
     Conflict { expected: u64, current: u64 },
-    #[error("etcd ({endpoints}) cannot be reached: {reason}; requests keep flowing on the last table; retry the change when etcd is back")]
+    #[error("etcd ({endpoints}) is unavailable: {reason}; nothing changed and requests keep flowing on the last table; retry when etcd answers (if this persists, check [cluster] etcd, username/SWITCHYARD_ETCD_PASSWORD and [cluster.tls])")]
     Unavailable { endpoints: String, reason: String },
 }
 
