@@ -21,20 +21,70 @@ struct Etcd {
     dir: PathBuf,
     client_url: String,
     peer_url: String,
+    /// Serving TLS and requiring client certificates, when set.
+    tls: Option<Pki>,
     child: Option<Child>,
+}
+
+/// A CA with a server certificate for 127.0.0.1 and a client certificate,
+/// as PEM files (rcgen).
+struct Pki {
+    ca: PathBuf,
+    server: (PathBuf, PathBuf),
+    client: (PathBuf, PathBuf),
+}
+
+impl Pki {
+    fn new(dir: &std::path::Path) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&ca_key).expect("CA");
+        let leaf = |stem: &str| {
+            let key = KeyPair::generate().expect("leaf key");
+            let mut params = CertificateParams::new(vec![stem.to_owned()]).expect("leaf params");
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+            let cert = params.signed_by(&key, &ca, &ca_key).expect("leaf");
+            let paths = (
+                dir.join(format!("{stem}.pem")),
+                dir.join(format!("{stem}.key")),
+            );
+            std::fs::write(&paths.0, cert.pem()).expect("write cert");
+            std::fs::write(&paths.1, key.serialize_pem()).expect("write key");
+            paths
+        };
+        let pki = Pki {
+            ca: dir.join("ca.pem"),
+            server: leaf("server"),
+            client: leaf("client"),
+        };
+        std::fs::write(&pki.ca, ca.pem()).expect("write CA");
+        pki
+    }
 }
 
 impl Etcd {
     async fn start(name: &str) -> Etcd {
+        Etcd::start_with(name, false).await
+    }
+
+    /// `tls`: https only, client certificates required.
+    async fn start_with(name: &str, tls: bool) -> Etcd {
         let binary = require_tool("etcd");
         let dir = temp_dir(&format!("etcd-{name}"));
-        let client_url = format!("http://{}", free_port().await);
+        let scheme = if tls { "https" } else { "http" };
+        let client_url = format!("{scheme}://{}", free_port().await);
         let peer_url = format!("http://{}", free_port().await);
+        let tls = tls.then(|| Pki::new(&dir));
         let mut etcd = Etcd {
             binary,
             dir,
             client_url,
             peer_url,
+            tls,
             child: None,
         };
         etcd.spawn().await;
@@ -43,7 +93,18 @@ impl Etcd {
 
     async fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.join("etcd.log")).expect("etcd log");
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(pki) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&pki.server.0)
+                .arg("--key-file")
+                .arg(&pki.server.1)
+                .arg("--trusted-ca-file")
+                .arg(&pki.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", "fleet-test"])
             .arg("--data-dir")
             .arg(self.dir.join("data"))
@@ -60,6 +121,10 @@ impl Etcd {
             .spawn()
             .expect("start etcd");
         self.child = Some(child);
+        if self.tls.is_some() {
+            // No plain /health to ask: the replicas' own retries wait.
+            return;
+        }
         let health = format!("{}/health", self.client_url);
         let client = client();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -593,4 +658,68 @@ async fn a_replica_logs_in_with_user_and_password_and_a_wrong_user_is_reported()
     assert_eq!(stranger.get("/").await.status, 200);
     stranger.shutdown().await;
     proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_etcd,
+    ignore = "etcd is not installed (scripts/test.sh installs etcd-server)"
+)]
+async fn replicas_reach_etcd_over_tls_with_client_certificates() {
+    let etcd = Etcd::start_with("tls", true).await;
+    let Some(pki) = &etcd.tls else {
+        panic!("a TLS etcd has its certificates");
+    };
+    let stable = backend("stable").start().await;
+    let canary = backend("canary").start().await;
+    let prefix = "/switchyard/tls";
+    let tls = |client: bool| {
+        let mut text = format!("\n[cluster.tls]\nca = \"{}\"\n", pki.ca.display());
+        if client {
+            text.push_str(&format!(
+                "cert = \"{}\"\nkey = \"{}\"\n",
+                pki.client.0.display(),
+                pki.client.1.display()
+            ));
+        }
+        text
+    };
+    let config = |name: &str, client: bool| {
+        let text = replica_config(&etcd, prefix, name, &stable, &canary);
+        // [cluster.tls] right after [cluster]'s keys, before the routes.
+        text.replacen("\n[[routes]]", &format!("{}\n[[routes]]", tls(client)), 1)
+    };
+    let a = start_proxy(&config("a", true)).await;
+    let b = start_proxy(&config("b", true)).await;
+    for proxy in [&a, &b] {
+        eventually(Duration::from_secs(15), "replica connects over TLS", || {
+            connected(proxy)
+        })
+        .await;
+    }
+    let (revision, _) = canary_weight(&a).await;
+    let reply = admin(&a)
+        .set_weights("web", revision, r#"{"stable": 40, "canary": 60}"#)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    eventually(
+        Duration::from_secs(1),
+        "B applies A's change over TLS",
+        || async { canary_weight(&b).await.1 == 60 },
+    )
+    .await;
+
+    // Without a client certificate etcd refuses the replica.
+    let anonymous = start_proxy(&config("c", false)).await;
+    eventually(Duration::from_secs(10), "etcd refuses it", || async {
+        let status = status(&anonymous).await;
+        let error = status["cluster"]["error"].as_str().unwrap_or("");
+        !error.is_empty() && error != "not connected yet"
+    })
+    .await;
+    assert_eq!(status(&anonymous).await["cluster"]["state"], "disconnected");
+    assert_eq!(canary_weight(&anonymous).await.1, 10);
+    for proxy in [anonymous, b, a] {
+        proxy.shutdown().await;
+    }
 }
