@@ -67,10 +67,6 @@ impl Pki {
 }
 
 impl Etcd {
-    async fn start(name: &str) -> Etcd {
-        Etcd::start_with(name, false).await
-    }
-
     /// `tls`: https only, client certificates required.
     async fn start_with(name: &str, tls: bool) -> Etcd {
         let binary = require_tool("etcd");
@@ -166,6 +162,30 @@ impl Drop for Etcd {
     }
 }
 
+/// One test's etcd, prefix and the two backends its replicas route to.
+struct Setup {
+    etcd: Etcd,
+    prefix: String,
+    stable: Backend,
+    canary: Backend,
+}
+
+impl Setup {
+    async fn start(name: &str, tls: bool) -> Setup {
+        Setup {
+            etcd: Etcd::start_with(name, tls).await,
+            prefix: format!("/switchyard/{name}"),
+            stable: backend("stable").start().await,
+            canary: backend("canary").start().await,
+        }
+    }
+
+    /// The config of replica `name`: web = stable 90, canary 10.
+    fn config(&self, name: &str) -> String {
+        replica_config(&self.etcd, &self.prefix, name, &self.stable, &self.canary)
+    }
+}
+
 /// The config of one replica of the fleet at `prefix`.
 fn replica_config(
     etcd: &Etcd,
@@ -224,13 +244,10 @@ async fn canary_weight(proxy: &TestProxy) -> (u64, u64) {
     ignore = "etcd is not installed (scripts/test.sh installs etcd-server)"
 )]
 async fn three_replicas_share_changes_and_exactly_one_racing_write_wins() {
-    let etcd = Etcd::start("three").await;
-    let stable = backend("stable").start().await;
-    let canary = backend("canary").start().await;
-    let prefix = "/switchyard/three";
+    let fleet = Setup::start("three", false).await;
     let mut replicas = Vec::new();
     for name in ["a", "b", "c"] {
-        let proxy = start_proxy(&replica_config(&etcd, prefix, name, &stable, &canary)).await;
+        let proxy = start_proxy(&fleet.config(name)).await;
         replicas.push(proxy);
     }
     for proxy in &replicas {
@@ -351,7 +368,6 @@ async fn three_replicas_share_changes_and_exactly_one_racing_write_wins() {
     for proxy in replicas {
         proxy.shutdown().await;
     }
-    drop(etcd);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,11 +376,9 @@ async fn three_replicas_share_changes_and_exactly_one_racing_write_wins() {
     ignore = "etcd is not installed (scripts/test.sh installs etcd-server)"
 )]
 async fn etcd_outage_keeps_traffic_flowing_and_refuses_admin_writes() {
-    let mut etcd = Etcd::start("outage").await;
-    let stable = backend("stable").start().await;
-    let canary = backend("canary").start().await;
-    let prefix = "/switchyard/outage";
-    let proxy = start_proxy(&replica_config(&etcd, prefix, "a", &stable, &canary)).await;
+    let mut fleet = Setup::start("outage", false).await;
+    let prefix = fleet.prefix.as_str();
+    let proxy = start_proxy(&fleet.config("a")).await;
     eventually(Duration::from_secs(10), "replica connects", || {
         connected(&proxy)
     })
@@ -394,7 +408,7 @@ async fn etcd_outage_keeps_traffic_flowing_and_refuses_admin_writes() {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    etcd.kill();
+    fleet.etcd.kill();
     eventually(
         Duration::from_secs(10),
         "replica notices etcd is gone",
@@ -405,7 +419,11 @@ async fn etcd_outage_keeps_traffic_flowing_and_refuses_admin_writes() {
         .set_weights("web", revision, r#"{"stable": 50, "canary": 50}"#)
         .await;
     assert_eq!(reply.status, 503, "{}", reply.text());
-    assert!(reply.text().contains(&etcd.client_url), "{}", reply.text());
+    assert!(
+        reply.text().contains(&fleet.etcd.client_url),
+        "{}",
+        reply.text()
+    );
     let sent = load.await.expect("load task");
     assert!(sent > 0);
     assert_eq!(
@@ -424,13 +442,13 @@ async fn etcd_outage_keeps_traffic_flowing_and_refuses_admin_writes() {
     assert_eq!(canary_weight(&proxy).await, (revision, 10));
 
     // A replica starting while etcd is down serves its file's table.
-    let late = start_proxy(&replica_config(&etcd, prefix, "late", &stable, &canary)).await;
+    let late = start_proxy(&fleet.config("late")).await;
     assert_eq!(status(&late).await["cluster"]["state"], "disconnected");
     assert_eq!(late.get("/").await.status, 200);
 
     // etcd comes back; a change made meanwhile directly in etcd applies.
-    etcd.spawn().await;
-    let mut direct = etcd.client().await;
+    fleet.etcd.spawn().await;
+    let mut direct = fleet.etcd.client().await;
     let key = format!("{prefix}/table");
     let value = r#"{"routes":{"web":{"stable":0,"canary":100}},"source":"api","who":"etcdctl"}"#;
     direct.put(key, value, None).await.expect("direct put");
@@ -452,11 +470,9 @@ async fn etcd_outage_keeps_traffic_flowing_and_refuses_admin_writes() {
     ignore = "etcd is not installed (scripts/test.sh installs etcd-server)"
 )]
 async fn a_restarted_replica_serves_the_fleets_table_not_its_files() {
-    let etcd = Etcd::start("restart").await;
-    let stable = backend("stable").start().await;
-    let canary = backend("canary").start().await;
-    let prefix = "/switchyard/restart";
-    let text = replica_config(&etcd, prefix, "a", &stable, &canary);
+    let fleet = Setup::start("restart", false).await;
+    let prefix = fleet.prefix.as_str();
+    let text = fleet.config("a");
     let proxy = start_proxy(&text).await;
     eventually(Duration::from_secs(10), "replica connects", || {
         connected(&proxy)
@@ -503,7 +519,7 @@ async fn a_restarted_replica_serves_the_fleets_table_not_its_files() {
 
     // The shared history is bounded: with 1,000 older entries in etcd, the
     // next change drops the oldest to keep 1,000.
-    let mut direct = etcd.client().await;
+    let mut direct = fleet.etcd.client().await;
     for n in 0..1_000 {
         let key = format!("{prefix}/history/0000000000000000{n:04}-old");
         direct.put(key, "[]", None).await.expect("put an old entry");
@@ -592,12 +608,10 @@ async fn a_restarted_replica_serves_the_fleets_table_not_its_files() {
     ignore = "etcd is not installed (scripts/test.sh installs etcd-server)"
 )]
 async fn a_replica_logs_in_with_user_and_password_and_a_wrong_user_is_reported() {
-    let etcd = Etcd::start("auth").await;
-    let stable = backend("stable").start().await;
-    let canary = backend("canary").start().await;
-    let prefix = "/switchyard/auth";
+    let fleet = Setup::start("auth", false).await;
+    let prefix = fleet.prefix.as_str();
     // A user that may read and write the fleet's prefix only, then auth on.
-    let mut root = etcd.client().await;
+    let mut root = fleet.etcd.client().await;
     let _ = root.role_add("root").await;
     root.user_add("root", "root-secret", None)
         .await
@@ -621,7 +635,7 @@ async fn a_replica_logs_in_with_user_and_password_and_a_wrong_user_is_reported()
     // reads the variable).
     std::env::set_var("SWITCHYARD_ETCD_PASSWORD", "fleet-secret");
     let with_user = |name: &str, user: &str| {
-        replica_config(&etcd, prefix, name, &stable, &canary).replace(
+        fleet.config(name).replace(
             &format!("name = \"{name}\"\n"),
             &format!("name = \"{name}\"\nusername = \"{user}\"\n"),
         )
@@ -666,13 +680,10 @@ async fn a_replica_logs_in_with_user_and_password_and_a_wrong_user_is_reported()
     ignore = "etcd is not installed (scripts/test.sh installs etcd-server)"
 )]
 async fn replicas_reach_etcd_over_tls_with_client_certificates() {
-    let etcd = Etcd::start_with("tls", true).await;
-    let Some(pki) = &etcd.tls else {
+    let fleet = Setup::start("tls", true).await;
+    let Some(pki) = &fleet.etcd.tls else {
         panic!("a TLS etcd has its certificates");
     };
-    let stable = backend("stable").start().await;
-    let canary = backend("canary").start().await;
-    let prefix = "/switchyard/tls";
     let tls = |client: bool| {
         let mut text = format!("\n[cluster.tls]\nca = \"{}\"\n", pki.ca.display());
         if client {
@@ -685,7 +696,7 @@ async fn replicas_reach_etcd_over_tls_with_client_certificates() {
         text
     };
     let config = |name: &str, client: bool| {
-        let text = replica_config(&etcd, prefix, name, &stable, &canary);
+        let text = fleet.config(name);
         // [cluster.tls] right after [cluster]'s keys, before the routes.
         text.replacen("\n[[routes]]", &format!("{}\n[[routes]]", tls(client)), 1)
     };
