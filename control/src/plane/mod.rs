@@ -18,7 +18,8 @@
 //! In a fleet (`[cluster]`), a [`store`] holds the routes' weights: an
 //! admin change is committed there first (guarded by the revision it was
 //! computed from) and every replica applies what the store holds through
-//! [`ControlPlane::apply_shared`], with the store's revision as the table's.
+//! [`ControlPlane::apply_shared`], with the store's revision as the table's
+//! (both in [`shared`]).
 //! A file reload then changes only the route definitions (endpoints,
 //! matching, settings): the weights stay the fleet's; `switchyard ctl apply
 //! FILE` pushes a file's weights to the fleet as guarded changes.
@@ -34,6 +35,7 @@ use switchyard_proxy::{RouteSpec, RoutingTable, TableError, TableHandle, TableSp
 use crate::config::Config;
 use crate::history::{self, Change, History, Source};
 
+mod shared;
 pub mod store;
 pub mod traffic;
 
@@ -53,12 +55,6 @@ pub enum PlaneEvent<'a> {
     },
 }
 
-/// How often a change without `If-Match` is computed again after losing
-/// to a change this replica had not applied yet, and how long it waits for
-/// that change each time.
-const FORCED_ATTEMPTS: u32 = 3;
-const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(1);
-
 pub type Observer = Box<dyn Fn(&PlaneEvent<'_>) + Send + Sync>;
 
 /// Why a change was refused; the table is unchanged.
@@ -77,17 +73,6 @@ pub enum ChangeError {
     /// The fleet's store cannot be reached: nothing changed.
     #[error("{0}")]
     Unavailable(String),
-}
-
-impl From<StoreError> for ChangeError {
-    fn from(error: StoreError) -> ChangeError {
-        match error {
-            StoreError::Conflict { expected, current } => {
-                ChangeError::RevisionMismatch { expected, current }
-            }
-            StoreError::Unavailable { .. } => ChangeError::Unavailable(error.to_string()),
-        }
-    }
 }
 
 /// Why a reload failed; the table is unchanged.
@@ -282,118 +267,6 @@ impl ControlPlane {
         Ok(table)
     }
 
-    /// Commits an edit of one route to the fleet's store (guarded by the
-    /// revision it was computed from, and by `expected` when given), then
-    /// applies what was committed. Without a store: [`Self::change_route`].
-    ///
-    /// A change without `expected` (`?force=true`, promote without
-    /// `If-Match`) that loses only because this replica had not yet applied
-    /// the fleet's latest revision waits for it and is computed again.
-    pub async fn commit_route(
-        &self,
-        route: &str,
-        expected: Option<u64>,
-        origin: Origin<'_>,
-        edit: impl Fn(&mut RouteSpec) -> Result<(), ChangeError>,
-    ) -> Result<Arc<RoutingTable>, ChangeError> {
-        let Some(store) = self.store().cloned() else {
-            return self.change_route(
-                route,
-                expected,
-                origin.source,
-                origin.who,
-                origin.reason,
-                edit,
-            );
-        };
-        let mut attempts = 0;
-        loop {
-            let current = self.table.load();
-            let spec = edited(&current, route, expected, &edit)?;
-            if let Some(problem) = RoutingTable::check(&spec).into_iter().next() {
-                return Err(ChangeError::Table(problem.error));
-            }
-            let shared = SharedState::from_spec(&spec, origin.source, origin.who, origin.reason);
-            // The revision is the commit's: the store fills it in.
-            let changes = history::diff(
-                current.spec(),
-                &spec,
-                origin.source,
-                origin.who,
-                0,
-                origin.reason,
-            );
-            match store
-                .commit(current.revision(), shared.clone(), changes)
-                .await
-            {
-                Ok(revision) => {
-                    self.apply_shared(revision, shared)?;
-                    return Ok(self.table.load());
-                }
-                Err(StoreError::Conflict {
-                    current: latest, ..
-                }) if expected.is_none() && attempts < FORCED_ATTEMPTS => {
-                    attempts += 1;
-                    self.caught_up(latest).await;
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
-    }
-
-    /// Waits (briefly) until the fleet's revision `revision` is applied here.
-    async fn caught_up(&self, revision: u64) {
-        let deadline = Instant::now() + CATCH_UP;
-        while self.table.load().revision() < revision && Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Applies the fleet's state at `revision` (from the store's watch or a
-    /// commit): the file's routes with the shared weights, stored as that
-    /// revision. Older or already applied revisions change nothing.
-    pub fn apply_shared(&self, revision: u64, shared: SharedState) -> Result<bool, TableError> {
-        let mut state = self.state();
-        if state
-            .shared
-            .as_ref()
-            .is_some_and(|(applied, _)| *applied >= revision)
-        {
-            return Ok(false);
-        }
-        let before = self.table.load();
-        let table = self
-            .table
-            .store_at(shared.overlay(&state.file_spec), revision)?;
-        let changes = history::diff(
-            before.spec(),
-            table.spec(),
-            shared.source,
-            &shared.who,
-            revision,
-            shared.reason.as_deref(),
-        );
-        let routes: Vec<String> = changes.iter().map(|c| c.route.clone()).collect();
-        let source = shared.source;
-        state.shared = Some((revision, shared));
-        record(&mut state.history, changes);
-        drop(state);
-        self.notify(PlaneEvent::TableChanged(&table));
-        if !routes.is_empty() {
-            self.notify(PlaneEvent::RoutesChanged {
-                routes: &routes,
-                source,
-            });
-        }
-        Ok(true)
-    }
-
-    /// The fleet's state last applied and its revision (cluster mode).
-    pub fn shared(&self) -> Option<(u64, SharedState)> {
-        self.state().shared.clone()
-    }
-
     /// Re-reads the config file and applies it (see the module comment for
     /// how runtime overrides survive).
     pub fn reload(&self, source: Source) -> Result<ReloadOutcome, ReloadError> {
@@ -513,19 +386,6 @@ impl ControlPlane {
     /// This replica's record of changes, oldest first.
     pub fn history(&self) -> Vec<Change> {
         self.state().history.all()
-    }
-
-    /// The history `GET /api/v1/history` shows: in a fleet the fleet's
-    /// (`"fleet"`), or this replica's record while etcd is unreachable
-    /// (`"replica"`); otherwise this process's.
-    pub async fn shown_history(&self) -> (Vec<Change>, &'static str) {
-        match self.store().cloned() {
-            Some(store) => match store.history().await {
-                Ok(changes) => (changes, "fleet"),
-                Err(_) => (self.history(), "replica"),
-            },
-            None => (self.history(), "process"),
-        }
     }
 
     /// Records a change made outside [`Self::change_route`] (e.g. a health
@@ -657,10 +517,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const CONFIG: &str = r#"
+    pub(super) const CONFIG: &str = r#"
 [[routes]]
 name = "web"
   [[routes.versions]]
@@ -680,7 +540,7 @@ path_prefix = "/api"
   endpoints = ["127.0.0.1:9001"]
 "#;
 
-    fn plane(text: &str) -> ControlPlane {
+    pub(super) fn plane(text: &str) -> ControlPlane {
         let config = Config::parse(text, "t").expect("valid");
         let table = TableHandle::new(config.table_spec()).expect("table");
         ControlPlane::new(table, config, None, Some(text.to_owned()))
@@ -725,65 +585,6 @@ path_prefix = "/api"
         assert!(plane.history().is_empty());
         let result = plane.change_route("nope", None, Source::Api, "t", None, |_| Ok(()));
         assert!(matches!(result, Err(ChangeError::UnknownRoute(_))));
-    }
-
-    #[test]
-    fn shared_state_applies_at_its_revision_once_and_in_order() {
-        let plane = plane(CONFIG);
-        let mut shared =
-            SharedState::from_spec(plane.table().load().spec(), Source::Api, "deployer", None);
-        if let Some(web) = shared.routes.get_mut("web") {
-            web.insert("canary".into(), 60);
-        }
-        assert!(plane.apply_shared(42, shared.clone()).expect("applies"));
-        let table = plane.table().load();
-        assert_eq!(table.revision(), 42);
-        assert_eq!(table.spec().routes[0].versions[1].weight, 60);
-        let history = plane.history();
-        assert_eq!(history.len(), 1);
-        assert_eq!(
-            (history[0].who.as_str(), history[0].revision),
-            ("deployer", 42)
-        );
-        // A revision already applied, or older, changes nothing.
-        if let Some(web) = shared.routes.get_mut("web") {
-            web.insert("canary".into(), 5);
-        }
-        assert!(!plane.apply_shared(42, shared.clone()).expect("no-op"));
-        assert!(!plane.apply_shared(7, shared).expect("no-op"));
-        assert_eq!(plane.table().load().spec().routes[0].versions[1].weight, 60);
-        assert_eq!(plane.shared().map(|(revision, _)| revision), Some(42));
-    }
-
-    #[test]
-    fn in_a_fleet_a_reload_changes_definitions_and_keeps_the_fleets_weights() {
-        let dir =
-            std::env::temp_dir().join(format!("switchyard-plane-fleet-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("switchyard.toml");
-        std::fs::write(&path, CONFIG).expect("write");
-        let config = Config::parse(CONFIG, "t").expect("valid");
-        let table = TableHandle::new(config.table_spec()).expect("table");
-        let plane = ControlPlane::new(table, config, Some(path.clone()), Some(CONFIG.to_owned()));
-        let mut shared =
-            SharedState::from_spec(plane.table().load().spec(), Source::Api, "t", None);
-        if let Some(web) = shared.routes.get_mut("web") {
-            web.insert("canary".into(), 60);
-        }
-        plane.apply_shared(9, shared).expect("applies");
-        let edited = CONFIG
-            .replace("weight = 10", "weight = 5")
-            .replace("127.0.0.1:9002", "127.0.0.1:9012");
-        std::fs::write(&path, edited).expect("write");
-        assert!(matches!(
-            plane.reload(Source::File),
-            Ok(ReloadOutcome::Applied { .. })
-        ));
-        let table = plane.table().load();
-        let canary = &table.spec().routes[0].versions[1];
-        assert_eq!((table.revision(), canary.weight), (9, 60));
-        assert_eq!(canary.endpoints[0].to_string(), "127.0.0.1:9012");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
