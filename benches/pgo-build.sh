@@ -17,6 +17,8 @@
 # is looked for). The profile is made afresh every time, so it never lags
 # the code.
 set -euo pipefail
+# SWITCHYARD_FEATURES=fleet builds fleet support in (docs/fleet.md).
+features=${SWITCHYARD_FEATURES:-}
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$repo/target/pgo"
 cd "$repo"
@@ -49,7 +51,7 @@ echo "pgo-build: 1/3 instrumented build" >&2
 cargo build --release --quiet -p switchyard-benches --bin pgo-train
 # Build scripts are instrumented too: their profiles go elsewhere.
 RUSTFLAGS="-Cprofile-generate=$out/build-profiles" \
-  cargo build --release --quiet --target-dir "$out/instrumented" -p switchyard-control --bin switchyard
+  cargo build --release --quiet --target-dir "$out/instrumented" -p switchyard-control --bin switchyard ${features:+--features "$features"}
 
 echo "pgo-build: 2/3 training run" >&2
 LLVM_PROFILE_FILE="$out/profiles/switchyard-%p-%m.profraw" \
@@ -64,6 +66,6 @@ mv "$out/merged.profdata" "$out/switchyard-$digest.profdata"
 
 echo "pgo-build: 3/3 optimised build" >&2
 RUSTFLAGS="-Cprofile-use=$out/switchyard-$digest.profdata" \
-  cargo build --release --quiet --target-dir "$out/optimised" -p switchyard-control --bin switchyard
+  cargo build --release --quiet --target-dir "$out/optimised" -p switchyard-control --bin switchyard ${features:+--features "$features"}
 cp "$out/optimised/release/switchyard" "$out/switchyard"
 echo "pgo-build: built $out/switchyard" >&2

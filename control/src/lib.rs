@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+#[cfg(feature = "fleet")]
 pub mod cluster;
 pub mod config;
 pub mod ctl;

@@ -38,6 +38,7 @@ pub enum StartError {
     Tls(#[from] TlsConfigError),
     #[error("{0}")]
     Files(ConfigErrors),
+    #[cfg(feature = "fleet")]
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ConnectError),
 }
@@ -225,6 +226,7 @@ pub async fn start_with_extensions(
         )),
         tokio::spawn(admin::serve(admin_listener, admin, stopped(shutdown_rx))),
     ];
+    #[cfg(feature = "fleet")]
     if let Some(cluster) = &config.cluster {
         background.extend(crate::cluster::join(
             &plane,

@@ -146,6 +146,16 @@ impl Config {
         self.metrics.validate(&mut error);
         if let Some(cluster) = &self.cluster {
             cluster.validate(&mut error);
+            if !cfg!(feature = "fleet") {
+                error(
+                    "cluster".into(),
+                    cluster.etcd.span(),
+                    "this switchyard was built without fleet support: build it with \
+                     `cargo build --release --features fleet` (needs protoc: Debian's \
+                     protobuf-compiler and libprotobuf-dev), or remove [cluster]"
+                        .into(),
+                );
+            }
         }
         if self.routes.is_empty() {
             error(
