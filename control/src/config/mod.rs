@@ -13,7 +13,7 @@
 //! Sections: [`listen`], [`timeouts`], [`proxy`], [`admin`], [`metrics`],
 //! [`route`] (routes and versions, and the conversion into the data plane's
 //! `TableSpec`), [`routing`] (match headers, sticky, override), [`tls`],
-//! [`shadow`], [`health`], [`rollout`].
+//! [`shadow`], [`health`], [`rollout`], [`limits`].
 
 use std::ops::Range;
 use std::path::Path;
@@ -24,6 +24,7 @@ use switchyard_proxy::{ListenerSettings, MetricsSettings, RoutingTable, Upstream
 pub mod admin;
 pub mod errors;
 pub mod health;
+pub mod limits;
 pub mod listen;
 pub mod metrics;
 pub mod proxy;
@@ -40,6 +41,7 @@ pub mod values;
 pub use admin::{AdminConfig, NamedToken};
 pub use errors::{line_column, ConfigError, ConfigErrors};
 pub use health::{HealthCheckConfig, OutlierConfig};
+pub use limits::Limits;
 pub use listen::Listen;
 pub use metrics::MetricsConfig;
 pub use proxy::ProxyOptions;
@@ -63,6 +65,8 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub limits: Limits,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -191,6 +195,8 @@ impl Config {
             client_idle_timeout: self.timeouts.client_idle.0,
             drain_timeout: self.timeouts.drain.0,
             tls: None,
+            limits: self.limits.client(),
+            connections_rejected: Default::default(),
         }
     }
 }
