@@ -48,7 +48,9 @@ pub enum ProxyError {
     BadRequest(String),
     #[error("the request's headers exceed {key} ({allowed}); send fewer or smaller headers, or raise [limits] {key}")]
     HeadersTooLarge { key: &'static str, allowed: usize },
-    #[error("the request body is larger than the route's max_request_body_bytes ({allowed} bytes)")]
+    #[error(
+        "the request body is larger than the route's max_request_body_bytes ({allowed} bytes)"
+    )]
     BodyTooLarge { allowed: u64 },
     /// The client's body broke off or was malformed: the client's fault,
     /// counted as a client abort, never as the version's upstream error.

@@ -15,11 +15,11 @@ use hyper::body::Incoming;
 
 use crate::body::ProxyBody;
 use crate::breaker::{Admitted, Held, Overflow};
-use crate::limits::{self, ClientBodyError, ClientLimits};
 use crate::client_idle::{HeldBody, InFlight};
 use crate::connection::ClientConnection;
 use crate::error::{ProxyError, UpstreamErrorKind};
 use crate::forward::{self, Hop};
+use crate::limits::{self, ClientBodyError, ClientLimits};
 use crate::metrics::{self, Measure, Metrics};
 use crate::pool::UpstreamBody;
 use crate::route::request_host;
@@ -339,7 +339,8 @@ impl<'t> Exchange<'t> {
             self.client.upgraded();
         }
         let slot = self.slot.take();
-        let response = response.map(|body| Held::new(HeldBody::new(body, self.in_flight.take()), slot));
+        let response =
+            response.map(|body| Held::new(HeldBody::new(body, self.in_flight.take()), slot));
         let response = metrics::boxed_response(self.measure.take(), response);
         let mut response = std::mem::take(&mut self.comparison).attach(response);
         forward::downstream_response(&mut response, switched);

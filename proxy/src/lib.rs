@@ -51,9 +51,9 @@ pub mod tls;
 pub mod upgrade;
 pub mod upstream;
 
+pub use breaker::BreakerLimits;
 pub use error::{ProxyError, UpstreamErrorKind};
 pub use handler::Proxy;
-pub use breaker::BreakerLimits;
 pub use limits::ClientLimits;
 pub use listener::{bind, serve, ListenerSettings};
 pub use metrics::{Metrics, MetricsSettings};

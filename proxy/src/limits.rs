@@ -152,7 +152,9 @@ pub fn request_body(body: Incoming, limit: Option<u64>) -> ProxyBody {
 /// Why a client's request body could not be forwarded.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBodyError {
-    #[error("the request body is larger than the route's max_request_body_bytes ({allowed} bytes)")]
+    #[error(
+        "the request body is larger than the route's max_request_body_bytes ({allowed} bytes)"
+    )]
     TooLarge { allowed: u64 },
     #[error("the request body could not be read from the client: {0}")]
     Read(#[source] hyper::Error),
@@ -260,7 +262,10 @@ mod tests {
         };
         assert!(limits.check_head(&request(5, "v")).is_ok());
         let count = limits.check_head(&request(6, "v")).expect_err("6 > 5");
-        assert_eq!(count.status(), http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(
+            count.status(),
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
         assert!(count.to_string().contains("max_request_headers"));
         let bytes = limits
             .check_head(&request(1, &"a".repeat(1000)))

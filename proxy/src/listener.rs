@@ -93,7 +93,9 @@ pub async fn serve(
         if active.load(Ordering::Relaxed) >= max_connections {
             // Closed at once, before any byte is read: existing connections
             // are untouched, and a client sees a reset, not a hung connect.
-            settings.connections_rejected.fetch_add(1, Ordering::Relaxed);
+            settings
+                .connections_rejected
+                .fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_zero_linger();
             drop(stream);
             continue;

@@ -105,10 +105,14 @@ endpoints = ["127.0.0.1:9001"]
     #[test]
     fn zero_limits_are_refused_with_their_key() {
         let text = format!("[limits]\nmax_connections = 0\n{ROUTE}");
-        let error = Config::parse(&text, "t").expect_err("0 connections").to_string();
+        let error = Config::parse(&text, "t")
+            .expect_err("0 connections")
+            .to_string();
         assert!(error.contains("max_connections"), "{error}");
         let text = ROUTE.replace("weight = 1", "weight = 1\nmax_requests = 0");
-        let error = Config::parse(&text, "t").expect_err("0 requests").to_string();
+        let error = Config::parse(&text, "t")
+            .expect_err("0 requests")
+            .to_string();
         assert!(error.contains("max_requests"), "{error}");
     }
 
@@ -121,6 +125,9 @@ endpoints = ["127.0.0.1:9001"]
         assert_eq!(spec.routes[0].max_request_body_bytes, Some(100));
         assert_eq!(spec.routes[1].max_request_body_bytes, Some(5));
         let breaker = spec.routes[1].versions[0].breaker;
-        assert_eq!((breaker.max_requests, breaker.max_pending), (Some(2), Some(1)));
+        assert_eq!(
+            (breaker.max_requests, breaker.max_pending),
+            (Some(2), Some(1))
+        );
     }
 }

@@ -87,7 +87,8 @@ const REQUESTS_REJECTED: Family = Family {
 };
 const OVERFLOWS: Family = Family {
     name: "switchyard_circuit_breaker_overflows_total",
-    help: "Requests a version's circuit breaker answered 503, by its key (max_requests, max_pending).",
+    help:
+        "Requests a version's circuit breaker answered 503, by its key (max_requests, max_pending).",
     kind: MetricType::COUNTER,
     labels: &["route", "version", "limit"],
 };
