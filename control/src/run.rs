@@ -143,7 +143,9 @@ pub async fn start_with_extensions(
         "http"
     };
     let upstream = Upstream::new(&upstream_settings);
-    let proxy = Proxy::new(table.clone(), upstream.clone(), scheme).with_metrics(metrics.clone());
+    let proxy = Proxy::new(table.clone(), upstream.clone(), scheme)
+        .with_metrics(metrics.clone())
+        .with_limits(config.limits.client());
     let upgraded_connections = Arc::clone(proxy.upgraded_connections());
     let upgraded = crate::stats::AtomicGauge::new(
         "switchyard_connections_upgraded",
@@ -216,6 +218,7 @@ pub async fn start_with_extensions(
     }
     let mut listener_settings = config.listener_settings();
     listener_settings.tls = server_tls;
+    listener_settings.connections_rejected = metrics.connections_rejected();
     let tasks = vec![
         tokio::spawn(switchyard_proxy::serve(
             data,

@@ -28,14 +28,3 @@ where
 {
     body.map_err(Into::into).boxed()
 }
-
-/// A downstream request body, ready to forward. Most requests (GET, HEAD)
-/// have none: they get [`empty`], which needs no allocation.
-pub fn request(body: hyper::body::Incoming) -> ProxyBody {
-    use http_body::Body as _;
-    if body.is_end_stream() {
-        empty()
-    } else {
-        boxed(body)
-    }
-}

@@ -46,6 +46,22 @@ pub enum ProxyError {
     NoVersion { route: String },
     #[error("{0}")]
     BadRequest(String),
+    #[error("the request's headers exceed {key} ({allowed}); send fewer or smaller headers, or raise [limits] {key}")]
+    HeadersTooLarge { key: &'static str, allowed: usize },
+    #[error(
+        "the request body is larger than the route's max_request_body_bytes ({allowed} bytes)"
+    )]
+    BodyTooLarge { allowed: u64 },
+    /// The client's body broke off or was malformed: the client's fault,
+    /// counted as a client abort, never as the version's upstream error.
+    #[error("{0}")]
+    ClientBody(String),
+    #[error("version '{version}' is at its {key} ({allowed}); try again later")]
+    Overflow {
+        version: String,
+        key: &'static str,
+        allowed: u32,
+    },
     #[error("{}", upstream_message(*.kind, version, endpoint, detail))]
     Upstream {
         kind: UpstreamErrorKind,
@@ -82,7 +98,10 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::NoVersion { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Overflow { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream { kind, .. } => match kind {
                 UpstreamErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 _ => StatusCode::BAD_GATEWAY,
@@ -103,6 +122,11 @@ impl ProxyError {
             endpoint: endpoint.into(),
             detail: error_chain(error),
         }
+    }
+
+    /// The client went away or broke its request (counted as aborted).
+    pub fn is_client_abort(&self) -> bool {
+        matches!(self, ProxyError::ClientBody(_))
     }
 
     pub fn timeout(version: &str, endpoint: &str, after: Duration) -> ProxyError {

@@ -13,11 +13,13 @@ use http::header::{HeaderName, HeaderValue, SET_COOKIE};
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::body::{self, ProxyBody};
+use crate::body::ProxyBody;
+use crate::breaker::{Admitted, Held, Overflow};
 use crate::client_idle::{HeldBody, InFlight};
 use crate::connection::ClientConnection;
 use crate::error::{ProxyError, UpstreamErrorKind};
 use crate::forward::{self, Hop};
+use crate::limits::{self, ClientBodyError, ClientLimits};
 use crate::metrics::{self, Measure, Metrics};
 use crate::pool::UpstreamBody;
 use crate::route::request_host;
@@ -47,6 +49,7 @@ struct Inner {
     metrics: Metrics,
     /// Open upgraded (WebSocket) connections.
     upgraded: Arc<AtomicI64>,
+    limits: ClientLimits,
 }
 
 impl Proxy {
@@ -59,8 +62,19 @@ impl Proxy {
                 scheme,
                 metrics: Metrics::disabled(),
                 upgraded: Arc::default(),
+                limits: ClientLimits::default(),
             }),
         }
+    }
+
+    /// Checks every request head against `limits` (431 with a body naming
+    /// the key). Call it before the proxy is cloned.
+    pub fn with_limits(mut self, limits: ClientLimits) -> Proxy {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.limits = limits,
+            None => tracing::warn!("limits not attached: the proxy is already shared"),
+        }
+        self
     }
 
     /// Measures every request into `metrics`. Call it before the proxy is
@@ -116,6 +130,8 @@ struct Exchange<'t> {
     set_cookie: Option<HeaderValue>,
     /// The client asked to switch protocols.
     upgrade: Option<UpgradeRequest>,
+    /// The version's `max_requests` slot, held until the response ends.
+    slot: Option<Admitted>,
     /// What the compared shadow copies wait for.
     comparison: Comparison,
 }
@@ -143,6 +159,7 @@ impl<'t> Exchange<'t> {
             measure: None,
             set_cookie: None,
             upgrade: None,
+            slot: None,
             comparison: Comparison::default(),
         }
     }
@@ -153,7 +170,9 @@ impl<'t> Exchange<'t> {
         &mut self,
         mut req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        self.proxy.limits.check_head(&req)?;
         let route = self.route(&req)?;
+        limits::check_declared_length(req.headers(), route.max_request_body_bytes)?;
         let target = self.pick_upstream(route, &mut req)?;
         let upstream_req = self.upstream_request(&target, req)?;
         let upstream_req = self.mirror(target.route, upstream_req);
@@ -187,6 +206,11 @@ impl<'t> Exchange<'t> {
             req.headers_mut(),
         )?;
         let version = route.available(choice.version);
+        self.slot = version.breaker.admit(
+            Overflow::Requests,
+            version.breaker_limits.max_requests,
+            &version.name,
+        )?;
         self.set_cookie = choice.set_cookie;
         self.measure = self
             .started
@@ -211,7 +235,7 @@ impl<'t> Exchange<'t> {
             None => Hop::Strip,
         };
         forward::upstream_request(
-            req.map(body::request),
+            req.map(|b| limits::request_body(b, target.route.max_request_body_bytes)),
             &target.endpoint.authority,
             self.client,
             self.proxy.scheme,
@@ -270,6 +294,11 @@ impl<'t> Exchange<'t> {
         req: Request<ProxyBody>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         let Target { route, version, .. } = target;
+        let _pending = version.breaker.admit(
+            Overflow::Pending,
+            version.breaker_limits.max_pending,
+            &version.name,
+        )?;
         let result = self
             .proxy
             .upstream
@@ -277,13 +306,16 @@ impl<'t> Exchange<'t> {
             .await
             .map_err(|error| {
                 let authority = endpoint.authority.as_str();
-                if error.is_timeout() {
+                if let Some(client) = ClientBodyError::in_chain(error.cause()) {
+                    client.to_proxy_error()
+                } else if error.is_timeout() {
                     ProxyError::timeout(&version.name, authority, route.timeout)
                 } else {
                     ProxyError::upstream(&error, &version.name, authority)
                 }
             });
-        if let Some(policy) = &route.outlier {
+        let client_fault = matches!(&result, Err(e) if e.upstream_kind().is_none());
+        if let (Some(policy), false) = (&route.outlier, client_fault) {
             endpoint.health.record_exchange(policy, &result, || {
                 (version.ejected(), version.endpoints.len())
             });
@@ -306,7 +338,9 @@ impl<'t> Exchange<'t> {
         if switched.is_some() {
             self.client.upgraded();
         }
-        let response = response.map(|body| HeldBody::new(body, self.in_flight.take()));
+        let slot = self.slot.take();
+        let response =
+            response.map(|body| Held::new(HeldBody::new(body, self.in_flight.take()), slot));
         let response = metrics::boxed_response(self.measure.take(), response);
         let mut response = std::mem::take(&mut self.comparison).attach(response);
         forward::downstream_response(&mut response, switched);
@@ -327,6 +361,7 @@ impl<'t> Exchange<'t> {
             Ok(response) => response,
             Err(error) => {
                 tracing::debug!(%error, "request failed");
+                self.proxy.metrics.count_rejection(&error);
                 if let Some(measure) = self.measure {
                     measure.failed(&error);
                 }

@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod breaker;
 pub mod client_idle;
 pub mod coalesce;
 pub mod connection;
@@ -34,6 +35,7 @@ pub mod handler;
 pub mod health;
 #[cfg(test)]
 mod layering;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod names;
@@ -49,8 +51,10 @@ pub mod tls;
 pub mod upgrade;
 pub mod upstream;
 
+pub use breaker::BreakerLimits;
 pub use error::{ProxyError, UpstreamErrorKind};
 pub use handler::Proxy;
+pub use limits::ClientLimits;
 pub use listener::{bind, serve, ListenerSettings};
 pub use metrics::{Metrics, MetricsSettings};
 pub use shadow::{ShadowResult, ShadowSpec};

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use crate::client_idle::{IdleTimeout, IdleWatch};
 use crate::coalesce::CoalescedWrites;
 use crate::connection::ClientConnection;
 use crate::handler::Proxy;
+use crate::limits::ClientLimits;
 use crate::tls::ServerTls;
 
 /// Downstream connection behaviour.
@@ -34,6 +35,10 @@ pub struct ListenerSettings {
     pub drain_timeout: Duration,
     /// Terminate TLS (the handshake may take `client_idle_timeout`).
     pub tls: Option<Arc<ServerTls>>,
+    /// Header, connection and stream limits ([`crate::limits`]).
+    pub limits: ClientLimits,
+    /// Counts connections closed at once for `limits.max_connections`.
+    pub connections_rejected: Arc<AtomicU64>,
 }
 
 impl Default for ListenerSettings {
@@ -42,6 +47,8 @@ impl Default for ListenerSettings {
             client_idle_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
             tls: None,
+            limits: ClientLimits::default(),
+            connections_rejected: Arc::default(),
         }
     }
 }
@@ -66,16 +73,8 @@ pub async fn serve(
     active: Arc<AtomicI64>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // `client_idle` applies through IdleTimeout, one timer per
-        // connection instead of hyper's one per request.
-        .header_read_timeout(None)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let builder = Arc::new(connection_builder(&settings.limits));
+    let max_connections = i64::try_from(settings.limits.max_connections).unwrap_or(i64::MAX);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -91,6 +90,16 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        if active.load(Ordering::Relaxed) >= max_connections {
+            // Closed at once, before any byte is read: existing connections
+            // are untouched, and a client sees a reset, not a hung connect.
+            settings
+                .connections_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = stream.set_zero_linger();
+            drop(stream);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let (proxy, builder, tls) = (proxy.clone(), Arc::clone(&builder), settings.tls.clone());
         let watcher = graceful.watcher();
@@ -121,6 +130,41 @@ pub async fn serve(
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
 }
+
+/// hyper's connection settings: header limits as a backstop (see
+/// [`crate::limits`]), and HTTP/2's defences.
+fn connection_builder(limits: &ClientLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // `client_idle` applies through IdleTimeout, one timer per
+        // connection instead of hyper's one per request.
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .max_buf_size(limits.hyper_max_buf_size())
+        .max_headers(limits.hyper_max_headers());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        // CONTINUATION floods: h2 stops decoding a header block past
+        // SETTINGS_MAX_HEADER_LIST_SIZE (431 for that stream) and closes
+        // the connection (ENHANCE_YOUR_CALM) when the CONTINUATION frames
+        // of one block outgrow what that size allows.
+        .max_header_list_size(limits.h2_max_header_list_size())
+        // Rapid reset (CVE-2023-44487): streams the client opened and reset
+        // before the proxy accepted them count against this; beyond it the
+        // connection is closed with ENHANCE_YOUR_CALM.
+        .max_pending_accept_reset_streams(Some(RESET_STREAMS))
+        // Streams the proxy itself had to reset (protocol errors the client
+        // provokes): beyond this many the connection is closed.
+        .max_local_error_reset_streams(Some(RESET_STREAMS));
+    builder
+}
+
+/// hyper's (and h2's) own default for both reset limits.
+const RESET_STREAMS: usize = 20;
 
 /// Serves one connection (plain TCP or TLS) until it closes; shutdown
 /// drains it through `watcher`.

@@ -13,7 +13,7 @@
 //! Sections: [`listen`], [`timeouts`], [`proxy`], [`admin`], [`metrics`],
 //! [`route`] (routes and versions, and the conversion into the data plane's
 //! `TableSpec`), [`routing`] (match headers, sticky, override), [`tls`],
-//! [`shadow`], [`health`], [`rollout`], [`cluster`].
+//! [`shadow`], [`health`], [`rollout`], [`limits`], [`cluster`].
 
 use std::ops::Range;
 use std::path::Path;
@@ -25,6 +25,7 @@ pub mod admin;
 pub mod cluster;
 pub mod errors;
 pub mod health;
+pub mod limits;
 pub mod listen;
 pub mod metrics;
 pub mod proxy;
@@ -42,6 +43,7 @@ pub use admin::{AdminConfig, NamedToken};
 pub use cluster::{ClusterConfig, ClusterTls};
 pub use errors::{line_column, ConfigError, ConfigErrors};
 pub use health::{HealthCheckConfig, OutlierConfig};
+pub use limits::Limits;
 pub use listen::Listen;
 pub use metrics::MetricsConfig;
 pub use proxy::ProxyOptions;
@@ -65,6 +67,8 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub limits: Limits,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
     /// Absent: a single process run from this file.
@@ -209,6 +213,8 @@ impl Config {
             client_idle_timeout: self.timeouts.client_idle.0,
             drain_timeout: self.timeouts.drain.0,
             tls: None,
+            limits: self.limits.client(),
+            connections_rejected: Default::default(),
         }
     }
 }

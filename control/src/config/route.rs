@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use serde::Deserialize;
-use switchyard_proxy::{RouteSpec, Settings, TableSpec, VersionSpec};
+use switchyard_proxy::{BreakerLimits, RouteSpec, Settings, TableSpec, VersionSpec};
 use toml::Spanned;
 
 use super::health::{HealthCheckConfig, OutlierConfig};
@@ -50,6 +50,10 @@ pub struct RouteConfig {
     /// Keep each user on one version (see [`routing`]).
     #[serde(default)]
     pub sticky: Option<Spanned<routing::StickyConfig>>,
+    /// Larger request bodies are answered 413 (or cut mid-stream);
+    /// default: `[limits] max_request_body_bytes`.
+    #[serde(default)]
+    pub max_request_body_bytes: Option<u64>,
 }
 
 fn default_prefix() -> Spanned<String> {
@@ -72,6 +76,13 @@ pub struct VersionConfig {
     /// HTTP/2 to the endpoints.
     #[serde(default)]
     pub http2: bool,
+    /// Circuit breaking: requests in flight to this version (503 beyond).
+    #[serde(default)]
+    pub max_requests: Option<Spanned<u32>>,
+    /// Circuit breaking: requests waiting for this version's response
+    /// headers (503 beyond).
+    #[serde(default)]
+    pub max_pending: Option<Spanned<u32>>,
 }
 
 impl Config {
@@ -103,6 +114,10 @@ impl Config {
                     .map(|e| e.get_ref().clone())
                     .collect(),
                 transport: tls::transport(version),
+                breaker: BreakerLimits {
+                    max_requests: version.max_requests.as_ref().map(|m| *m.get_ref()),
+                    max_pending: version.max_pending.as_ref().map(|m| *m.get_ref()),
+                },
             })
             .collect();
         let baseline = match &route.baseline {
@@ -127,6 +142,9 @@ impl Config {
             outlier: route.outlier_detection.as_ref().map(OutlierConfig::policy),
             match_headers: routing::match_headers_spec(route),
             sticky: route.sticky.as_ref().map(|s| s.get_ref().spec()),
+            max_request_body_bytes: route
+                .max_request_body_bytes
+                .or(self.limits.max_request_body_bytes),
         }
     }
 
@@ -188,6 +206,8 @@ impl VersionConfig {
         match key {
             Some(("name", _)) => self.name.span(),
             Some(("weight", _)) => self.weight.span(),
+            Some(("max_requests", _)) => self.max_requests.as_ref().map_or(0..0, Spanned::span),
+            Some(("max_pending", _)) => self.max_pending.as_ref().map_or(0..0, Spanned::span),
             Some(("endpoints", None)) => self.endpoints.span(),
             Some(("endpoints", Some(e))) => self
                 .endpoints

@@ -40,7 +40,7 @@ impl Measure {
                 upstream_error: error.upstream_kind(),
                 headers: elapsed,
                 last_byte: elapsed,
-                aborted: false,
+                aborted: error.is_client_abort(),
                 finished: now,
             },
         );

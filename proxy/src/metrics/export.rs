@@ -11,7 +11,9 @@ use hdrhistogram::Histogram;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 
+use crate::breaker::Overflow;
 use crate::error::UpstreamErrorKind;
+use crate::limits::Limit;
 
 use super::tally::{Tally, CODE_CLASSES};
 use super::Shared;
@@ -71,6 +73,25 @@ const CONNECTIONS: Family = Family {
     kind: MetricType::GAUGE,
     labels: &[],
 };
+const CONNECTIONS_REJECTED: Family = Family {
+    name: "switchyard_connections_rejected_total",
+    help: "Client connections closed at once because [limits] max_connections were open.",
+    kind: MetricType::COUNTER,
+    labels: &[],
+};
+const REQUESTS_REJECTED: Family = Family {
+    name: "switchyard_requests_rejected_total",
+    help: "Requests refused by a size limit (431, 413), by the limit's config key.",
+    kind: MetricType::COUNTER,
+    labels: &["limit"],
+};
+const OVERFLOWS: Family = Family {
+    name: "switchyard_circuit_breaker_overflows_total",
+    help:
+        "Requests a version's circuit breaker answered 503, by its key (max_requests, max_pending).",
+    kind: MetricType::COUNTER,
+    labels: &["route", "version", "limit"],
+};
 const SHADOW: Family = Family {
     name: "switchyard_shadow_requests_total",
     help: "Shadow copies per route and shadow, by result (answered, matched, mismatches, errors, dropped_*).",
@@ -78,7 +99,7 @@ const SHADOW: Family = Family {
     labels: &["route", "shadow", "result"],
 };
 
-const FAMILIES: [&Family; 9] = [
+const FAMILIES: [&Family; 12] = [
     &REQUESTS,
     &UPSTREAM_ERRORS,
     &ABORTED,
@@ -88,6 +109,9 @@ const FAMILIES: [&Family; 9] = [
     &REVISION,
     &CONNECTIONS,
     &SHADOW,
+    &CONNECTIONS_REJECTED,
+    &REQUESTS_REJECTED,
+    &OVERFLOWS,
 ];
 
 pub(crate) struct Exporter {
@@ -235,7 +259,22 @@ impl Collector for Exporter {
         let mut weights = Vec::new();
         let mut shadows = Vec::new();
         let mut revision = Vec::new();
+        let mut overflows = Vec::new();
         if let Some(table) = self.shared.current_table() {
+            for route in table.routes() {
+                for version in route.versions.iter() {
+                    for overflow in Overflow::ALL {
+                        overflows.push(counter(
+                            &[
+                                ("route", &route.name),
+                                ("version", &version.name),
+                                ("limit", overflow.key()),
+                            ],
+                            version.breaker.overflows(overflow),
+                        ));
+                    }
+                }
+            }
             revision.push(gauge(&[], table.revision() as f64));
             for route in &table.spec().routes {
                 for version in &route.versions {
@@ -274,6 +313,24 @@ impl Collector for Exporter {
             family(&REVISION, revision),
             family(&CONNECTIONS, connections),
             family(&SHADOW, shadows),
+            family(
+                &CONNECTIONS_REJECTED,
+                vec![counter(
+                    &[],
+                    self.shared.connections_rejected.load(Ordering::Relaxed),
+                )],
+            ),
+            family(
+                &REQUESTS_REJECTED,
+                Limit::ALL
+                    .iter()
+                    .zip(&self.shared.rejected)
+                    .map(|(limit, count)| {
+                        counter(&[("limit", limit.key())], count.load(Ordering::Relaxed))
+                    })
+                    .collect(),
+            ),
+            family(&OVERFLOWS, overflows),
         ]
     }
 }

@@ -19,13 +19,15 @@ mod export;
 mod shards;
 mod tally;
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use prometheus::{IntCounterVec, Opts, Registry};
 
+use crate::error::ProxyError;
+use crate::limits::Limit;
 use crate::table::{Route, RoutingTable, TableHandle, Version};
 
 pub use body::{boxed_response, Measure, Measured};
@@ -127,6 +129,10 @@ pub(crate) struct Shared {
     /// see the current weights and retire removed versions by themselves.
     table: OnceLock<TableHandle>,
     connections: Arc<AtomicI64>,
+    /// Connections closed at once: `max_connections` were open.
+    connections_rejected: Arc<AtomicU64>,
+    /// Requests refused by a `[limits]` key, in [`Limit::ALL`] order.
+    rejected: [AtomicU64; 3],
     buckets: Vec<f64>,
 }
 
@@ -173,6 +179,8 @@ impl Metrics {
             index: ArcSwap::from_pointee(TableIndex::empty(Arc::clone(&core))),
             table: OnceLock::new(),
             connections: Arc::new(AtomicI64::new(0)),
+            connections_rejected: Arc::default(),
+            rejected: Default::default(),
             buckets: settings.buckets,
         });
         let registry = Registry::new();
@@ -240,6 +248,28 @@ impl Metrics {
     /// The counter the data listener keeps of its open connections.
     pub fn connections_active(&self) -> Arc<AtomicI64> {
         Arc::clone(&self.shared.connections)
+    }
+
+    /// The counter the data listener keeps of connections it closed at
+    /// once because `max_connections` were open.
+    pub fn connections_rejected(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.shared.connections_rejected)
+    }
+
+    /// Counts a request refused by a size limit (431, 413) in
+    /// `switchyard_requests_rejected_total{limit}`; other errors are not.
+    pub fn count_rejection(&self, error: &ProxyError) {
+        let limit = match error {
+            ProxyError::HeadersTooLarge { key, .. } => {
+                match Limit::ALL.into_iter().find(|limit| limit.key() == *key) {
+                    Some(limit) => limit,
+                    None => return,
+                }
+            }
+            ProxyError::BodyTooLarge { .. } => Limit::BodyBytes,
+            _ => return,
+        };
+        self.shared.rejected[limit as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Hands over the live table: reads use its current table (weights,

@@ -146,7 +146,7 @@ fn build_route(
             },
         );
     }
-    let versions = build_versions(spec, r, health, problems);
+    let versions = build_versions(spec, r, previous, health, problems);
     let headers = HeaderMatch::parse(
         spec.match_headers
             .iter()
@@ -198,6 +198,7 @@ fn build_route(
         picker: WeightedPicker::new(&weights),
         versions: versions.into_boxed_slice(),
         timeout: spec.timeout,
+        max_request_body_bytes: spec.max_request_body_bytes,
         shadows,
     })
 }
@@ -207,6 +208,7 @@ fn build_route(
 fn build_versions(
     spec: &RouteSpec,
     r: usize,
+    previous: Option<&Route>,
     health: &HealthRegistry,
     problems: &mut Problems,
 ) -> Option<Vec<Version>> {
@@ -238,6 +240,7 @@ fn build_versions(
             &spec.name,
             version,
             &at(&format!("versions[{v}]")),
+            previous.and_then(|route| route.versions.iter().find(|p| *p.name == *version.name)),
             health,
             problems,
         ));
@@ -268,6 +271,7 @@ fn build_version(
     route: &str,
     spec: &VersionSpec,
     at: &str,
+    previous: Option<&Version>,
     health: &HealthRegistry,
     problems: &mut Problems,
 ) -> Option<Version> {
@@ -322,6 +326,21 @@ fn build_version(
             ),
         }
     }
+    for (key, limit) in [
+        ("max_requests", spec.breaker.max_requests),
+        ("max_pending", spec.breaker.max_pending),
+    ] {
+        if limit == Some(0) {
+            problems.add(
+                format!("{at}.{key}"),
+                TableError::ZeroBreakerLimit {
+                    route: route.into(),
+                    version: version(),
+                    key,
+                },
+            );
+        }
+    }
     if problems.len() > found_before {
         return None;
     }
@@ -332,6 +351,8 @@ fn build_version(
         endpoints: endpoints.into_boxed_slice(),
         transport: spec.transport.clone(),
         round_robin: RoundRobin::default(),
+        breaker_limits: spec.breaker,
+        breaker: previous.map_or_else(Arc::default, |p| Arc::clone(&p.breaker)),
     })
 }
 

@@ -47,6 +47,12 @@ pub enum TableError {
         "route '{route}', version '{version}': endpoints is empty: list at least one \"host:port\""
     )]
     NoEndpoints { route: String, version: String },
+    #[error("route '{route}', version '{version}': {key} is 0, which refuses every request: set at least 1, or remove it for no limit")]
+    ZeroBreakerLimit {
+        route: String,
+        version: String,
+        key: &'static str,
+    },
     #[error(
         "route '{route}', version '{version}': endpoint '{endpoint}' is not a valid host:port: {reason}"
     )]

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use http::uri::Authority;
 
+use crate::breaker::{BreakerLimits, BreakerState};
 use crate::health::{EndpointHealth, HealthRegistry, OutlierPolicy};
 use crate::route::{HeaderMatch, HostMatch};
 use crate::shadow::Shadow;
@@ -60,6 +61,8 @@ pub struct Route {
     baseline: usize,
     /// Passive ejection; `None`: failures are not counted.
     pub outlier: Option<OutlierPolicy>,
+    /// Request bodies above this are refused or cut (413).
+    pub max_request_body_bytes: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -71,6 +74,9 @@ pub struct Version {
     pub endpoints: Box<[Endpoint]>,
     pub transport: Transport,
     round_robin: RoundRobin,
+    pub breaker_limits: BreakerLimits,
+    /// Shared with the tables built after this one (see [`crate::breaker`]).
+    pub breaker: Arc<BreakerState>,
 }
 
 #[derive(Debug, Clone)]

@@ -83,6 +83,9 @@ pub struct RouteSpec {
     pub outlier: Option<OutlierPolicy>,
     /// Active checks of every endpoint (run by the control plane).
     pub health_check: Option<HealthCheckSpec>,
+    /// Request bodies larger than this are refused (413) or cut; `None`:
+    /// unlimited.
+    pub max_request_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -93,4 +96,6 @@ pub struct VersionSpec {
     pub endpoints: Vec<String>,
     /// TLS and HTTP/2 towards the endpoints (default: plain HTTP/1.1).
     pub transport: Transport,
+    /// Circuit breaking (see [`crate::breaker`]).
+    pub breaker: crate::breaker::BreakerLimits,
 }
