@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use http::Method;
 use serde_json::{json, Value};
@@ -395,31 +396,10 @@ impl Browser {
                 json!({ "format": "png", "clip": clip, "captureBeyondViewport": true }),
             )
             .await;
-        base64_decode(shot["data"].as_str().expect("screenshot data"))
+        base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().expect("screenshot data"))
+            .expect("screenshot data is base64")
     }
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        other => panic!("not base64: {other}"),
-    };
-    let digits: Vec<u8> = text.bytes().filter(|c| *c != b'=').map(value).collect();
-    digits
-        .chunks(4)
-        .flat_map(|chunk| {
-            let bits = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |acc, (i, d)| acc | (u32::from(*d) << (18 - 6 * i)));
-            let bytes = bits.to_be_bytes();
-            bytes[1..chunk.len()].to_vec()
-        })
-        .collect()
 }
 
 /// JS: the element `selector` inside the card of route `route`.
