@@ -129,26 +129,19 @@ async fn dead_version_hands_its_share_to_stable_until_it_recovers() {
     assert_eq!(counts.get("canary"), Some(&50), "{counts:?}");
 
     canary.kill().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, routes) = admin.routes().await;
-        if routes["routes"][0]["versions"][1]["down"] == true {
-            assert_eq!(
-                routes["routes"][0]["versions"][0]["effective_weight"], 100,
-                "{routes}"
-            );
-            assert_eq!(
-                routes["routes"][0]["versions"][1]["effective_weight"], 0,
-                "{routes}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "canary never marked down: {routes}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let routes = admin
+        .wait_for_routes("the canary marked down", |routes| {
+            routes["routes"][0]["versions"][1]["down"] == true
+        })
+        .await;
+    assert_eq!(
+        routes["routes"][0]["versions"][0]["effective_weight"], 100,
+        "{routes}"
+    );
+    assert_eq!(
+        routes["routes"][0]["versions"][1]["effective_weight"], 0,
+        "{routes}"
+    );
     let metrics = admin.call(Method::GET, "/metrics", None, None).await.text();
     assert!(
         metrics.contains("switchyard_route_effective_weight{route=\"web\",version=\"stable\"} 100"),
@@ -167,16 +160,8 @@ async fn dead_version_hands_its_share_to_stable_until_it_recovers() {
     let counts = count_by(&replies, "x-switchyard-version");
     assert_eq!(counts.get("stable"), Some(&100), "{counts:?}");
     assert_eq!(canary.hits(), before);
-    let history = admin
-        .call(Method::GET, "/api/v1/history", None, None)
-        .await
-        .json();
-    let last = history["changes"]
-        .as_array()
-        .and_then(|c| c.last())
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(last["source"], "auto", "{history}");
+    let last = admin.last_change().await;
+    assert_eq!(last["source"], "auto", "{last}");
     assert!(
         last["reason"]
             .as_str()
@@ -185,18 +170,11 @@ async fn dead_version_hands_its_share_to_stable_until_it_recovers() {
     );
 
     canary.revive().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, routes) = admin.routes().await;
-        if routes["routes"][0]["versions"][1]["down"] == false {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "canary never came back: {routes}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    admin
+        .wait_for_routes("the canary back up", |routes| {
+            routes["routes"][0]["versions"][1]["down"] == false
+        })
+        .await;
     let counts = count_by(&load(&proxy, "/", 100, 2).await, "x-switchyard-version");
     assert_eq!(counts.get("canary"), Some(&50), "{counts:?}");
     proxy.shutdown().await;
