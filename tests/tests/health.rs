@@ -16,6 +16,21 @@ fn endpoints(list: &[&str]) -> String {
         .join(", ")
 }
 
+/// A route whose one version, `stable`, balances over `list`; `section` is
+/// more of the route's table (TOML lines, or nothing).
+fn pooled_route(section: &str, list: &[&str]) -> String {
+    config(&format!(
+        r#"[[routes]]
+name = "web"
+{section}  [[routes.versions]]
+  name = "stable"
+  weight = 1
+  endpoints = [{}]
+"#,
+        endpoints(list)
+    ))
+}
+
 /// A route of two single-endpoint versions whose endpoints are actively
 /// checked every 100 ms; `threshold` failures (or passes) flip an endpoint.
 fn checked_route(
@@ -48,20 +63,14 @@ name = "web"
 async fn failing_endpoint_is_ejected_and_comes_back() {
     let sick = Killable::start("sick").await;
     let well = Killable::start("well").await;
-    let toml = config(&format!(
-        r#"[[routes]]
-name = "web"
-  [routes.outlier_detection]
+    let toml = pooled_route(
+        r#"  [routes.outlier_detection]
   consecutive_failures = 3
   base_ejection = "400ms"
   max_ejection = "2s"
-  [[routes.versions]]
-  name = "stable"
-  weight = 1
-  endpoints = [{}]
 "#,
-        endpoints(&[&sick.endpoint(), &well.endpoint()])
-    ));
+        &[&sick.endpoint(), &well.endpoint()],
+    );
     let proxy = start_proxy(&toml).await;
     sick.set_failing(true);
     let mut statuses = Vec::new();
@@ -92,20 +101,14 @@ name = "web"
 async fn ejection_never_takes_more_than_the_allowed_share() {
     let a = Killable::start("a").await;
     let b = Killable::start("b").await;
-    let toml = config(&format!(
-        r#"[[routes]]
-name = "web"
-  [routes.outlier_detection]
+    let toml = pooled_route(
+        r#"  [routes.outlier_detection]
   consecutive_failures = 2
   base_ejection = "10s"
   max_ejection_percent = 50
-  [[routes.versions]]
-  name = "stable"
-  weight = 1
-  endpoints = [{}]
 "#,
-        endpoints(&[&a.endpoint(), &b.endpoint()])
-    ));
+        &[&a.endpoint(), &b.endpoint()],
+    );
     let proxy = start_proxy(&toml).await;
     a.set_failing(true);
     b.set_failing(true);
@@ -184,16 +187,7 @@ async fn dead_version_hands_its_share_to_stable_until_it_recovers() {
 async fn connect_failures_retry_get_never_post() {
     let live = backend("live").start().await;
     let dead = refusing_port();
-    let toml = config(&format!(
-        r#"[[routes]]
-name = "web"
-  [[routes.versions]]
-  name = "stable"
-  weight = 1
-  endpoints = [{}]
-"#,
-        endpoints(&[&dead.to_string(), &live.endpoint()])
-    ));
+    let toml = pooled_route("", &[&dead.to_string(), &live.endpoint()]);
     let proxy = start_proxy(&toml).await;
     for _ in 0..10 {
         let reply = proxy.get("/").await;
