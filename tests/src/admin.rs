@@ -76,18 +76,50 @@ impl AdminClient {
     /// Polls the routes until `version` of `route` has weight `expected`
     /// (10 s at most); returns them.
     pub async fn wait_for_weight(&self, route: &str, version: &str, expected: u64) -> Value {
+        self.wait_for_routes(
+            &format!("{route}/{version} at weight {expected}"),
+            |routes| weight(routes, route, version) == expected,
+        )
+        .await
+    }
+
+    /// Polls the routes until `done` holds for them (10 s at most); returns
+    /// them. The failure shows the last routes seen.
+    pub async fn wait_for_routes(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let (_, routes) = self.routes().await;
-            if weight(&routes, route, version) == expected {
+            if done(&routes) {
                 return routes;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{route}/{version} never reached weight {expected}: {routes}"
-            );
+            assert!(Instant::now() < deadline, "never saw {what}: {routes}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The change history, oldest first.
+    pub async fn changes(&self) -> Vec<Value> {
+        let reply = self.call(Method::GET, "/api/v1/history", None, None).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let body = reply.json();
+        body["changes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("no changes in the history: {body}"))
+    }
+
+    /// The newest change of the history.
+    pub async fn last_change(&self) -> Value {
+        let changes = self.changes().await;
+        changes.last().cloned().expect("a change in the history")
+    }
+
+    /// `GET /api/v1/routes/{route}/rollout`.
+    pub async fn rollout_status(&self, route: &str) -> Value {
+        let path = format!("/api/v1/routes/{route}/rollout");
+        let reply = self.call(Method::GET, &path, None, None).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        reply.json()
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod backend;
 pub mod body;
+pub mod browser;
 pub mod child;
 pub mod client;
 pub mod killable;
@@ -17,9 +18,9 @@ pub mod tool_probe;
 pub mod tools;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use backend::*;
 pub use body::*;
@@ -42,6 +43,22 @@ pub async fn bounded<T>(limit: Duration, what: &str, future: impl Future<Output 
     }
 }
 
+/// Polls `check` every 100 ms until it gives a value; fails the test with
+/// `what` after `limit`.
+pub async fn eventually<T, F>(limit: Duration, what: &str, mut check: impl FnMut() -> F) -> T
+where
+    F: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A fresh, empty directory for one test's files; unique per call, as
 /// tests of one binary run side by side in one process.
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -60,4 +77,13 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
+}
+
+/// `target/` of this build, for what a test leaves to look at (the test
+/// binary is `target/<profile>/deps/…`).
+pub fn target_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(Path::to_path_buf))
+        .unwrap_or_else(|| workspace_root().join("target"))
 }

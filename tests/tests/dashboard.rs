@@ -12,71 +12,15 @@
 //! - `docs/console.png` (ignored test, run by hand): the console during the
 //!   demo, after a rollout's steps and a rollback.
 
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use futures_util::{SinkExt, StreamExt};
 use http::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 use switchyard_tests::admin::{weight, AdminClient};
+use switchyard_tests::browser::{self, click_js, type_js, Browser};
 use switchyard_tests::*;
-use tokio_tungstenite::tungstenite::Message;
-
-/// `target/` of this build (the test binary is `target/<profile>/deps/…`).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    exe.ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
-
-/// Chromium without a window, a sandbox or anything that talks to the
-/// network on its own.
-const HEADLESS: [&str; 8] = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--hide-scrollbars",
-];
-
-/// Runs headless Chromium on `url` with a fresh profile; `mode` is
-/// `--dump-dom` or `--screenshot=PATH`. Virtual time lets the page's 1 s
-/// polls run without waiting for them in real time.
-fn chromium(binary: &Path, url: &str, mode: &str) -> String {
-    let profile = temp_dir("dashboard-chromium");
-    // coreutils' timeout: a hung browser fails the test instead of hanging it.
-    let output = Command::new("timeout")
-        .arg("60")
-        .arg(binary)
-        .args(HEADLESS)
-        .args([
-            "--window-size=1280,720",
-            "--virtual-time-budget=6000",
-            "--timeout=30000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(mode)
-        .arg(url)
-        .output()
-        .expect("chromium starts");
-    let _ = std::fs::remove_dir_all(&profile);
-    assert!(
-        output.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// The text of the cell `field` in the row of `version` (the page renders
 /// `<tr data-version="…">` rows with `<td data-field="…">` cells).
@@ -137,11 +81,12 @@ async fn dashboard_shows_live_per_version_figures() {
         })
     };
     let admin = AdminClient::new(proxy.running.admin_addr, None);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while canary.hits() < 10 {
-        assert!(Instant::now() < deadline, "no traffic reached the canary");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "traffic reaching the canary",
+        || async { (canary.hits() >= 10).then_some(()) },
+    )
+    .await;
     let page = admin.call(Method::GET, "/dashboard", None, None).await;
     assert_eq!(page.status, 200);
     assert!(page
@@ -149,14 +94,13 @@ async fn dashboard_shows_live_per_version_figures() {
         .is_some_and(|t| t.starts_with("text/html")));
 
     let url = format!("http://{}/dashboard?window=1s", proxy.running.admin_addr);
-    let browser = chromium_bin.clone();
     let dom = {
-        let url = url.clone();
+        let (chromium_bin, url) = (chromium_bin.clone(), url.clone());
         tokio::task::spawn_blocking(move || {
             // The page marks itself ready once a chart has two points.
             let mut dom = String::new();
             for _ in 0..3 {
-                dom = chromium(&browser, &url, "--dump-dom");
+                dom = browser::dump_dom(&chromium_bin, &url);
                 if dom.contains("data-ready=\"1\"") {
                     break;
                 }
@@ -168,11 +112,14 @@ async fn dashboard_shows_live_per_version_figures() {
     };
     let screenshot = target_dir().join("dashboard.png");
     let _ = std::fs::remove_file(&screenshot);
-    let shot_mode = format!("--screenshot={}", screenshot.display());
-    let browser = chromium_bin.clone();
-    tokio::task::spawn_blocking(move || chromium(&browser, &url, &shot_mode))
+    {
+        let screenshot = screenshot.clone();
+        tokio::task::spawn_blocking(move || {
+            browser::screenshot_to(&chromium_bin, &url, &screenshot)
+        })
         .await
         .expect("chromium task");
+    }
     stop.store(true, Ordering::Relaxed);
     let sent = bounded(Duration::from_secs(40), "traffic", traffic)
         .await
@@ -219,188 +166,8 @@ async fn dashboard_shows_live_per_version_figures() {
 }
 
 // ---------------------------------------------------------------------------
-// Driving the page: Chrome DevTools Protocol over a websocket
+// Driving the console: what its markup means
 // ---------------------------------------------------------------------------
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A headless Chromium showing one page, driven over CDP; killed on drop.
-struct Browser {
-    child: Child,
-    page: Socket,
-    next_id: u64,
-    profile: PathBuf,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
-    }
-}
-
-impl Browser {
-    /// Starts Chromium on `url` and connects to the page's debugger.
-    async fn open(binary: &Path, url: &str, width: u32, height: u32) -> Browser {
-        // A profile per browser: two browsers on one profile make the
-        // second hand its URL to the first and exit.
-        static BROWSERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let profile = temp_dir(&format!(
-            "console-chromium-{}",
-            BROWSERS.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut child = Command::new(binary)
-            .args(HEADLESS)
-            .arg("--remote-debugging-port=0")
-            .arg(format!("--window-size={width},{height}"))
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("chromium starts");
-        // The debugger's address is printed on stderr; the rest of stderr is
-        // drained on the same thread so Chromium never blocks on it.
-        let stderr = child.stderr.take().expect("chromium stderr");
-        let (found, listening) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Some(at) = line.find("ws://") {
-                    let _ = found.send(line[at..].trim().to_owned());
-                }
-            }
-        });
-        let browser_ws =
-            tokio::task::spawn_blocking(move || listening.recv_timeout(Duration::from_secs(30)))
-                .await
-                .expect("stderr reader")
-                .expect("Chromium printed no 'DevTools listening on ws://…' line within 30 s");
-        // ws://127.0.0.1:PORT/devtools/browser/ID -> http://127.0.0.1:PORT/json/list
-        let host = browser_ws
-            .trim_start_matches("ws://")
-            .split('/')
-            .next()
-            .expect("host:port")
-            .to_owned();
-        let client = client();
-        let page_ws = {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let list = get(&client, &format!("http://{host}/json/list"))
-                    .await
-                    .json();
-                let page = list.as_array().and_then(|targets| {
-                    targets
-                        .iter()
-                        .find(|t| t["type"] == "page")
-                        .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(str::to_owned))
-                });
-                if let Some(page) = page {
-                    break page;
-                }
-                assert!(Instant::now() < deadline, "no page target: {list}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        };
-        let (page, _) = bounded(
-            Duration::from_secs(10),
-            "connect to the page's debugger",
-            tokio_tungstenite::connect_async(page_ws.as_str()),
-        )
-        .await
-        .expect("CDP websocket");
-        Browser {
-            child,
-            page,
-            next_id: 0,
-            profile,
-        }
-    }
-
-    /// One CDP command; its result.
-    async fn command(&mut self, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let request = json!({ "id": id, "method": method, "params": params }).to_string();
-        self.page
-            .send(Message::Text(request.into()))
-            .await
-            .expect("CDP send");
-        bounded(Duration::from_secs(30), method, async {
-            loop {
-                let message = self
-                    .page
-                    .next()
-                    .await
-                    .expect("CDP socket open")
-                    .expect("CDP message");
-                let Message::Text(text) = message else {
-                    continue;
-                };
-                let reply: Value = serde_json::from_str(text.as_str()).expect("CDP JSON");
-                if reply["id"] == id {
-                    assert!(reply["error"].is_null(), "{method}: {reply}");
-                    return reply["result"].clone();
-                }
-            }
-        })
-        .await
-    }
-
-    /// Evaluates `expression` in the page (promises awaited); its value.
-    async fn eval(&mut self, expression: &str) -> Value {
-        let result = self
-            .command(
-                "Runtime.evaluate",
-                json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
-            )
-            .await;
-        assert!(
-            result["exceptionDetails"].is_null(),
-            "{expression}: {}",
-            result["exceptionDetails"]
-        );
-        result["result"]["value"].clone()
-    }
-
-    /// Evaluates `expression` until it is truthy; its value.
-    async fn wait_for(&mut self, what: &str, expression: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let value = self.eval(expression).await;
-            if !matches!(value, Value::Null | Value::Bool(false)) && value != json!("") {
-                return value;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "page never showed {what} ({expression})"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// A PNG of the whole page as it is.
-    async fn screenshot(&mut self) -> Vec<u8> {
-        let height = self.eval("document.documentElement.scrollHeight").await;
-        let width = self.eval("document.documentElement.scrollWidth").await;
-        let clip = json!({ "x": 0, "y": 0, "width": width, "height": height, "scale": 1 });
-        let shot = self
-            .command(
-                "Page.captureScreenshot",
-                json!({ "format": "png", "clip": clip, "captureBeyondViewport": true }),
-            )
-            .await;
-        base64::engine::general_purpose::STANDARD
-            .decode(shot["data"].as_str().expect("screenshot data"))
-            .expect("screenshot data is base64")
-    }
-}
 
 /// JS: the element `selector` inside the card of route `route`.
 fn in_route(route: &str, selector: &str) -> String {
@@ -409,9 +176,25 @@ fn in_route(route: &str, selector: &str) -> String {
 
 /// JS: clicks `selector` in `route`'s card; true when it was there.
 fn click(route: &str, selector: &str) -> String {
+    click_js(&in_route(route, selector))
+}
+
+const PROMOTE_CANARY: &str = "button[data-action=\"promote\"][data-version=\"canary\"]";
+const STABLE_INPUT: &str = "input[data-weight-input=\"stable\"]";
+
+/// JS: true once the rollout state of `route`'s card reads `state`.
+fn rollout_state_is(route: &str, state: &str) -> String {
     format!(
-        "(() => {{ const b = {}; if (!b || b.disabled) return false; b.click(); return true; }})()",
-        in_route(route, selector)
+        "{}.textContent === '{state}'",
+        in_route(route, "[data-field=\"rollout-state\"]")
+    )
+}
+
+/// The weights of stable and canary on route `web`.
+fn web_weights(routes: &Value) -> (u64, u64) {
+    (
+        weight(routes, "web", "stable"),
+        weight(routes, "web", "canary"),
     )
 }
 
@@ -459,26 +242,13 @@ async fn console_controls_need_the_token_and_the_revision_shown() {
     .await;
     page.wait_for(
         "the web card",
-        &format!(
-            "{} !== null",
-            in_route(
-                "web",
-                "button[data-action=\"promote\"][data-version=\"canary\"]"
-            )
-        ),
+        &format!("{} !== null", in_route("web", PROMOTE_CANARY)),
     )
     .await;
     assert_eq!(page.eval(&bar("web")).await, "stable=80 canary=20");
 
     // No token typed: the API refuses, the page says why, nothing changes.
-    assert_eq!(
-        page.eval(&click(
-            "web",
-            "button[data-action=\"promote\"][data-version=\"canary\"]"
-        ))
-        .await,
-        true
-    );
+    assert_eq!(page.eval(&click("web", PROMOTE_CANARY)).await, true);
     let refused = page
         .wait_for(
             "the 401 message",
@@ -495,25 +265,16 @@ async fn console_controls_need_the_token_and_the_revision_shown() {
         revision, first_revision,
         "a refused change changed the table"
     );
-    assert_eq!(
-        (
-            weight(&routes, "web", "stable"),
-            weight(&routes, "web", "canary")
-        ),
-        (80, 20)
-    );
+    assert_eq!(web_weights(&routes), (80, 20));
     assert_eq!(page.eval(&bar("web")).await, "stable=80 canary=20");
 
     // The token typed (kept in the page only): promote goes through.
-    page.eval("(() => { const t = document.getElementById('token'); t.value = 's3cret-console'; t.dispatchEvent(new Event('input')); })()").await;
-    assert_eq!(
-        page.eval(&click(
-            "web",
-            "button[data-action=\"promote\"][data-version=\"canary\"]"
-        ))
-        .await,
-        true
-    );
+    page.eval(&type_js(
+        "document.getElementById('token')",
+        "s3cret-console",
+    ))
+    .await;
+    assert_eq!(page.eval(&click("web", PROMOTE_CANARY)).await, true);
     page.wait_for(
         "canary at 100 %",
         &format!("{} === 'canary=100'", bar("web")),
@@ -527,22 +288,8 @@ async fn console_controls_need_the_token_and_the_revision_shown() {
     );
     let (promoted, routes) = api.routes().await;
     assert_eq!(promoted, first_revision + 1);
-    assert_eq!(
-        (
-            weight(&routes, "web", "stable"),
-            weight(&routes, "web", "canary")
-        ),
-        (0, 100)
-    );
-    let history = api
-        .call(Method::GET, "/api/v1/history", None, None)
-        .await
-        .json();
-    let last = history["changes"]
-        .as_array()
-        .and_then(|c| c.last())
-        .cloned()
-        .unwrap_or_default();
+    assert_eq!(web_weights(&routes), (0, 100));
+    let last = api.last_change().await;
     assert_eq!(
         (last["who"].as_str(), last["route"].as_str()),
         (Some("deployer"), Some("web")),
@@ -569,11 +316,8 @@ async fn console_controls_need_the_token_and_the_revision_shown() {
 
     // Weights edited on the page while the table changes behind its back:
     // "changed meanwhile", the new table shown, the edit not applied.
-    page.eval(&format!(
-        "(() => {{ const i = {}; i.value = '30'; i.dispatchEvent(new Event('input')); }})()",
-        in_route("web", "input[data-weight-input=\"stable\"]")
-    ))
-    .await;
+    page.eval(&type_js(&in_route("web", STABLE_INPUT), "30"))
+        .await;
     let edited_from = page
         .eval(&format!("{}.textContent", in_route("web", ".dirty")))
         .await;
@@ -607,21 +351,12 @@ async fn console_controls_need_the_token_and_the_revision_shown() {
     .await;
     page.wait_for(
         "inputs showing the new table",
-        &format!(
-            "{}.value === '50'",
-            in_route("web", "input[data-weight-input=\"stable\"]")
-        ),
+        &format!("{}.value === '50'", in_route("web", STABLE_INPUT)),
     )
     .await;
     let (after, routes) = api.routes().await;
     assert_eq!(after, promoted + 1, "the page retried or applied its edit");
-    assert_eq!(
-        (
-            weight(&routes, "web", "stable"),
-            weight(&routes, "web", "canary")
-        ),
-        (50, 50)
-    );
+    assert_eq!(web_weights(&routes), (50, 50));
 
     // Rollout controls: start (canary to the first step), then abort.
     assert_eq!(
@@ -629,14 +364,8 @@ async fn console_controls_need_the_token_and_the_revision_shown() {
             .await,
         true
     );
-    page.wait_for(
-        "the rollout running",
-        &format!(
-            "{}.textContent === 'running'",
-            in_route("web", "[data-field=\"rollout-state\"]")
-        ),
-    )
-    .await;
+    page.wait_for("the rollout running", &rollout_state_is("web", "running"))
+        .await;
     page.wait_for(
         "the first step's weights",
         &format!("{} === 'stable=95 canary=5'", bar("web")),
@@ -647,22 +376,10 @@ async fn console_controls_need_the_token_and_the_revision_shown() {
         &click("web", "button[data-action=\"rollout-abort\"]"),
     )
     .await;
-    page.wait_for(
-        "the rollout aborted",
-        &format!(
-            "{}.textContent === 'aborted'",
-            in_route("web", "[data-field=\"rollout-state\"]")
-        ),
-    )
-    .await;
+    page.wait_for("the rollout aborted", &rollout_state_is("web", "aborted"))
+        .await;
     let (_, routes) = api.routes().await;
-    assert_eq!(
-        (
-            weight(&routes, "web", "stable"),
-            weight(&routes, "web", "canary")
-        ),
-        (100, 0)
-    );
+    assert_eq!(web_weights(&routes), (100, 0));
 
     drop(page);
     proxy.shutdown().await;
@@ -703,21 +420,16 @@ async fn console_screenshot_during_the_demo() {
     let rollout = |state: &'static str, step: u64| {
         let api = &api;
         move || async move {
-            let status = api
-                .call(Method::GET, "/api/v1/routes/web/rollout", None, None)
-                .await
-                .json();
+            let status = api.rollout_status("web").await;
             (status["state"] == state && status["step"].as_u64() >= Some(step)).then_some(status)
         }
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while rollout("running", 2)().await.is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the rollout never reached step 2"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        "the rollout reaching step 2",
+        rollout("running", 2),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let slow = api
         .call(
@@ -728,14 +440,12 @@ async fn console_screenshot_during_the_demo() {
         )
         .await;
     assert_eq!(slow.status, 200, "{}", slow.text());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while rollout("rolled_back", 1)().await.is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the slow canary was not rolled back"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "the slow canary rolled back",
+        rollout("rolled_back", 1),
+    )
+    .await;
     let healed = api
         .call(
             Method::POST,

@@ -18,21 +18,6 @@ fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-/// Polls `check` every 200 ms until it gives a value, failing after `limit`.
-async fn eventually<T, F>(limit: Duration, what: &str, mut check: impl FnMut() -> F) -> T
-where
-    F: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn shadow<'a>(shadows: &'a Value, route: &str, name: &str) -> &'a Value {
     shadows["shadows"]
         .as_array()
@@ -163,10 +148,7 @@ async fn demo_moves_by_itself_and_rolls_a_bad_canary_back_on_its_own() {
     assert_eq!(started.status, 200, "{}", started.text());
     let began = Instant::now();
     let status = eventually(Duration::from_secs(15), "automatic rollback", || async {
-        let status = admin
-            .call(Method::GET, "/api/v1/routes/web/rollout", None, None)
-            .await
-            .json();
+        let status = admin.rollout_status("web").await;
         (status["state"] != "running").then_some(status)
     })
     .await;
@@ -181,18 +163,13 @@ async fn demo_moves_by_itself_and_rolls_a_bad_canary_back_on_its_own() {
     let (_, routes) = admin.routes().await;
     assert_eq!(weight(&routes, "web", "canary"), 0);
     assert_eq!(weight(&routes, "web", "stable"), 100);
-    let history = admin
-        .call(Method::GET, "/api/v1/history", None, None)
-        .await
-        .json();
+    let changes = admin.changes().await;
     assert!(
-        history["changes"]
-            .as_array()
-            .is_some_and(|changes| changes.iter().any(|c| c["who"] == "rollout"
-                && c["reason"]
-                    .as_str()
-                    .is_some_and(|r| r.starts_with("rolled back")))),
-        "{history}"
+        changes.iter().any(|c| c["who"] == "rollout"
+            && c["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("rolled back"))),
+        "{changes:?}"
     );
 
     // Healed again.

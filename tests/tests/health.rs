@@ -16,6 +16,21 @@ fn endpoints(list: &[&str]) -> String {
         .join(", ")
 }
 
+/// A route whose one version, `stable`, balances over `list`; `section` is
+/// more of the route's table (TOML lines, or nothing).
+fn pooled_route(section: &str, list: &[&str]) -> String {
+    config(&format!(
+        r#"[[routes]]
+name = "web"
+{section}  [[routes.versions]]
+  name = "stable"
+  weight = 1
+  endpoints = [{}]
+"#,
+        endpoints(list)
+    ))
+}
+
 /// A route of two single-endpoint versions whose endpoints are actively
 /// checked every 100 ms; `threshold` failures (or passes) flip an endpoint.
 fn checked_route(
@@ -48,20 +63,14 @@ name = "web"
 async fn failing_endpoint_is_ejected_and_comes_back() {
     let sick = Killable::start("sick").await;
     let well = Killable::start("well").await;
-    let toml = config(&format!(
-        r#"[[routes]]
-name = "web"
-  [routes.outlier_detection]
+    let toml = pooled_route(
+        r#"  [routes.outlier_detection]
   consecutive_failures = 3
   base_ejection = "400ms"
   max_ejection = "2s"
-  [[routes.versions]]
-  name = "stable"
-  weight = 1
-  endpoints = [{}]
 "#,
-        endpoints(&[&sick.endpoint(), &well.endpoint()])
-    ));
+        &[&sick.endpoint(), &well.endpoint()],
+    );
     let proxy = start_proxy(&toml).await;
     sick.set_failing(true);
     let mut statuses = Vec::new();
@@ -92,20 +101,14 @@ name = "web"
 async fn ejection_never_takes_more_than_the_allowed_share() {
     let a = Killable::start("a").await;
     let b = Killable::start("b").await;
-    let toml = config(&format!(
-        r#"[[routes]]
-name = "web"
-  [routes.outlier_detection]
+    let toml = pooled_route(
+        r#"  [routes.outlier_detection]
   consecutive_failures = 2
   base_ejection = "10s"
   max_ejection_percent = 50
-  [[routes.versions]]
-  name = "stable"
-  weight = 1
-  endpoints = [{}]
 "#,
-        endpoints(&[&a.endpoint(), &b.endpoint()])
-    ));
+        &[&a.endpoint(), &b.endpoint()],
+    );
     let proxy = start_proxy(&toml).await;
     a.set_failing(true);
     b.set_failing(true);
@@ -129,26 +132,19 @@ async fn dead_version_hands_its_share_to_stable_until_it_recovers() {
     assert_eq!(counts.get("canary"), Some(&50), "{counts:?}");
 
     canary.kill().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, routes) = admin.routes().await;
-        if routes["routes"][0]["versions"][1]["down"] == true {
-            assert_eq!(
-                routes["routes"][0]["versions"][0]["effective_weight"], 100,
-                "{routes}"
-            );
-            assert_eq!(
-                routes["routes"][0]["versions"][1]["effective_weight"], 0,
-                "{routes}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "canary never marked down: {routes}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let routes = admin
+        .wait_for_routes("the canary marked down", |routes| {
+            routes["routes"][0]["versions"][1]["down"] == true
+        })
+        .await;
+    assert_eq!(
+        routes["routes"][0]["versions"][0]["effective_weight"], 100,
+        "{routes}"
+    );
+    assert_eq!(
+        routes["routes"][0]["versions"][1]["effective_weight"], 0,
+        "{routes}"
+    );
     let metrics = admin.call(Method::GET, "/metrics", None, None).await.text();
     assert!(
         metrics.contains("switchyard_route_effective_weight{route=\"web\",version=\"stable\"} 100"),
@@ -167,16 +163,8 @@ async fn dead_version_hands_its_share_to_stable_until_it_recovers() {
     let counts = count_by(&replies, "x-switchyard-version");
     assert_eq!(counts.get("stable"), Some(&100), "{counts:?}");
     assert_eq!(canary.hits(), before);
-    let history = admin
-        .call(Method::GET, "/api/v1/history", None, None)
-        .await
-        .json();
-    let last = history["changes"]
-        .as_array()
-        .and_then(|c| c.last())
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(last["source"], "auto", "{history}");
+    let last = admin.last_change().await;
+    assert_eq!(last["source"], "auto", "{last}");
     assert!(
         last["reason"]
             .as_str()
@@ -185,18 +173,11 @@ async fn dead_version_hands_its_share_to_stable_until_it_recovers() {
     );
 
     canary.revive().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, routes) = admin.routes().await;
-        if routes["routes"][0]["versions"][1]["down"] == false {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "canary never came back: {routes}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    admin
+        .wait_for_routes("the canary back up", |routes| {
+            routes["routes"][0]["versions"][1]["down"] == false
+        })
+        .await;
     let counts = count_by(&load(&proxy, "/", 100, 2).await, "x-switchyard-version");
     assert_eq!(counts.get("canary"), Some(&50), "{counts:?}");
     proxy.shutdown().await;
@@ -206,16 +187,7 @@ async fn dead_version_hands_its_share_to_stable_until_it_recovers() {
 async fn connect_failures_retry_get_never_post() {
     let live = backend("live").start().await;
     let dead = refusing_port();
-    let toml = config(&format!(
-        r#"[[routes]]
-name = "web"
-  [[routes.versions]]
-  name = "stable"
-  weight = 1
-  endpoints = [{}]
-"#,
-        endpoints(&[&dead.to_string(), &live.endpoint()])
-    ));
+    let toml = pooled_route("", &[&dead.to_string(), &live.endpoint()]);
     let proxy = start_proxy(&toml).await;
     for _ in 0..10 {
         let reply = proxy.get("/").await;
