@@ -54,6 +54,11 @@ impl IdleWatch {
         InFlight(Arc::clone(self))
     }
 
+    /// How many requests the connection has begun.
+    pub fn requests_started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
     /// The connection is no longer timed (it became a tunnel).
     pub fn exempt(&self) {
         self.exempt.store(true, Ordering::Relaxed);

@@ -55,7 +55,7 @@ pub use breaker::BreakerLimits;
 pub use error::{ProxyError, UpstreamErrorKind};
 pub use handler::Proxy;
 pub use limits::ClientLimits;
-pub use listener::{bind, serve, ListenerSettings};
+pub use listener::{bind, serve, serve_stream, ListenerSettings};
 pub use metrics::{Metrics, MetricsSettings};
 pub use shadow::{ShadowResult, ShadowSpec};
 pub use sticky::StickySpec;

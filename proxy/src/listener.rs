@@ -109,12 +109,12 @@ pub async fn serve(
         tokio::spawn(async move {
             match tls {
                 None => {
-                    serve_connection(&builder, watcher, stream, proxy, client, idle_timeout).await
+                    serve_connection(&builder, watcher, stream, proxy, client, idle_timeout).await;
                 }
                 Some(tls) => match tls.accept(stream, idle_timeout).await {
                     Ok(stream) => {
                         serve_connection(&builder, watcher, stream, proxy, client, idle_timeout)
-                            .await
+                            .await;
                     }
                     Err(error) => tracing::debug!(%error, %client, "TLS handshake failed"),
                 },
@@ -129,6 +129,38 @@ pub async fn serve(
     {
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
+}
+
+/// Serves one client connection over any byte stream as the accept loop
+/// serves an accepted socket (the same connection settings, idle timer and
+/// write coalescing; no TLS), until it closes. Drives the proxy without
+/// sockets (in-memory tests, the fuzz targets); dropping the future closes
+/// the connection, there is no drain. Returns how many requests the
+/// connection carried.
+pub async fn serve_stream<I>(
+    io: I,
+    proxy: Proxy,
+    settings: &ListenerSettings,
+    client: SocketAddr,
+) -> u64
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let builder = connection_builder(&settings.limits);
+    // Kept until the connection ends: dropping it would start a drain.
+    let graceful = GracefulShutdown::new();
+    let watcher = graceful.watcher();
+    let requests = serve_connection(
+        &builder,
+        watcher,
+        io,
+        proxy,
+        client,
+        settings.client_idle_timeout,
+    )
+    .await;
+    drop(graceful);
+    requests
 }
 
 /// hyper's connection settings: header limits as a backstop (see
@@ -167,7 +199,7 @@ fn connection_builder(limits: &ClientLimits) -> auto::Builder<TokioExecutor> {
 const RESET_STREAMS: usize = 20;
 
 /// Serves one connection (plain TCP or TLS) until it closes; shutdown
-/// drains it through `watcher`.
+/// drains it through `watcher`. Returns how many requests it carried.
 async fn serve_connection<I>(
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
@@ -175,13 +207,14 @@ async fn serve_connection<I>(
     proxy: Proxy,
     client: SocketAddr,
     idle_timeout: Duration,
-) where
+) -> u64
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let watch = Arc::new(IdleWatch::default());
     let io = CoalescedWrites::new(IdleTimeout::new(io, Arc::clone(&watch), idle_timeout));
     // Shared, not cloned field by field: each request takes one reference.
-    let connection = Arc::new(ClientConnection::new(client).with_idle_watch(watch));
+    let connection = Arc::new(ClientConnection::new(client).with_idle_watch(Arc::clone(&watch)));
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         let connection = Arc::clone(&connection);
@@ -193,4 +226,5 @@ async fn serve_connection<I>(
     if let Err(error) = watcher.watch(served).await {
         tracing::debug!(error = %error, %client, "connection ended with an error");
     }
+    watch.requests_started()
 }

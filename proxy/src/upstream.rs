@@ -19,7 +19,8 @@ use http_body_util::BodyExt;
 use crate::body::ProxyBody;
 use crate::pool::http2::Multiplexed;
 use crate::pool::{
-    Alpn, Connect, Pool, PoolError, PoolSettings, TcpConnect, TlsConnect, UpstreamBody,
+    Alpn, Connect, MemoryConnect, PlainConnect, Pool, PoolError, PoolSettings, TcpConnect,
+    TlsConnect, UpstreamBody,
 };
 use crate::tls::TlsError;
 
@@ -192,7 +193,9 @@ fn pool<C: Connect>(settings: &UpstreamSettings, connector: C) -> Pool<C> {
 #[derive(Clone)]
 pub struct Upstream {
     /// Plain HTTP/1.1.
-    plain: Pool<TcpConnect>,
+    plain: Pool<PlainConnect>,
+    /// How `plain` connects; pools made from this upstream connect the same way.
+    plain_connect: PlainConnect,
     settings: UpstreamSettings,
     /// Pools of other transports, made on first use and kept, so they
     /// outlive table swaps.
@@ -205,22 +208,32 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(settings: &UpstreamSettings) -> Upstream {
-        Upstream::in_family(settings, Arc::default())
+        let tcp = PlainConnect::Tcp(TcpConnect {
+            timeout: settings.connect_timeout,
+        });
+        Upstream::in_family(settings, tcp, Arc::default())
     }
 
-    fn in_family(settings: &UpstreamSettings, family: Arc<Mutex<Vec<Weak<Channels>>>>) -> Upstream {
+    /// Plain HTTP/1.1 upstreams reached in memory through `connect`
+    /// instead of TCP (tests and fuzz targets drive the whole request path
+    /// this way); other transports still use the network.
+    pub fn in_memory(settings: &UpstreamSettings, connect: MemoryConnect) -> Upstream {
+        Upstream::in_family(settings, PlainConnect::Memory(connect), Arc::default())
+    }
+
+    fn in_family(
+        settings: &UpstreamSettings,
+        plain_connect: PlainConnect,
+        family: Arc<Mutex<Vec<Weak<Channels>>>>,
+    ) -> Upstream {
         let others = Arc::<Channels>::default();
         let mut members = family.lock().unwrap_or_else(PoisonError::into_inner);
         members.retain(|member| member.strong_count() > 0);
         members.push(Arc::downgrade(&others));
         drop(members);
         Upstream {
-            plain: pool(
-                settings,
-                TcpConnect {
-                    timeout: settings.connect_timeout,
-                },
-            ),
+            plain: pool(settings, plain_connect.clone()),
+            plain_connect,
             settings: settings.clone(),
             others,
             family,
@@ -306,7 +319,11 @@ impl Upstream {
 
     /// Pools of its own with the same settings; CA reloads reach it too.
     pub fn separate_pool(&self) -> Upstream {
-        Upstream::in_family(&self.settings, Arc::clone(&self.family))
+        Upstream::in_family(
+            &self.settings,
+            self.plain_connect.clone(),
+            Arc::clone(&self.family),
+        )
     }
 
     /// Idle plain HTTP/1.1 connections kept for `authority`.

@@ -6,8 +6,8 @@
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -89,9 +89,12 @@ pub fn reply<T: Serialize>(result: Result<T, ApiError>) -> AdminResponse {
 }
 
 /// The request body as `T`, at most `MAX_BODY` bytes.
-pub async fn read_json<T: serde::de::DeserializeOwned>(
-    req: Request<Incoming>,
-) -> Result<T, ApiError> {
+pub async fn read_json<T, B>(req: Request<B>) -> Result<T, ApiError>
+where
+    T: serde::de::DeserializeOwned,
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let body = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await

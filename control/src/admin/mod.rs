@@ -10,9 +10,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, StatusCode};
-use hyper::body::Incoming;
+use http_body::Body;
 use serde_json::{json, Value};
 use switchyard_proxy::RoutingTable;
 
@@ -55,14 +56,25 @@ impl From<ChangeError> for ApiError {
 }
 
 impl Admin {
-    async fn handle(&self, req: Request<Incoming>) -> AdminResponse {
+    /// Answers one admin request. Generic over the body so the same router,
+    /// auth and body parsing serve the listener (hyper's `Incoming`) and
+    /// callers holding a body in memory (the admin fuzz target).
+    pub async fn handle<B>(&self, req: Request<B>) -> AdminResponse
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         match self.route(req).await {
             Ok(response) => response,
             Err(error) => error.into_response(),
         }
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Result<AdminResponse, ApiError> {
+    async fn route<B>(&self, req: Request<B>) -> Result<AdminResponse, ApiError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let query = req.uri().query().map(str::to_owned);

@@ -2,8 +2,9 @@
 //! one list of idle keep-alive connections per upstream address
 //! ([`Pool`]), for HTTP/2 one shared multiplexed connection per address
 //! ([`http2::Multiplexed`]). Both are generic over how a connection is
-//! opened ([`connect`]: plain TCP or TLS), so every upstream, whatever its
-//! transport, goes through the same design.
+//! opened ([`connect`]: plain TCP or TLS; [`memory`]: in-memory streams for
+//! tests and fuzzing), so every upstream, whatever its transport, goes
+//! through the same design.
 //!
 //! Why not hyper-util's legacy client: on the request path it hashed its
 //! pool key several times per request and spawned a task per request to
@@ -35,10 +36,12 @@ use crate::coalesce::CoalescedWrites;
 mod body;
 pub mod connect;
 pub mod http2;
+pub mod memory;
 
 use body::Reuse;
 pub use body::UpstreamBody;
 pub use connect::{Alpn, Connect, TcpConnect, TlsConnect};
+pub use memory::{MemoryConnect, PlainConnect};
 
 /// Why an upstream exchange failed before its response headers arrived.
 #[derive(Debug, thiserror::Error)]
