@@ -407,6 +407,8 @@ def sigterm_figure(args, proxy):
     def load():
         result["wrk"] = compare.run_wrk(args.load_cpu, PORTS["proxy"], 64, 8, "/")
 
+    for name in ("stable", "canary"):
+        compare.backend_ctl(PORTS[name], "reset")
     loader = threading.Thread(target=load)
     loader.start()
     time.sleep(3)
@@ -426,8 +428,11 @@ def sigterm_figure(args, proxy):
     loader.join()
     proc.stop()
     wrk = result.get("wrk", {})
+    upstream = sum(compare.backend_ctl(PORTS[name], "count") for name in ("stable", "canary"))
     return {
         "requests": wrk.get("requests"),
+        # Answered by a backend but never by the proxy: accepted and lost.
+        "upstream_answers_lost": upstream - (wrk.get("requests") or 0),
         "errors": {k: wrk.get(k) for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout")},
         "new_connections_after_signal": {k: attempts.count(k) for k in ("refused", "answered", "dropped")},
         "exit_secs": exit_secs, "drain_secs": DRAIN_SECS,

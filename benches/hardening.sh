@@ -13,12 +13,13 @@
 #   benches/hardening.sh [--figures conns,soak,sigterm] [--proxies switchyard,nginx]
 #                        [--soak-secs 600] [--flap-secs 5] [--probes 300]
 #
-# Needs the shared harness (../shared/bench: nginx, wrk, the backend; its
+# Needs the shared harness (BENCH_DIR, default ../shared/bench: nginx, wrk, the backend; its
 # setup.sh installs them) and a release build (cargo build --release).
 # Prints a JSON report on stdout, progress on stderr.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bench="${BENCH_DIR:-$repo/../shared/bench}"
+export BENCH_DIR="$bench"
 bin="$repo/target/release/switchyard"
 
 if [[ ! -x $bench/backend/target/release/bench-backend ]] || ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
