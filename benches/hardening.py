@@ -28,6 +28,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -478,6 +479,7 @@ def main():
         print(json.dumps(report, indent=2))
     finally:
         compare.Started.stop_all()
+        shutil.rmtree(rundir, ignore_errors=True)
 
 
 if __name__ == "__main__":
