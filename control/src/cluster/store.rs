@@ -4,7 +4,10 @@
 //! The same `Txn` adds the change to the shared history (`{prefix}/history/`,
 //! one key per change, its create revision the change's revision), which is
 //! trimmed to the last [`HISTORY_LIMIT`] entries after each change.
+//! Rollout records are guarded the same way, per route, and the judge's
+//! writes also by its leadership.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
@@ -14,7 +17,9 @@ use super::connect::Options;
 use super::keys::Keys;
 use crate::history::{Change, HISTORY_LIMIT};
 use crate::plane::store::BoxFuture;
-use crate::plane::{SharedState, SharedStore, StoreError, StoreStatus};
+use crate::plane::{
+    ReplicaTallies, RolloutRecord, SharedState, SharedStore, StoreError, StoreStatus,
+};
 
 /// The etcd connection shared by the follower, the membership task and the
 /// admin API's writes.
@@ -31,6 +36,8 @@ struct Link {
     client: Option<Client>,
     connected: bool,
     error: Option<String>,
+    /// Who leads the fleet, as of this replica's last heartbeat.
+    leader: Option<String>,
 }
 
 impl EtcdStore {
@@ -92,6 +99,13 @@ impl EtcdStore {
         }
         link.connected = false;
         link.error = Some(error.to_owned());
+        // Without etcd this replica cannot know it still leads.
+        link.leader = None;
+    }
+
+    /// Who leads, as the last campaign found (`None`: unknown).
+    pub fn set_leader(&self, leader: Option<String>) {
+        self.link().leader = leader;
     }
 
     pub fn is_connected(&self) -> bool {
@@ -232,6 +246,107 @@ impl EtcdStore {
     }
 }
 
+impl EtcdStore {
+    async fn read_published(&self) -> Result<Vec<ReplicaTallies>, StoreError> {
+        let mut client = self.client().await?;
+        let response = client
+            .get(self.keys.stats(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        self.connected();
+        let mut replicas = Vec::new();
+        for kv in response.kvs() {
+            match super::publish::decode(kv.value()) {
+                Ok(tallies) => replicas.push(tallies),
+                // One replica's unreadable figures must not stop the judge
+                // from seeing that the fleet's data is incomplete: say so.
+                Err(error) => {
+                    return Err(StoreError::Unreadable {
+                        key: String::from_utf8_lossy(kv.key()).into_owned(),
+                        reason: error.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(replicas)
+    }
+
+    async fn read_rollouts(&self) -> Result<BTreeMap<String, RolloutRecord>, StoreError> {
+        let mut client = self.client().await?;
+        let prefix = self.keys.rollouts();
+        let response = client
+            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        self.connected();
+        Ok(response
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let route = kv.key_str().ok()?.strip_prefix(&prefix)?.to_owned();
+                let value = serde_json::from_slice(kv.value()).ok()?;
+                let revision = u64::try_from(kv.mod_revision()).ok()?;
+                Some((route, RolloutRecord { revision, value }))
+            })
+            .collect())
+    }
+
+    async fn write_rollout(
+        &self,
+        route: &str,
+        value: Value,
+        guard: u64,
+        leader_only: bool,
+    ) -> Result<u64, StoreError> {
+        let bytes = serde_json::to_vec(&value).map_err(|e| self.unavailable(&e))?;
+        let mut client = self.client().await?;
+        let key = self.keys.rollout(route);
+        let mut compares = vec![Compare::mod_revision(
+            key.clone(),
+            CompareOp::Equal,
+            i64::try_from(guard).unwrap_or(i64::MAX),
+        )];
+        if leader_only {
+            compares.push(Compare::value(
+                self.keys.leader(),
+                CompareOp::Equal,
+                self.name.as_bytes(),
+            ));
+        }
+        let txn = Txn::new()
+            .when(compares)
+            .and_then([TxnOp::put(key.clone(), bytes, None)])
+            .or_else([TxnOp::get(key, None)]);
+        let response = client.txn(txn).await.map_err(|e| self.unavailable(&e))?;
+        self.connected();
+        let revision = response
+            .header()
+            .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0));
+        if response.succeeded() {
+            return Ok(revision);
+        }
+        let current = response
+            .op_responses()
+            .into_iter()
+            .find_map(|op| match op {
+                etcd_client::TxnOpResponse::Get(get) => get
+                    .kvs()
+                    .first()
+                    .map(|kv| u64::try_from(kv.mod_revision()).unwrap_or(0)),
+                _ => None,
+            })
+            .unwrap_or(0);
+        if current == guard {
+            self.set_leader(None);
+            return Err(StoreError::NotLeader);
+        }
+        Err(StoreError::Conflict {
+            expected: guard,
+            current,
+        })
+    }
+}
+
 impl SharedStore for EtcdStore {
     fn commit(
         &self,
@@ -250,6 +365,30 @@ impl SharedStore for EtcdStore {
         Box::pin(self.list_members())
     }
 
+    fn is_leader(&self) -> bool {
+        let link = self.link();
+        link.connected && link.leader.as_deref() == Some(self.name.as_str())
+    }
+
+    fn published(&self) -> BoxFuture<'_, Result<Vec<ReplicaTallies>, StoreError>> {
+        Box::pin(self.read_published())
+    }
+
+    fn rollouts(&self) -> BoxFuture<'_, Result<BTreeMap<String, RolloutRecord>, StoreError>> {
+        Box::pin(self.read_rollouts())
+    }
+
+    fn put_rollout(
+        &self,
+        route: &str,
+        value: Value,
+        guard: u64,
+        leader_only: bool,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let route = route.to_owned();
+        Box::pin(async move { self.write_rollout(&route, value, guard, leader_only).await })
+    }
+
     fn status(&self) -> StoreStatus {
         let link = self.link();
         StoreStatus {
@@ -261,6 +400,7 @@ impl SharedStore for EtcdStore {
             endpoints: self.options.endpoints.clone(),
             prefix: self.keys.prefix().to_owned(),
             name: self.name.clone(),
+            leader: link.leader.clone(),
             error: link.error.clone(),
         }
     }
