@@ -402,8 +402,15 @@ pub fn render(body: &Value) -> String {
         Ok(report) => report,
         Err(error) => return format!("unexpected stats reply ({error}):\n{body}"),
     };
+    let scope = report.fleet.as_ref().map_or_else(String::new, |fleet| {
+        format!(
+            "fleet of {} ({}), ",
+            fleet.replicas.len(),
+            fleet.replicas.join(", ")
+        )
+    });
     let mut out = format!(
-        "window {}s, table revision {}{}\n",
+        "{scope}window {}s, table revision {}{}\n",
         report.window_seconds,
         report
             .revision

@@ -207,6 +207,7 @@ async fn per_version_latency_and_counts_match_the_backends() {
     let table = ctl
         .run(CtlCommand::Stats {
             window: "1m".into(),
+            fleet: false,
         })
         .await
         .expect("ctl stats");

@@ -247,13 +247,15 @@ impl EtcdStore {
 }
 
 impl EtcdStore {
+    // The judge's reads do not mark the link connected: "connected" in the
+    // status means this replica follows the fleet's table (the follower
+    // says so once it has read and applied it).
     async fn read_published(&self) -> Result<Vec<ReplicaTallies>, StoreError> {
         let mut client = self.client().await?;
         let response = client
             .get(self.keys.stats(), Some(GetOptions::new().with_prefix()))
             .await
             .map_err(|e| self.unavailable(&e))?;
-        self.connected();
         let mut replicas = Vec::new();
         for kv in response.kvs() {
             match super::publish::decode(kv.value()) {
@@ -278,7 +280,6 @@ impl EtcdStore {
             .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
             .await
             .map_err(|e| self.unavailable(&e))?;
-        self.connected();
         Ok(response
             .kvs()
             .iter()

@@ -657,6 +657,9 @@ impl Rollouts {
                 "leader": status.leader,
                 "this_replica": status.name,
                 "leads": store.is_leader(),
+                "waiting": (status.state != "connected").then_some(
+                    "etcd is unreachable: the rollout waits, it never decides without the fleet's figures",
+                ),
             })
         });
         json!({
