@@ -53,6 +53,9 @@ enum Command {
               value_parser = clap::value_parser!(u32).range(1..=5000))]
         rate: u32,
     },
+    /// Load a URL and measure each version's latency and errors, and what
+    /// a canary costs against the baseline.
+    Load(Box<switchyard_control::load::LoadOptions>),
     /// Talk to a running switchyard's admin API.
     Ctl {
         /// Admin API address or URL.
@@ -157,6 +160,11 @@ fn main() -> ExitCode {
             };
             block_on(None, switchyard_control::demo::run(options))
         }
+        Command::Load(options) => block_on(options.threads, async move {
+            let report = switchyard_control::load::run(&options).await?;
+            print!("{}", switchyard_control::load::summary(&report));
+            Ok::<(), BoxError>(())
+        }),
         Command::Ctl {
             admin,
             token,
