@@ -22,7 +22,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Binomial, Distribution};
 use serde::Serialize;
-use statrs::distribution::{ContinuousCDF, Normal};
+use statrs::distribution::{ContinuousCDF, DiscreteCDF, Hypergeometric, Normal};
 
 /// 95 % intervals.
 const CONFIDENCE: f64 = 0.95;
@@ -71,6 +71,30 @@ impl Sample {
 
     pub fn len(&self) -> u64 {
         self.total
+    }
+
+    /// Every value plus `us` (a tolerance added to a baseline).
+    pub fn shifted(&self, us: i64) -> Sample {
+        Sample {
+            values: self
+                .values
+                .iter()
+                .map(|&(v, c)| (v.saturating_add(us), c))
+                .collect(),
+            total: self.total,
+        }
+    }
+
+    /// Every value times `factor` (a relative tolerance); `factor` > 0.
+    pub fn scaled(&self, factor: f64) -> Sample {
+        Sample {
+            values: self
+                .values
+                .iter()
+                .map(|&(v, c)| ((v as f64 * factor).round() as i64, c))
+                .collect(),
+            total: self.total,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -179,14 +203,13 @@ pub fn shift(x: &Sample, y: &Sample) -> Option<Interval> {
     })
 }
 
-/// Two-sided Mann–Whitney p-value for `x` and `y` differing in location.
-pub fn mann_whitney_p(x: &Sample, y: &Sample) -> Option<f64> {
+/// Mann–Whitney U of `x` (pairs with x > y, ties a half) and its variance
+/// under the null, with the tie correction over the pooled values.
+fn mann_whitney_u(x: &Sample, y: &Sample) -> Option<(f64, f64, f64)> {
     if x.is_empty() || y.is_empty() {
         return None;
     }
     let (m, n) = (x.total as f64, y.total as f64);
-    // U for x: pairs with x > y, ties counting a half; and the tie term
-    // over the pooled values.
     let mut u = 0.0;
     let mut ties = 0.0;
     let (mut i, mut j) = (0, 0);
@@ -214,13 +237,83 @@ pub fn mann_whitney_p(x: &Sample, y: &Sample) -> Option<f64> {
     }
     let total = m + n;
     let variance = m * n / 12.0 * ((total + 1.0) - ties / (total * (total - 1.0)));
+    Some((u, m * n / 2.0, variance))
+}
+
+fn standard_normal() -> Option<Normal> {
+    Normal::new(0.0, 1.0).ok()
+}
+
+/// Two-sided Mann–Whitney p-value for `x` and `y` differing in location.
+pub fn mann_whitney_p(x: &Sample, y: &Sample) -> Option<f64> {
+    let (u, mean, variance) = mann_whitney_u(x, y)?;
     if variance <= 0.0 {
         // Every value equal: no evidence of a difference.
         return Some(1.0);
     }
-    let distance = ((u - m * n / 2.0).abs() - 0.5).max(0.0);
-    let normal = Normal::new(0.0, 1.0).ok()?;
-    Some((2.0 * (1.0 - normal.cdf(distance / variance.sqrt()))).clamp(0.0, 1.0))
+    let distance = ((u - mean).abs() - 0.5).max(0.0);
+    Some((2.0 * standard_normal()?.sf(distance / variance.sqrt())).clamp(0.0, 1.0))
+}
+
+/// One-sided Mann–Whitney p-value for `x` being larger (slower) than `y`.
+pub fn mann_whitney_greater_p(x: &Sample, y: &Sample) -> Option<f64> {
+    let (u, mean, variance) = mann_whitney_u(x, y)?;
+    if variance <= 0.0 {
+        return Some(if u > mean { 0.0 } else { 1.0 });
+    }
+    let z = (u - mean - 0.5) / variance.sqrt();
+    Some(standard_normal()?.sf(z).clamp(0.0, 1.0))
+}
+
+/// One-sided p-value for `x`'s error rate exceeding `y`'s by more than
+/// `margin`: Fisher's exact test when `margin` is 0 and an expected count
+/// is small (under 5), else the unpooled z-test for the difference with
+/// that margin.
+pub fn rate_increase_p(
+    errors_x: u64,
+    n_x: u64,
+    errors_y: u64,
+    n_y: u64,
+    margin: f64,
+) -> Option<(f64, &'static str)> {
+    if n_x == 0 || n_y == 0 || errors_x > n_x || errors_y > n_y {
+        return None;
+    }
+    let (p1, p2) = (errors_x as f64 / n_x as f64, errors_y as f64 / n_y as f64);
+    let pooled = (errors_x + errors_y) as f64 / (n_x + n_y) as f64;
+    let small = [n_x, n_y]
+        .iter()
+        .any(|n| (*n as f64 * pooled) < 5.0 || (*n as f64 * (1.0 - pooled)) < 5.0);
+    if margin == 0.0 && small {
+        return fisher_greater_p(errors_x, n_x, errors_y, n_y).map(|p| (p, "fisher"));
+    }
+    let se = (p1 * (1.0 - p1) / n_x as f64 + p2 * (1.0 - p2) / n_y as f64).sqrt();
+    let difference = p1 - p2 - margin;
+    if se == 0.0 {
+        return Some((if difference > 0.0 { 0.0 } else { 1.0 }, "z"));
+    }
+    Some((standard_normal()?.sf(difference / se).clamp(0.0, 1.0), "z"))
+}
+
+/// Fisher's exact one-sided p-value: P(x's errors ≥ observed) given both
+/// margins (hypergeometric).
+pub fn fisher_greater_p(errors_x: u64, n_x: u64, errors_y: u64, n_y: u64) -> Option<f64> {
+    let population = n_x + n_y;
+    let errors = errors_x + errors_y;
+    let hypergeometric = Hypergeometric::new(population, errors, n_x).ok()?;
+    if errors_x == 0 {
+        return Some(1.0);
+    }
+    Some((1.0 - hypergeometric.cdf(errors_x - 1)).clamp(0.0, 1.0))
+}
+
+/// The significance level for the `look`-th test (1-based) of a run that
+/// may look any number of times: `alpha × 6 / (π² k²)`. These sum to
+/// `alpha` over all looks, so by the union bound the chance of any false
+/// alarm over the whole run stays at most `alpha` however often it looks.
+pub fn spent_alpha(alpha: f64, look: u64) -> f64 {
+    let k = look.max(1) as f64;
+    alpha * 6.0 / (std::f64::consts::PI.powi(2) * k * k)
 }
 
 /// `q`-quantile of `x` over that of `y`, with a percentile-bootstrap
@@ -350,6 +443,41 @@ mod tests {
         let slower: Vec<i64> = values.iter().map(|v| v * 13 / 10).collect();
         let ratio = quantile_ratio(&Sample::from_values(&slower), &sample, 0.5, 7).expect("ratio");
         assert!(ratio.contains(1.3) && !ratio.contains(1.0), "{ratio:?}");
+    }
+
+    #[test]
+    fn one_sided_tests_and_the_spending_rule() {
+        let y: Vec<i64> = (0..300).map(|i| 10_000 + (i * 53) % 3_000).collect();
+        let slower: Vec<i64> = y.iter().map(|v| v + 1_500).collect();
+        let (x, y) = (Sample::from_values(&slower), Sample::from_values(&y));
+        assert!(mann_whitney_greater_p(&x, &y).expect("p") < 1e-6);
+        assert!(mann_whitney_greater_p(&y, &x).expect("p") > 0.99);
+        // Within a tolerance of 2 ms the slower one is not "slower".
+        assert!(mann_whitney_greater_p(&x, &y.shifted(2_000)).expect("p") > 0.5);
+        assert!(mann_whitney_greater_p(&x, &y.scaled(1.3)).expect("p") > 0.5);
+        // Fisher, checked against the hypergeometric tail summed here: 3 of
+        // 10 against 0 of 10, P(X >= 3) with 3 errors among 20, 10 drawn.
+        let choose =
+            |n: u64, k: u64| (0..k).fold(1.0, |acc, i| acc * (n - i) as f64 / (i + 1) as f64);
+        let tail: f64 = (3..=3)
+            .map(|k| choose(3, k) * choose(17, 10 - k) / choose(20, 10))
+            .sum();
+        let p = fisher_greater_p(3, 10, 0, 10).expect("p");
+        assert!((p - tail).abs() < 1e-9, "{p} vs {tail}");
+        assert_eq!(
+            rate_increase_p(3, 10, 0, 10, 0.0).map(|r| r.1),
+            Some("fisher")
+        );
+        // The textbook one-sided z-test: 60/1000 against 40/1000.
+        let (p, test) = rate_increase_p(60, 1000, 40, 1000, 0.0).expect("p");
+        let se = (0.06_f64 * 0.94 / 1000.0 + 0.04 * 0.96 / 1000.0).sqrt();
+        let expected = standard_normal().expect("normal").sf(0.02 / se);
+        assert_eq!(test, "z");
+        assert!((p - expected).abs() < 1e-12 && p < 0.03, "{p}");
+        // A margin of 2 points: no evidence of more than that.
+        assert!(rate_increase_p(60, 1000, 40, 1000, 0.02).expect("p").0 >= 0.5);
+        let total: f64 = (1..100_000).map(|k| spent_alpha(0.05, k)).sum();
+        assert!(total < 0.05 && total > 0.0499, "{total}");
     }
 
     #[test]

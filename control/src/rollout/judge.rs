@@ -61,6 +61,9 @@ pub struct Verdict {
     pub reason: String,
     pub canary: Option<Figures>,
     pub baseline: Option<Figures>,
+    /// The statistical judge's estimates, intervals, p-values and counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<serde_json::Value>,
 }
 
 pub(super) struct State {
@@ -77,6 +80,9 @@ pub(super) struct State {
     /// The fleet record's revision this state matches (0: none, or no
     /// fleet).
     pub(super) revision: u64,
+    /// Statistical tests made in this rollout so far (each spends its
+    /// share of `alpha`).
+    pub(super) looks: u64,
 }
 
 impl Default for State {
@@ -89,6 +95,7 @@ impl Default for State {
             start: None,
             last_verdict: None,
             revision: 0,
+            looks: 0,
         }
     }
 }
@@ -163,6 +170,7 @@ mod tests {
             max_p99: Some(Duration::from_millis(500)),
             on_success: OnSuccess::Promote,
             autostart: false,
+            judge: crate::config::Judge::Threshold,
         }
     }
 

@@ -39,7 +39,7 @@ use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use serde_json::{json, Value};
 use switchyard_proxy::metrics::Metrics;
 
-use crate::config::{OnSuccess, RolloutPolicy};
+use crate::config::{Judge, OnSuccess, RolloutPolicy};
 use crate::history::{self, Change, Source};
 use crate::plane::{
     ChangeError, ControlPlane, Origin, PlaneEvent, SharedStore, StoreError, TrafficOp,
@@ -49,6 +49,7 @@ mod api;
 mod judge;
 mod observe;
 mod record;
+mod statistical;
 
 pub use api::admin_extension;
 use judge::{failure, State};
@@ -450,6 +451,7 @@ impl Rollouts {
                 .into(),
             canary: None,
             baseline: None,
+            statistics: None,
         });
         self.gauge(route, Phase::Paused);
         self.count(route, "pause");
@@ -494,9 +496,10 @@ impl Rollouts {
             });
             return;
         };
-        let canary = observe::since(&now.0, &canary_start).stats(elapsed);
-        let baseline =
-            (!now.1.is_empty()).then(|| observe::since(&now.1, &baseline_start).stats(elapsed));
+        let canary_tally = observe::since(&now.0, &canary_start);
+        let baseline_tally = observe::since(&now.1, &baseline_start);
+        let canary = canary_tally.stats(elapsed);
+        let baseline = (!now.1.is_empty()).then(|| baseline_tally.stats(elapsed));
         let figures = (
             Some(Figures::of(&canary)),
             baseline.as_ref().map(Figures::of),
@@ -514,13 +517,30 @@ impl Rollouts {
             }
             return;
         }
-        if let Some(reason) = failure(&policy, &canary, baseline.as_ref()) {
+        let (failed, statistics, passed_words) = match &policy.judge {
+            Judge::Threshold => (failure(&policy, &canary, baseline.as_ref()), None, None),
+            Judge::Statistical(statistical) => {
+                let mut look = 0;
+                self.update(route, |state| {
+                    state.looks += 1;
+                    look = state.looks;
+                });
+                let judged = statistical::judge(statistical, &canary_tally, &baseline_tally, look);
+                (
+                    judged.failure,
+                    Some(judged.statistics),
+                    Some(judged.summary),
+                )
+            }
+        };
+        if let Some(reason) = failed {
             let reason = format!("rolled back at step {}: {reason}", step + 1);
             match self.set_canary(route, &policy, 0, &reason).await {
                 Ok(()) => {
                     self.update(route, |state| state.phase = Phase::RolledBack);
                     tracing::warn!(%route, %reason, "rollout rolled back");
                     self.verdict(route, "rollback", reason, figures);
+                    self.attach(route, statistics);
                     self.record_decision(route).await;
                 }
                 Err(error) => tracing::error!(%route, %error, "rollback failed"),
@@ -531,13 +551,16 @@ impl Rollouts {
             return;
         }
         let next = step + 1;
-        let passed = format!(
-            "step {} passed: canary error rate {:.2}%, p99 {:.1} ms over {} requests",
-            step + 1,
-            canary.error_rate() * 100.0,
-            canary.latency.p99.as_secs_f64() * 1e3,
-            canary.requests
-        );
+        let passed = match passed_words {
+            Some(words) => format!("step {} passed: {words}", step + 1),
+            None => format!(
+                "step {} passed: canary error rate {:.2}%, p99 {:.1} ms over {} requests",
+                step + 1,
+                canary.error_rate() * 100.0,
+                canary.latency.p99.as_secs_f64() * 1e3,
+                canary.requests
+            ),
+        };
         if let Some(weight) = policy.steps.get(next).copied() {
             let reason = format!(
                 "{passed}; advancing to step {} (canary {weight}%)",
@@ -552,6 +575,7 @@ impl Rollouts {
                 state.observe_afresh();
             });
             self.verdict(route, "advance", reason, figures);
+            self.attach(route, statistics);
         } else {
             let reason = match policy.on_success {
                 OnSuccess::Promote => format!("{passed}; rollout complete: canary promoted"),
@@ -572,8 +596,21 @@ impl Rollouts {
             }
             self.update(route, |state| state.phase = Phase::Completed);
             self.verdict(route, "complete", reason, figures);
+            self.attach(route, statistics);
         }
         self.record_decision(route).await;
+    }
+
+    /// The statistical judge's figures onto the last verdict.
+    fn attach(&self, route: &str, statistics: Option<Value>) {
+        if statistics.is_none() {
+            return;
+        }
+        self.update(route, |state| {
+            if let Some(verdict) = &mut state.last_verdict {
+                verdict.statistics = statistics;
+            }
+        });
     }
 
     /// In a fleet: the judge's decision into the rollout's record.
@@ -621,6 +658,7 @@ impl Rollouts {
                 reason,
                 canary: figures.0,
                 baseline: figures.1,
+                statistics: None,
             });
         });
     }

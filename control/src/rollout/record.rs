@@ -16,6 +16,10 @@ pub(super) struct Record {
     /// 0-based, as the controller counts.
     step: usize,
     last_verdict: Option<Verdict>,
+    /// Statistical tests made so far: a judge that takes over keeps
+    /// spending alpha where its predecessor stopped.
+    #[serde(default)]
+    looks: u64,
     /// Who wrote it, and when.
     by: String,
     time: String,
@@ -27,6 +31,7 @@ impl Record {
             phase: state.phase,
             step: state.step,
             last_verdict: state.last_verdict.clone(),
+            looks: state.looks,
             by: by.to_owned(),
             time: crate::history::now_rfc3339(),
         })
@@ -45,6 +50,7 @@ impl Record {
                 state.phase = record.phase;
                 state.step = record.step;
                 state.last_verdict = record.last_verdict;
+                state.looks = record.looks;
                 state.revision = revision;
                 state.observe_afresh();
             }

@@ -152,6 +152,16 @@ impl Tally {
         self.aborted += u64::from(outcome.aborted);
     }
 
+    /// Latencies to the response headers (µs): what decisions compare.
+    pub fn latency(&self) -> &Histogram<u64> {
+        &self.headers
+    }
+
+    /// Requests that count against the version (5xx or upstream failure).
+    pub fn errors(&self) -> u64 {
+        self.errors
+    }
+
     /// No requests yet: what a sum starts from.
     pub fn empty() -> Tally {
         Tally::new(0)
