@@ -319,3 +319,73 @@ impl Config {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::errors;
+
+    fn with_rollout(keys: &str) -> String {
+        format!(
+            "[[routes]]\nname = \"web\"\n  [routes.rollout]\n  {keys}\n  [[routes.versions]]\n  name = \"stable\"\n  weight = 100\n  endpoints = [\"127.0.0.1:9001\"]\n  [[routes.versions]]\n  name = \"canary\"\n  weight = 0\n  endpoints = [\"127.0.0.1:9002\"]\n"
+        )
+    }
+
+    fn judge(keys: &str) -> Judge {
+        let config = Config::parse(&with_rollout(keys), "t.toml").expect("valid");
+        config.rollout_policies()["web"].judge.clone()
+    }
+
+    #[test]
+    fn the_statistical_judge_and_its_defaults() {
+        assert_eq!(judge(""), Judge::Threshold);
+        assert_eq!(
+            judge("judge = \"statistical\""),
+            Judge::Statistical(StatisticalPolicy {
+                alpha: 0.05,
+                max_latency_shift: Tolerance::Relative(0.05),
+                max_error_rate_increase: 0.0,
+            })
+        );
+        assert_eq!(
+            judge("judge = \"statistical\"\n  alpha = 0.01\n  max_latency_shift = \"5ms\"\n  max_error_rate_increase = 0.02"),
+            Judge::Statistical(StatisticalPolicy {
+                alpha: 0.01,
+                max_latency_shift: Tolerance::Absolute(Duration::from_millis(5)),
+                max_error_rate_increase: 0.02,
+            })
+        );
+    }
+
+    #[test]
+    fn statistical_keys_are_checked() {
+        for (keys, says) in [
+            ("alpha = 0.05", "add judge = \"statistical\""),
+            (
+                "judge = \"statistical\"\n  alpha = 0.9",
+                "between 0 and 0.5",
+            ),
+            (
+                "judge = \"statistical\"\n  max_latency_shift = \"fast\"",
+                "\"5ms\" or \"5%\"",
+            ),
+            (
+                "judge = \"statistical\"\n  max_latency_shift = \"-3%\"",
+                "not a percentage",
+            ),
+            (
+                "judge = \"statistical\"\n  max_error_rate_increase = 2.0",
+                "0.01 = 1 point",
+            ),
+            (
+                "judge = \"bayesian\"",
+                "expected `threshold` or `statistical`",
+            ),
+        ] {
+            let found = errors(&with_rollout(keys));
+            let text: Vec<String> = found.iter().map(|e| e.message.clone()).collect();
+            let text = text.join("; ");
+            assert!(text.contains(says), "{keys}: {text}");
+        }
+    }
+}
