@@ -12,6 +12,7 @@ pub mod body;
 pub mod browser;
 pub mod child;
 pub mod client;
+pub mod grafana;
 pub mod killable;
 pub mod proxy;
 pub mod tool_probe;
