@@ -15,7 +15,11 @@ API takes the changes; the measured proxy applies each one from etcd's
 watch, as every replica of a fleet does (needs the fleet build:
 cargo build --release --features fleet).
 
-    python3 benches/weight_churn.py [--secs 5] [--reps 12] [--fleet]
+With --no-load there is no wrk: the changes alone, for --secs, and the
+proxy's CPU time per change it applied (utime + stime), a figure a busy host
+barely moves.
+
+    python3 benches/weight_churn.py [--secs 5] [--reps 12] [--fleet] [--no-load]
 """
 import argparse
 import http.client
@@ -65,6 +69,12 @@ def churn(stop, rate, counts, cpu, shares, admin_port):
         else:
             counts["failed"] += 1
             print(f"change refused: {resp.status} {data[:200]!r}", file=sys.stderr)
+            # As deploy tooling does: read the table again, then go on from
+            # the revision it is at (a timed-out write may have landed).
+            conn.request("GET", "/api/v1/routes")
+            resp = conn.getresponse()
+            resp.read()
+            revision = resp.getheader("ETag")
         next_at += interval
         delay = next_at - time.monotonic()
         if delay > 0:
@@ -92,6 +102,8 @@ def main():
                          "a busier canary)")
     ap.add_argument("--fleet", action="store_true",
                     help="the proxy as a fleet replica; the changes go through a second replica's admin API")
+    ap.add_argument("--no-load", action="store_true",
+                    help="no wrk: report the proxy's CPU time per change applied")
     args = ap.parse_args()
     shares = [int(x) for x in args.canary.split(",")]
     if len(shares) != 2 or not all(0 <= x <= 100 for x in shares):
@@ -160,6 +172,8 @@ name = "web"
                 sys.exit(f"port {port} never came up (see {rundir})")
         if args.fleet and not wait_connected([PORTS["admin"], PORTS["writer_admin"]]):
             sys.exit(f"the replicas never joined the fleet (see {rundir})")
+        if args.no_load:
+            return cpu_per_change(args, proxy, shares, writes_to)
         compare.run_wrk(args.load_cpu, PORTS["proxy"], 64, 2, "/")  # warm-up
         quiet, churned, errors, changes = [], [], 0, {"ok": 0, "failed": 0}
         cpu = {"quiet": [], "churn": []}
@@ -205,6 +219,23 @@ name = "web"
         return 0 if errors == 0 and changes["failed"] == 0 and behind == 0 else 1
     finally:
         stop_all(started)
+
+
+def cpu_per_change(args, proxy, shares, writes_to):
+    """Changes at --rate for --secs, no traffic: the proxy's CPU per change."""
+    stop, counts = threading.Event(), {"ok": 0, "failed": 0}
+    before = cpu_seconds(proxy.pid)
+    worker = threading.Thread(target=churn, args=(stop, args.rate, counts, args.load_cpu, shares, writes_to),
+                              daemon=True)
+    worker.start()
+    time.sleep(args.secs)
+    stop.set()
+    worker.join(10)
+    time.sleep(1)  # the last changes reach a fleet replica through the watch
+    used = cpu_seconds(proxy.pid) - before
+    print(f"{counts['ok']} changes in {args.secs} s ({counts['failed']} refused): proxy CPU "
+          f"{used / max(counts['ok'], 1) * 1e6:.0f} us per change, {used / args.secs * 100:.2f} % of a core")
+    return 0 if counts["failed"] == 0 else 1
 
 
 def stop_all(started):
