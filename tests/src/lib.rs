@@ -13,6 +13,7 @@ pub mod browser;
 pub mod child;
 pub mod client;
 pub mod etcd;
+pub mod grafana;
 pub mod killable;
 pub mod proxy;
 pub mod tool_probe;
