@@ -267,6 +267,15 @@ async fn etcd_outage_keeps_traffic_flowing_and_refuses_admin_writes() {
         || async { !connected(&proxy).await },
     )
     .await;
+    // Dashboards see it too.
+    let metrics = admin(&proxy)
+        .call(Method::GET, "/metrics", None, None)
+        .await
+        .text();
+    assert!(
+        metrics.contains("\nswitchyard_cluster_connected 0\n"),
+        "{metrics}"
+    );
     let reply = admin(&proxy)
         .set_weights("web", revision, r#"{"stable": 50, "canary": 50}"#)
         .await;

@@ -63,6 +63,11 @@ pub fn join(
     let keys = Keys::new(config.prefix.get_ref());
     let store = Arc::new(EtcdStore::new(options, keys, name.clone()));
     plane.set_store(store.clone());
+    if let Some(gauge) = store.gauge() {
+        if let Err(error) = metrics.registry().register(Box::new(gauge)) {
+            tracing::warn!(%error, "switchyard_cluster_connected not registered");
+        }
+    }
     let member = members::Member {
         name,
         data: data_addr.to_string(),

@@ -28,6 +28,9 @@ pub struct EtcdStore {
     keys: Keys,
     name: String,
     link: Mutex<Link>,
+    /// `switchyard_cluster_connected`: 1 while this replica follows the
+    /// fleet, 0 while it serves its last table without etcd.
+    gauge: Option<prometheus::IntGauge>,
 }
 
 #[derive(Default)]
@@ -50,7 +53,17 @@ impl EtcdStore {
                 error: Some("not connected yet".into()),
                 ..Link::default()
             }),
+            gauge: prometheus::IntGauge::new(
+                "switchyard_cluster_connected",
+                "1 while this replica reaches etcd and follows the fleet's table, 0 while it serves its last table without etcd.",
+            )
+            .ok(),
         }
+    }
+
+    /// The gauge, for the metrics registry.
+    pub fn gauge(&self) -> Option<prometheus::IntGauge> {
+        self.gauge.clone()
     }
 
     fn link(&self) -> MutexGuard<'_, Link> {
@@ -89,6 +102,9 @@ impl EtcdStore {
         }
         link.connected = true;
         link.error = None;
+        if let Some(gauge) = &self.gauge {
+            gauge.set(1);
+        }
     }
 
     /// Records that etcd did not answer; requests keep flowing meanwhile.
@@ -99,6 +115,9 @@ impl EtcdStore {
         }
         link.connected = false;
         link.error = Some(error.to_owned());
+        if let Some(gauge) = &self.gauge {
+            gauge.set(0);
+        }
         // Without etcd this replica cannot know it still leads.
         link.leader = None;
     }
@@ -141,11 +160,17 @@ impl EtcdStore {
                 guard_revision,
             )])
             .and_then([
-                TxnOp::put(key.clone(), value, None),
+                TxnOp::put(key.clone(), value.clone(), None),
                 TxnOp::put(self.keys.history_entry(&self.name), entry, None),
             ])
             .or_else([TxnOp::get(key, None)]);
-        let response = client.txn(txn).await.map_err(|e| self.unavailable(&e))?;
+        let response = match client.txn(txn).await {
+            Ok(response) => response,
+            // The request may have reached etcd and been applied before the
+            // answer was lost (a timeout): find out rather than report
+            // "nothing changed".
+            Err(error) => return self.settle(&mut client, guard, &value, &error).await,
+        };
         self.connected();
         let revision = response
             .header()
@@ -170,6 +195,40 @@ impl EtcdStore {
         Err(StoreError::Conflict {
             expected: guard,
             current,
+        })
+    }
+
+    /// After a commit whose answer was lost: the table now holding exactly
+    /// `value` at a revision past `guard` means the commit was applied;
+    /// still at `guard`, it was not; unreadable, nobody can tell yet.
+    async fn settle(
+        &self,
+        client: &mut Client,
+        guard: u64,
+        value: &[u8],
+        error: &etcd_client::Error,
+    ) -> Result<u64, StoreError> {
+        let read = client.get(self.keys.table(), None).await;
+        let Ok(read) = read else {
+            self.disconnected(&error.to_string());
+            return Err(StoreError::Unknown {
+                endpoints: self.options.endpoint_list(),
+                reason: error.to_string(),
+            });
+        };
+        self.connected();
+        let current = read.kvs().first();
+        let revision = current.map_or(0, |kv| u64::try_from(kv.mod_revision()).unwrap_or(0));
+        if revision > guard && current.is_some_and(|kv| kv.value() == value) {
+            tracing::info!(revision, "a commit whose answer was lost had been applied");
+            return Ok(revision);
+        }
+        if revision == guard {
+            return Err(self.unavailable(error));
+        }
+        Err(StoreError::Conflict {
+            expected: guard,
+            current: revision,
         })
     }
 

@@ -25,6 +25,7 @@ impl From<StoreError> for ChangeError {
                 ChangeError::RevisionMismatch { expected, current }
             }
             StoreError::Unavailable { .. }
+            | StoreError::Unknown { .. }
             | StoreError::NotLeader
             | StoreError::Unreadable { .. } => ChangeError::Unavailable(error.to_string()),
         }

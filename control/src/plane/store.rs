@@ -71,6 +71,8 @@ impl SharedState {
 pub enum StoreError {
     #[error("the fleet's table is at revision {current}, not {expected}: another change came first; read the routes again and retry")]
     Conflict { expected: u64, current: u64 },
+    #[error("etcd ({endpoints}) did not answer whether the change was applied ({reason}): it may or may not be; read the routes (their revision and weights) before retrying")]
+    Unknown { endpoints: String, reason: String },
     #[error("this replica no longer leads the fleet: its decision was not written")]
     NotLeader,
     #[error("the fleet's key {key} cannot be read ({reason}): a replica of another version may be publishing; the rollout waits rather than judge on part of the fleet")]
