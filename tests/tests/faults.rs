@@ -18,9 +18,12 @@
 //!   `refused_changes_leave_the_table_alone`; a stale `If-Match` is 412:
 //!   `two_writers_with_one_revision_one_wins`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
+use http_body_util::BodyExt;
 use switchyard_proxy::metrics::VersionStats;
 use switchyard_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,7 +33,7 @@ use tokio::net::TcpStream;
 /// proxy started with.
 async fn still_serving_unchanged(proxy: &TestProxy, revision: u64) {
     assert_eq!(proxy.get("/").await.status, StatusCode::OK);
-    assert_eq!(proxy.running.table.load().revision(), revision);
+    assert_eq!(table_revision(proxy), revision);
 }
 
 fn table_revision(proxy: &TestProxy) -> u64 {
@@ -100,15 +103,22 @@ async fn upstream_faults_answer_the_client_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_reset_mid_body_cuts_the_response_and_is_the_versions_reset() {
     let stable = backend("stable").start().await;
-    // Answers 200 with 1000 bytes announced, sends 100, then resets.
-    let resetting = raw_backend(|mut stream, _| async move {
-        if read_raw_request(&mut stream).await.is_some() {
-            let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n";
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(&[b'x'; 100]).await;
-            let _ = stream.flush().await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let _ = stream.set_zero_linger();
+    // Answers 200 with 1000 bytes announced, sends 100, and resets the
+    // connection once the client has the status.
+    let reset = Arc::new(tokio::sync::Notify::new());
+    let resetting = raw_backend({
+        let reset = Arc::clone(&reset);
+        move |mut stream, _| {
+            let reset = Arc::clone(&reset);
+            async move {
+                if read_raw_request(&mut stream).await.is_some() {
+                    let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n";
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let _ = stream.write_all(&[b'x'; 100]).await;
+                    reset.notified().await;
+                    let _ = stream.set_zero_linger();
+                }
+            }
         }
     })
     .await;
@@ -120,16 +130,18 @@ async fn an_upstream_reset_mid_body_cuts_the_response_and_is_the_versions_reset(
     let proxy = start_proxy(&config(&text)).await;
     let revision = table_revision(&proxy);
 
-    // The status was sent before the reset: the client sees 200 and a
+    // The status went out before the reset: the client sees 200 and a
     // body that breaks off, never a complete short one.
     let req = http::Request::get(proxy.url("/cut"))
         .body(empty())
         .expect("request");
-    let outcome = send(&proxy.client, req).await;
-    assert!(
-        outcome.is_err(),
-        "a cut body must not look complete: {outcome:?}"
-    );
+    let response = bounded(REQUEST_TIMEOUT, "the head", proxy.client.request(req))
+        .await
+        .expect("the response head");
+    assert_eq!(response.status(), StatusCode::OK);
+    reset.notify_one();
+    let body = bounded(REQUEST_TIMEOUT, "the body", response.into_body().collect()).await;
+    assert!(body.is_err(), "a cut body must not look complete");
     assert_eq!(resetting.connections(), 1);
     let figures = figures_once(&proxy, "cut", "stable", "the reset recorded", |s| {
         s.requests == 1
@@ -147,45 +159,59 @@ async fn an_upstream_reset_mid_body_cuts_the_response_and_is_the_versions_reset(
 /// A backend that answers the first request on each connection (keeping
 /// it open) and closes the connection when the next request arrives on it,
 /// unanswered: an upstream whose keep-alive timeout fires just as the
-/// proxy reuses the connection. Counts answered and dropped requests.
-async fn closes_on_reuse() -> (
-    RawBackend,
-    std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]>,
-) {
-    use std::sync::atomic::Ordering;
-    let counts: std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]> = std::sync::Arc::default();
-    let seen = std::sync::Arc::clone(&counts);
-    let backend = raw_backend(move |mut stream, _| {
-        let seen = std::sync::Arc::clone(&seen);
-        async move {
-            if read_raw_request(&mut stream).await.is_none() {
-                return;
+/// proxy reuses the connection.
+struct ClosesOnReuse {
+    raw: RawBackend,
+    answered: Arc<AtomicUsize>,
+    dropped: Arc<AtomicUsize>,
+}
+
+impl ClosesOnReuse {
+    async fn start() -> ClosesOnReuse {
+        let (answered, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (a, d) = (Arc::clone(&answered), Arc::clone(&dropped));
+        let raw = raw_backend(move |mut stream, _| {
+            let (answered, dropped) = (Arc::clone(&a), Arc::clone(&d));
+            async move {
+                if read_raw_request(&mut stream).await.is_none() {
+                    return;
+                }
+                answered.fetch_add(1, Ordering::SeqCst);
+                let answer = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nanswered";
+                if stream.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                if read_raw_request(&mut stream).await.is_some() {
+                    dropped.fetch_add(1, Ordering::SeqCst);
+                }
             }
-            seen[0].fetch_add(1, Ordering::SeqCst);
-            let answer = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nanswered";
-            if stream.write_all(answer.as_bytes()).await.is_err() {
-                return;
-            }
-            if read_raw_request(&mut stream).await.is_some() {
-                seen[1].fetch_add(1, Ordering::SeqCst);
-            }
+        })
+        .await;
+        ClosesOnReuse {
+            raw,
+            answered,
+            dropped,
         }
-    })
-    .await;
-    (backend, counts)
+    }
+
+    /// Requests answered, requests dropped unanswered, connections.
+    fn seen(&self) -> (usize, usize, usize) {
+        (
+            self.answered.load(Ordering::SeqCst),
+            self.dropped.load(Ordering::SeqCst),
+            self.raw.connections(),
+        )
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_connection_closed_as_it_is_reused_is_retried_once_for_a_get_only() {
-    use std::sync::atomic::Ordering;
     let stable = backend("stable").start().await;
-    let (closing, counts) = closes_on_reuse().await;
-    let answered = || counts[0].load(Ordering::SeqCst);
-    let dropped = || counts[1].load(Ordering::SeqCst);
+    let closing = ClosesOnReuse::start().await;
     let text = route("web").backend("stable", 1, &stable).build()
         + &route("reuse")
             .key("path_prefix", "/reuse")
-            .version("stable", 1, &[closing.endpoint()])
+            .version("stable", 1, &[closing.raw.endpoint()])
             .build();
     let proxy = start_proxy(&config(&text)).await;
     let revision = table_revision(&proxy);
@@ -195,10 +221,9 @@ async fn a_pooled_connection_closed_as_it_is_reused_is_retried_once_for_a_get_on
         (first.status, first.text().as_str()),
         (StatusCode::OK, "answered")
     );
-    assert_eq!((answered(), dropped(), closing.connections()), (1, 0, 1));
-    // The connection is back in the pool once the body has ended; give
-    // the proxy's connection task a moment to have put it there.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The connection went back to the pool when the proxy handed on the
+    // body's last bytes, before the client could read them.
+    assert_eq!(closing.seen(), (1, 0, 1));
 
     // GET, no body: sent on the pooled connection, which closes unanswered;
     // sent once more on a new connection, and answered.
@@ -208,8 +233,7 @@ async fn a_pooled_connection_closed_as_it_is_reused_is_retried_once_for_a_get_on
         (StatusCode::OK, "answered"),
         "the GET was not retried"
     );
-    assert_eq!((answered(), dropped(), closing.connections()), (2, 1, 2));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(closing.seen(), (2, 1, 2));
 
     // POST with a body: the upstream may have acted on it, so it is never
     // sent twice: 502 naming the version, nothing answered.
@@ -219,7 +243,7 @@ async fn a_pooled_connection_closed_as_it_is_reused_is_retried_once_for_a_get_on
     let reply = send(&proxy.client, post).await.expect("a 502, not a reset");
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
     assert!(reply.text().contains("'stable'"), "{}", reply.text());
-    assert_eq!((answered(), dropped(), closing.connections()), (2, 2, 2));
+    assert_eq!(closing.seen(), (2, 2, 2));
 
     // The retried GET counts once, and as no error; the POST as the
     // version's reset.
@@ -340,16 +364,16 @@ async fn a_client_abort_mid_upload_before_the_answer_is_an_abort_not_an_error() 
     proxy.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_abort_mid_upload_after_the_answer_is_an_abort_not_an_error() {
-    // The support backend echoes a POST as it arrives: its answer starts
-    // long before the upload ends.
+/// A client that sends `head` and `body` to the support backend (which
+/// echoes an upload as it arrives and streams `/bytes/N`), reads `wanted`
+/// bytes of its 200 and goes away: one aborted request, no error.
+async fn client_aborts_after_the_answer(head: &str, body: &[u8], wanted: usize) {
     let stable = backend("stable").start().await;
     let proxy = start_proxy(&config(&route("web").backend("stable", 1, &stable).build())).await;
     let revision = table_revision(&proxy);
 
-    let mut client = sent(&proxy, UPLOAD_HEAD, &[b'x'; 10_000]).await;
-    let answer = read_at_least(&mut client, 1000).await;
+    let mut client = sent(&proxy, head, body).await;
+    let answer = read_at_least(&mut client, wanted).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(client);
     counted_as_one_abort(&proxy).await;
@@ -359,18 +383,13 @@ async fn a_client_abort_mid_upload_after_the_answer_is_an_abort_not_an_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_abort_mid_download_is_an_abort_not_an_error() {
-    let stable = backend("stable").start().await;
-    let proxy = start_proxy(&config(&route("web").backend("stable", 1, &stable).build())).await;
-    let revision = table_revision(&proxy);
+async fn a_client_abort_mid_upload_after_the_answer_is_an_abort_not_an_error() {
+    // The echo starts long before the 1 MB upload ends.
+    client_aborts_after_the_answer(UPLOAD_HEAD, &[b'x'; 10_000], 1000).await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_abort_mid_download_is_an_abort_not_an_error() {
     let head = "GET /bytes/100000000 HTTP/1.1\r\nHost: a\r\n\r\n";
-    let mut client = sent(&proxy, head, b"").await;
-    let answer = read_at_least(&mut client, 100_000).await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    drop(client);
-    counted_as_one_abort(&proxy).await;
-    assert_eq!(stable.hits(), 1);
-    still_serving_unchanged(&proxy, revision).await;
-    proxy.shutdown().await;
+    client_aborts_after_the_answer(head, b"", 100_000).await;
 }
