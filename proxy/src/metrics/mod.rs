@@ -323,6 +323,7 @@ impl Metrics {
             index,
             slot,
             started,
+            client_body: None,
         })
     }
 
@@ -801,6 +802,43 @@ mod tests {
         ));
         let stats = metrics.totals("web", "stable").expect("stable");
         assert_eq!(stats.requests, 2);
+        assert_eq!(stats.aborted, 1);
+    }
+
+    /// A body whose first frame is a broken connection.
+    struct Broken;
+
+    impl http_body::Body for Broken {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+            let error = std::io::Error::other("connection error");
+            std::task::Poll::Ready(Some(Err(error)))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_broken_by_the_clients_failed_upload_is_an_abort() {
+        let (handle, metrics) = watched();
+        let table = handle.load();
+        for client_failed in [false, true] {
+            let mut measure = start(&metrics, &table, "stable", Duration::ZERO);
+            let failed = crate::limits::ClientBodyFailed::default();
+            measure.watch_client_body(failed.clone());
+            if client_failed {
+                failed.set();
+            }
+            let body = boxed_response(Some(measure), http::Response::new(Broken)).into_body();
+            assert!(body.collect().await.is_err());
+        }
+        let stats = metrics.totals("web", "stable").expect("stable");
+        assert_eq!(stats.requests, 2);
+        assert_eq!(stats.upstream_errors, [0, 0, 1, 0], "only the first");
+        assert_eq!(stats.errors, 1);
         assert_eq!(stats.aborted, 1);
     }
 
