@@ -101,6 +101,17 @@ async fn wait_state(admin: &AdminClient, states: &[&str]) -> Value {
     }
 }
 
+/// Starts the rollout under traffic and waits until it rolls back or
+/// completes: the admin client and the final status.
+async fn run_to_end(proxy: &TestProxy) -> (AdminClient, Value) {
+    let admin = AdminClient::new(proxy.running.admin_addr, None);
+    let traffic = Traffic::start(proxy);
+    rollout(&admin, Some("start")).await;
+    let status = wait_state(&admin, &["rolled_back", "completed"]).await;
+    traffic.stop().await;
+    (admin, status)
+}
+
 async fn history(admin: &AdminClient) -> Vec<Value> {
     let body = admin
         .call(Method::GET, "/api/v1/history", None, None)
@@ -180,11 +191,7 @@ async fn slow_canary_is_rolled_back_on_p99_ratio() {
     stable.set_delay(Duration::from_millis(10));
     canary.set_delay(Duration::from_millis(40));
     let proxy = start_proxy(&rollout_config(&stable, &canary, "max_p99_ratio = 1.5")).await;
-    let admin = AdminClient::new(proxy.running.admin_addr, None);
-    let traffic = Traffic::start(&proxy);
-    rollout(&admin, Some("start")).await;
-    let status = wait_state(&admin, &["rolled_back", "completed"]).await;
-    traffic.stop().await;
+    let (admin, status) = run_to_end(&proxy).await;
     assert_eq!(status["state"], "rolled_back", "{status}");
     let reason = status["last_verdict"]["reason"]
         .as_str()
@@ -202,11 +209,7 @@ async fn healthy_canary_walks_every_step_and_is_promoted() {
     let stable = Killable::start("stable").await;
     let canary = Killable::start("canary").await;
     let proxy = start_proxy(&rollout_config(&stable, &canary, "max_p99 = \"2s\"")).await;
-    let admin = AdminClient::new(proxy.running.admin_addr, None);
-    let traffic = Traffic::start(&proxy);
-    rollout(&admin, Some("start")).await;
-    let status = wait_state(&admin, &["rolled_back", "completed"]).await;
-    traffic.stop().await;
+    let (admin, status) = run_to_end(&proxy).await;
     assert_eq!(status["state"], "completed", "{status}");
     let (_, routes) = admin.routes().await;
     assert_eq!(
@@ -292,11 +295,7 @@ async fn the_statistical_judge_rolls_back_a_slower_canary_with_its_evidence() {
     canary.set_delay(Duration::from_millis(25));
     let policy = "judge = \"statistical\"\n  alpha = 0.05\n  max_latency_shift = \"5ms\"";
     let proxy = start_proxy(&rollout_config(&stable, &canary, policy)).await;
-    let admin = AdminClient::new(proxy.running.admin_addr, None);
-    let traffic = Traffic::start(&proxy);
-    rollout(&admin, Some("start")).await;
-    let status = wait_state(&admin, &["rolled_back", "completed"]).await;
-    traffic.stop().await;
+    let (admin, status) = run_to_end(&proxy).await;
     assert_eq!(status["state"], "rolled_back", "{status}");
     let verdict = &status["last_verdict"];
     let reason = verdict["reason"].as_str().unwrap_or_default();
@@ -339,11 +338,7 @@ async fn the_statistical_judge_promotes_an_equal_canary() {
     canary.set_delay(Duration::from_millis(5));
     let policy = "judge = \"statistical\"\n  max_latency_shift = \"20%\"";
     let proxy = start_proxy(&rollout_config(&stable, &canary, policy)).await;
-    let admin = AdminClient::new(proxy.running.admin_addr, None);
-    let traffic = Traffic::start(&proxy);
-    rollout(&admin, Some("start")).await;
-    let status = wait_state(&admin, &["rolled_back", "completed"]).await;
-    traffic.stop().await;
+    let (admin, status) = run_to_end(&proxy).await;
     assert_eq!(status["state"], "completed", "{status}");
     // The steps with baseline traffic passed on the tests' evidence (the
     // last one, all canary, has no baseline to compare with).

@@ -172,26 +172,14 @@ impl EtcdStore {
             Err(error) => return self.settle(&mut client, guard, &value, &error).await,
         };
         self.connected();
-        let revision = response
-            .header()
-            .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0));
+        let revision = committed_revision(&response);
         if response.succeeded() {
             if let Err(error) = self.trim_history(&mut client).await {
                 tracing::warn!(%error, "the fleet's history could not be trimmed; trying again after the next change");
             }
             return Ok(revision);
         }
-        let current = response
-            .op_responses()
-            .into_iter()
-            .find_map(|op| match op {
-                etcd_client::TxnOpResponse::Get(get) => get
-                    .kvs()
-                    .first()
-                    .map(|kv| u64::try_from(kv.mod_revision()).unwrap_or(0)),
-                _ => None,
-            })
-            .unwrap_or(0);
+        let current = guarded_key_revision(response);
         Err(StoreError::Conflict {
             expected: guard,
             current,
@@ -379,23 +367,11 @@ impl EtcdStore {
             .or_else([TxnOp::get(key, None)]);
         let response = client.txn(txn).await.map_err(|e| self.unavailable(&e))?;
         self.connected();
-        let revision = response
-            .header()
-            .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0));
+        let revision = committed_revision(&response);
         if response.succeeded() {
             return Ok(revision);
         }
-        let current = response
-            .op_responses()
-            .into_iter()
-            .find_map(|op| match op {
-                etcd_client::TxnOpResponse::Get(get) => get
-                    .kvs()
-                    .first()
-                    .map(|kv| u64::try_from(kv.mod_revision()).unwrap_or(0)),
-                _ => None,
-            })
-            .unwrap_or(0);
+        let current = guarded_key_revision(response);
         if current == guard {
             self.set_leader(None);
             return Err(StoreError::NotLeader);
@@ -464,6 +440,29 @@ impl SharedStore for EtcdStore {
             error: link.error.clone(),
         }
     }
+}
+
+/// The store's revision after a `Txn` (the new one when it succeeded).
+fn committed_revision(response: &etcd_client::TxnResponse) -> u64 {
+    response
+        .header()
+        .map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0))
+}
+
+/// After a failed guarded `Txn` whose else-branch read the guarded key:
+/// that key's mod revision now (0: absent).
+fn guarded_key_revision(response: etcd_client::TxnResponse) -> u64 {
+    response
+        .op_responses()
+        .into_iter()
+        .find_map(|op| match op {
+            etcd_client::TxnOpResponse::Get(get) => get
+                .kvs()
+                .first()
+                .map(|kv| u64::try_from(kv.mod_revision()).unwrap_or(0)),
+            _ => None,
+        })
+        .unwrap_or(0)
 }
 
 /// Shared by the tasks of one replica.
