@@ -16,7 +16,7 @@
 # < 0.5 % of the count).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bench="$repo/../shared/bench"
+bench="${BENCH_DIR:-$repo/../shared/bench}"
 BIN="$(realpath "${1:-$repo/target/pgo/switchyard}")"
 shift || true
 MODES=("${@:-plain split}")
