@@ -11,6 +11,13 @@ use switchyard_control::ctl::{Ctl, CtlCommand};
 use switchyard_control::{Config, StartOptions};
 use tracing::Level;
 
+/// jemalloc, built with background purging (`.cargo/config.toml`): memory
+/// freed after a burst of connections goes back to the OS within seconds,
+/// where glibc's malloc kept it (benches/RESULTS.md, "memory per
+/// connection").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",
