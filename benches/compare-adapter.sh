@@ -4,6 +4,8 @@
 # Contract (../shared/bench/proxies/candidate-template.sh):
 #   in : LISTEN_PORT STABLE_ADDR CANARY_ADDR SHADOW_ADDR MODE RUN_DIR
 #        [SPLIT_CANARY_PCT=10] [PROTO=h1|h2c] [SWITCHYARD_BIN]
+#        [SWITCHYARD_CLUSTER_ETCD=http://HOST:PORT [SWITCHYARD_CLUSTER_PREFIX]]:
+#        a fleet replica on that etcd (a binary built with --features fleet)
 #   out: writes RUN_DIR/switchyard.toml and execs `switchyard run` in the
 #        foreground with one worker thread; exit 3 for an unsupported mode.
 # The binary is the profile-guided release build, target/pgo/switchyard:
@@ -52,13 +54,18 @@ if [[ -n $stale ]]; then
   exit 1
 fi
 
+cluster=""
+if [[ -n ${SWITCHYARD_CLUSTER_ETCD:-} ]]; then
+  cluster=$'[cluster]\netcd = ["'"$SWITCHYARD_CLUSTER_ETCD"$'"]\nprefix = "'"${SWITCHYARD_CLUSTER_PREFIX:-/switchyard/bench}"$'"\n\n'
+fi
+
 cat >"$RUN_DIR/switchyard.toml" <<EOF
 # Written by benches/compare-adapter.sh (MODE=$MODE PROTO=$PROTO).
 [listen]
 data = "127.0.0.1:$LISTEN_PORT"
 admin = "127.0.0.1:0"
 
-[[routes]]
+$cluster[[routes]]
 name = "bench"
 path_prefix = "/"
 

@@ -51,6 +51,10 @@ pub enum CtlCommand {
         /// How far back: `60s`, `5m`, … (capped by what is kept).
         #[arg(long, default_value = "60s")]
         window: String,
+        /// Every replica's figures added up (`[cluster]`), over the window
+        /// each one publishes.
+        #[arg(long, conflicts_with = "window")]
+        fleet: bool,
     },
     /// The fleet's replicas and the revision each serves (`[cluster]`).
     Fleet,
@@ -216,8 +220,12 @@ impl Ctl {
                     }
                 }
             }
-            CtlCommand::Stats { window } => {
-                let path = format!("/api/v1/stats?window={}", window.replace(' ', ""));
+            CtlCommand::Stats { window, fleet } => {
+                let path = if *fleet {
+                    "/api/v1/stats?scope=fleet".to_owned()
+                } else {
+                    format!("/api/v1/stats?window={}", window.replace(' ', ""))
+                };
                 self.call(Method::GET, &path, None, None).await?
             }
             CtlCommand::Demo {

@@ -12,7 +12,7 @@
 use http::header::{HeaderValue, CACHE_CONTROL};
 use http::{Method, StatusCode};
 
-use crate::admin::api::{text_response, AdminResponse, Extension};
+use crate::admin::api::{sync_extension, text_response, AdminResponse, Extension};
 
 const PAGE: &str = include_str!("../assets/dashboard.html");
 
@@ -27,7 +27,7 @@ pub fn page() -> AdminResponse {
 
 /// Serves the page at `/dashboard` on the admin listener.
 pub fn extension() -> Extension {
-    Box::new(|method, path, _query| {
+    sync_extension(|method, path, _query| {
         (method == Method::GET && matches!(path, "/dashboard" | "/dashboard/")).then(page)
     })
 }
@@ -67,10 +67,12 @@ mod tests {
         assert!(PAGE.contains(r#"h["If-Match"]"#));
     }
 
-    #[test]
-    fn served_at_dashboard_only() {
+    #[tokio::test]
+    async fn served_at_dashboard_only() {
         let extension = extension();
-        let response = extension(&Method::GET, "/dashboard", None).expect("page");
+        let response = extension(&Method::GET, "/dashboard", None)
+            .expect("page")
+            .await;
         assert_eq!(response.status(), StatusCode::OK);
         assert!(extension(&Method::POST, "/dashboard", None).is_none());
         assert!(extension(&Method::GET, "/other", None).is_none());

@@ -35,11 +35,13 @@ pub mod history;
 #[cfg(test)]
 #[path = "../../proxy/src/layering.rs"]
 mod layering;
+pub mod load;
 pub mod plane;
 pub mod reload;
 pub mod rollout;
 pub mod run;
 pub mod shadows;
+pub mod statistics;
 pub mod stats;
 pub mod tls_reload;
 

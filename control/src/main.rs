@@ -11,6 +11,13 @@ use switchyard_control::ctl::{Ctl, CtlCommand};
 use switchyard_control::{Config, StartOptions};
 use tracing::Level;
 
+/// jemalloc, built with background purging (`.cargo/config.toml`): memory
+/// freed after a burst of connections goes back to the OS within seconds,
+/// where glibc's malloc kept it (benches/RESULTS.md, "memory per
+/// connection").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",
@@ -53,6 +60,9 @@ enum Command {
               value_parser = clap::value_parser!(u32).range(1..=5000))]
         rate: u32,
     },
+    /// Load a URL and measure each version's latency and errors, and what
+    /// a canary costs against the baseline.
+    Load(Box<switchyard_control::load::LoadOptions>),
     /// Talk to a running switchyard's admin API.
     Ctl {
         /// Admin API address or URL.
@@ -157,6 +167,11 @@ fn main() -> ExitCode {
             };
             block_on(None, switchyard_control::demo::run(options))
         }
+        Command::Load(options) => block_on(options.threads, async move {
+            let report = switchyard_control::load::run(&options).await?;
+            print!("{}", switchyard_control::load::summary(&report));
+            Ok::<(), BoxError>(())
+        }),
         Command::Ctl {
             admin,
             token,

@@ -190,7 +190,7 @@ pub async fn start_with_extensions(
     let mut extensions: Vec<Extension> = vec![
         crate::rollout::admin_extension(Arc::clone(&rollouts)),
         crate::shadows::admin_extension(table.clone()),
-        crate::stats::extension(metrics.clone()),
+        crate::stats::extension(metrics.clone(), Arc::clone(&plane)),
         crate::dashboard::extension(),
     ];
     extensions.extend(more);
@@ -237,6 +237,7 @@ pub async fn start_with_extensions(
             base_dir.as_deref(),
             data_addr,
             admin_addr,
+            metrics.clone(),
         )?);
     }
     background.push(crate::health::start(Arc::clone(&plane), probes));

@@ -13,11 +13,11 @@ use serde_json::{json, Map, Value};
 use switchyard_proxy::shadow::{Mismatch, Shadow};
 use switchyard_proxy::{RoutingTable, ShadowResult, TableHandle};
 
-use crate::admin::api::{json_response, Extension};
+use crate::admin::api::{json_response, sync_extension, Extension};
 
 /// The admin endpoint `GET /api/v1/shadows`.
 pub fn admin_extension(table: TableHandle) -> Extension {
-    Box::new(move |method, path, _query| {
+    sync_extension(move |method, path, _query| {
         let path = path.trim_end_matches('/');
         (*method == Method::GET && path == "/api/v1/shadows")
             .then(|| json_response(StatusCode::OK, &shadows_json(&table.load())))

@@ -1,21 +1,25 @@
 //! Per-version figures over a window, for people and tools: the JSON of
-//! `GET /api/v1/stats?window=60s`, the Prometheus text of `GET /metrics`
+//! `GET /api/v1/stats?window=60s` (this replica's, or with `scope=fleet`
+//! every replica's added up), the Prometheus text of `GET /metrics`
 //! (both admin endpoints, dispatched from [`extension`]), and the table
 //! `switchyard ctl stats` prints.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use switchyard_proxy::metrics::{self, Latency, Metrics, VersionStats, CODE_CLASSES};
+use switchyard_proxy::metrics::{
+    self, Latency, Metrics, SeriesStats, Tally, VersionStats, CODE_CLASSES,
+};
 use switchyard_proxy::shadow::ShadowResult;
 use switchyard_proxy::UpstreamErrorKind;
 
-use crate::admin::api::{json_response, text_response, AdminResponse, Extension};
-use crate::plane::{Observer, PlaneEvent};
+use crate::admin::api::{json_response, text_response, AdminResponse, Extension, PendingResponse};
+use crate::plane::{ControlPlane, Observer, PlaneEvent, ReplicaTallies};
 
 /// The window when the query names none.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
@@ -30,6 +34,14 @@ pub struct StatsReport {
     /// The routing table revision the weights come from.
     pub revision: Option<u64>,
     pub routes: Vec<RouteReport>,
+    /// `scope=fleet`: the replicas whose figures were added up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetScope>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetScope {
+    pub replicas: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +153,75 @@ impl VersionReport {
 /// The report for `window` (capped at the longest window kept).
 pub fn report(metrics: &Metrics, window: Duration) -> StatsReport {
     let window = window.min(metrics.max_window());
+    report_of(metrics, window, metrics.stats(window), None)
+}
+
+/// The fleet's report: every replica's published window, added up exactly
+/// per version (HDR histograms merge without loss), over the window each
+/// replica publishes (`[metrics] slice × slices`).
+pub fn fleet_report(metrics: &Metrics, published: &[ReplicaTallies]) -> StatsReport {
+    let table = metrics.table();
+    let weights: Vec<((String, String), Option<u32>)> = table
+        .iter()
+        .flat_map(|table| &table.spec().routes)
+        .flat_map(|route| {
+            route.versions.iter().map(|version| {
+                (
+                    (route.name.clone(), version.name.clone()),
+                    Some(version.weight),
+                )
+            })
+        })
+        .collect();
+    let mut sums: BTreeMap<(String, String), (Tally, Duration)> = BTreeMap::new();
+    for series in published.iter().flat_map(|replica| &replica.series) {
+        let key = (series.route.to_string(), series.version.to_string());
+        let (sum, covered) = sums
+            .entry(key)
+            .or_insert_with(|| (Tally::empty(), Duration::ZERO));
+        sum.add(&series.window);
+        *covered = (*covered).max(series.covered);
+    }
+    // The local table's order first (as the replica view), then the rest.
+    let mut series = Vec::new();
+    for ((route, version), weight) in &weights {
+        if let Some((sum, covered)) = sums.remove(&(route.clone(), version.clone())) {
+            series.push(merged(route, version, *weight, &sum, covered));
+        }
+    }
+    for ((route, version), (sum, covered)) in &sums {
+        series.push(merged(route, version, None, sum, *covered));
+    }
+    let replicas = published.iter().map(|r| r.replica.clone()).collect();
+    report_of(
+        metrics,
+        metrics.max_window(),
+        series,
+        Some(FleetScope { replicas }),
+    )
+}
+
+fn merged(
+    route: &str,
+    version: &str,
+    weight: Option<u32>,
+    sum: &Tally,
+    covered: Duration,
+) -> SeriesStats {
+    SeriesStats {
+        route: route.into(),
+        version: version.into(),
+        weight,
+        stats: sum.stats(covered),
+    }
+}
+
+fn report_of(
+    metrics: &Metrics,
+    window: Duration,
+    series: Vec<SeriesStats>,
+    fleet: Option<FleetScope>,
+) -> StatsReport {
     let table = metrics.table();
     let mut routes: Vec<RouteReport> = Vec::new();
     if let Some(table) = &table {
@@ -148,11 +229,16 @@ pub fn report(metrics: &Metrics, window: Duration) -> StatsReport {
             routes.push(RouteReport {
                 route: route.name.clone(),
                 versions: Vec::new(),
-                shadows: shadow_reports(table.route(&route.name)),
+                // Shadow results are this replica's own.
+                shadows: if fleet.is_none() {
+                    shadow_reports(table.route(&route.name))
+                } else {
+                    Vec::new()
+                },
             });
         }
     }
-    for series in metrics.stats(window) {
+    for series in series {
         let report = VersionReport::new(&series.version, series.weight, &series.stats);
         match routes.iter_mut().find(|r| *r.route == *series.route) {
             Some(route) => route.versions.push(report),
@@ -168,6 +254,7 @@ pub fn report(metrics: &Metrics, window: Duration) -> StatsReport {
         window_seconds: window.as_secs_f64(),
         revision: table.map(|t| t.revision()),
         routes,
+        fleet,
     }
 }
 
@@ -224,24 +311,69 @@ pub fn parse_window(query: Option<&str>) -> Result<Duration, String> {
     Ok(window)
 }
 
-/// `GET /metrics` and `GET /api/v1/stats` for the admin listener.
-pub fn extension(metrics: Metrics) -> Extension {
+/// `GET /metrics` and `GET /api/v1/stats[?window=…][&scope=fleet]` for the
+/// admin listener.
+pub fn extension(metrics: Metrics, plane: Arc<ControlPlane>) -> Extension {
     Box::new(move |method, path, query| {
         if method != Method::GET {
             return None;
         }
-        match path {
-            "/metrics" => Some(prometheus_text(&metrics)),
-            "/api/v1/stats" => Some(match parse_window(query) {
-                Ok(window) => json_response(StatusCode::OK, &report(&metrics, window)),
-                Err(error) => json_response(
-                    StatusCode::BAD_REQUEST,
-                    &json!({ "error": error, "detail": null }),
-                ),
-            }),
-            _ => None,
-        }
+        let response: PendingResponse = match path {
+            "/metrics" => Box::pin(std::future::ready(prometheus_text(&metrics))),
+            "/api/v1/stats" => {
+                let (metrics, plane) = (metrics.clone(), Arc::clone(&plane));
+                let query = query.map(str::to_owned);
+                Box::pin(async move { stats(&metrics, &plane, query.as_deref()).await })
+            }
+            _ => return None,
+        };
+        Some(response)
     })
+}
+
+async fn stats(metrics: &Metrics, plane: &ControlPlane, query: Option<&str>) -> AdminResponse {
+    let error =
+        |status, error: String| json_response(status, &json!({ "error": error, "detail": null }));
+    let window = match parse_window(query) {
+        Ok(window) => window,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let param = |name: &str| {
+        query
+            .unwrap_or("")
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+    };
+    match param("scope") {
+        None | Some("replica") => json_response(StatusCode::OK, &report(metrics, window)),
+        Some("fleet") => {
+            let published_window = metrics.max_window();
+            if param("window").is_some() && window != published_window {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "scope=fleet covers the window every replica publishes, {}s ([metrics] slice × slices): leave window out or ask window={}s",
+                        published_window.as_secs_f64(),
+                        published_window.as_secs_f64()
+                    ),
+                );
+            }
+            let Some(store) = plane.store() else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "scope=fleet needs a fleet: this replica runs without [cluster]".into(),
+                );
+            };
+            match store.published().await {
+                Ok(published) => json_response(StatusCode::OK, &fleet_report(metrics, &published)),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            }
+        }
+        Some(other) => error(
+            StatusCode::BAD_REQUEST,
+            format!("scope '{other}' is not one of replica, fleet"),
+        ),
+    }
 }
 
 /// Keeps metrics in step with the control plane: reload results counted,
@@ -270,8 +402,15 @@ pub fn render(body: &Value) -> String {
         Ok(report) => report,
         Err(error) => return format!("unexpected stats reply ({error}):\n{body}"),
     };
+    let scope = report.fleet.as_ref().map_or_else(String::new, |fleet| {
+        format!(
+            "fleet of {} ({}), ",
+            fleet.replicas.len(),
+            fleet.replicas.join(", ")
+        )
+    });
     let mut out = format!(
-        "window {}s, table revision {}{}\n",
+        "{scope}window {}s, table revision {}{}\n",
         report.window_seconds,
         report
             .revision
@@ -404,6 +543,7 @@ mod tests {
             enabled: true,
             window_seconds: 10.0,
             revision: Some(4),
+            fleet: None,
             routes: vec![RouteReport {
                 route: "web".into(),
                 versions: vec![

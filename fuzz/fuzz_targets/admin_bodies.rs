@@ -107,9 +107,8 @@ fn observe(plane: &Plane) -> Observed {
         revision: table.revision(),
         spec: table.spec().clone(),
         history: plane.plane.history().len(),
-        rollout: plane
-            .rollouts
-            .status("shop")
+        rollout: runtime()
+            .block_on(plane.rollouts.status("shop"))
             .ok()
             .and_then(|status| status.get("state").cloned()),
     }

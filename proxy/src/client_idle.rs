@@ -1,15 +1,22 @@
-//! The client idle timeout: a downstream HTTP/1.1 connection that has no
-//! request in flight and starts none for `[timeouts] client_idle` is
-//! closed. That covers a keep-alive connection nobody uses, a connection
-//! that never sends a request, and a client trickling header bytes
-//! (bytes read do not count as progress; a request starting does).
+//! The client idle timeout, and when an idle HTTP/1.1 connection is parked.
+//!
+//! A downstream HTTP/1.1 connection that has no request in flight and starts
+//! none for `[timeouts] client_idle` is closed. That covers a keep-alive
+//! connection nobody uses, a connection that never sends a request, and a
+//! client trickling header bytes (bytes read do not count as progress; a
+//! request starting does).
 //!
 //! Why not hyper's `header_read_timeout`: it allocates and registers a
 //! timer for every request, about a twentieth of a request's instructions.
-//! Here each connection has one timer, ticking four times per timeout: a
-//! tick with a request started, one in flight or bytes written resets the
-//! count; four idle ticks in a row close the connection (after between one
-//! and one and a quarter timeouts of idleness).
+//! Here each connection has one timer. While the connection is served it
+//! ticks every [`PARK_TICK`] (a quarter of the timeout if that is shorter):
+//! a tick with a request started, one in flight or bytes written resets the
+//! count; idle ticks adding up to the timeout close the connection. The
+//! first idle tick after a request asks the connection's driver to *park*
+//! it ([`crate::idle_park`]): hyper's state and buffers are dropped, and
+//! the timer, now with nothing to watch but the socket, is set once for
+//! what is left of the timeout. A connection that has not sent its first
+//! bytes waits the same way.
 //!
 //! A request is in flight until its response body has ended ([`InFlight`]
 //! travels with the body), so a slow upstream or a long download is never
@@ -30,15 +37,29 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// Idle ticks in a row that close a connection.
+/// The longest tick of an active connection's timer: an idle keep-alive
+/// connection is parked after one to two of these.
+pub const PARK_TICK: Duration = Duration::from_secs(1);
+
+/// Ticks per timeout at most (a timeout shorter than four
+/// [`PARK_TICK`]s is ticked in quarters).
 const TICKS_PER_TIMEOUT: u32 = 4;
 
-/// What the requests of one connection tell its idle timer.
+/// What the requests of one connection tell its idle timer, and what the
+/// timer tells the connection's driver.
 #[derive(Debug, Default)]
 pub struct IdleWatch {
     started: AtomicU64,
     in_flight: AtomicU32,
     exempt: AtomicBool,
+    /// The timer found the connection idle for a tick, with nothing left
+    /// to write: the driver may park it.
+    park_wanted: AtomicBool,
+    /// The driver is taking hyper's connection apart to park it: its
+    /// shutdown of the stream must leave the socket open.
+    parking: AtomicBool,
+    /// Times hyper's connection was taken apart while idle.
+    parks: AtomicU64,
 }
 
 impl IdleWatch {
@@ -62,6 +83,26 @@ impl IdleWatch {
     /// The connection is no longer timed (it became a tunnel).
     pub fn exempt(&self) {
         self.exempt.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the timer asked for the connection to be parked (once).
+    pub fn take_park_wanted(&self) -> bool {
+        self.park_wanted.load(Ordering::Relaxed) && self.park_wanted.swap(false, Ordering::Relaxed)
+    }
+
+    /// While set, shutting the stream down leaves the socket open.
+    pub fn set_parking(&self, parking: bool) {
+        self.parking.store(parking, Ordering::Relaxed);
+    }
+
+    /// hyper's connection was taken apart while idle.
+    pub fn count_park(&self) {
+        self.parks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Times the connection was parked.
+    pub fn parks(&self) -> u64 {
+        self.parks.load(Ordering::Relaxed)
     }
 }
 
@@ -113,30 +154,74 @@ impl<B: Body<Data = Bytes> + Unpin> Body for HeldBody<B> {
 
 /// A downstream connection's I/O with its idle timer. The timer is looked
 /// at only while the connection waits to read, which is when hyper waits
-/// for the next request.
+/// for the next request (or a parked connection for its next bytes).
 pub struct IdleTimeout<I> {
     io: I,
     watch: Arc<IdleWatch>,
     tick: Duration,
+    ticks_per_timeout: u32,
     timer: Pin<Box<Sleep>>,
     idle_ticks: u32,
     /// Requests started as of the last tick.
     seen_started: u64,
+    /// Requests started when the connection was last unparked: one must
+    /// have started since for hyper's connection to be idle between two.
+    started_at_unpark: u64,
     wrote: bool,
+    /// The last write or flush could not finish: bytes wait in a buffer.
+    write_blocked: bool,
+    /// Parked (or waiting for its first bytes) since then: the timer is
+    /// set for the rest of the timeout.
+    parked_at: Option<Instant>,
 }
 
 impl<I> IdleTimeout<I> {
+    /// Starts parked: nothing to watch until the client's first bytes.
     pub fn new(io: I, watch: Arc<IdleWatch>, timeout: Duration) -> IdleTimeout<I> {
-        let tick = (timeout / TICKS_PER_TIMEOUT).max(Duration::from_millis(1));
+        let tick = (timeout / TICKS_PER_TIMEOUT)
+            .min(PARK_TICK)
+            .max(Duration::from_millis(1));
+        let ticks_per_timeout =
+            u32::try_from(timeout.as_nanos().div_ceil(tick.as_nanos())).unwrap_or(u32::MAX);
         IdleTimeout {
             io,
             watch,
             tick,
-            timer: Box::pin(tokio::time::sleep(tick)),
+            ticks_per_timeout,
+            timer: Box::pin(tokio::time::sleep(timeout)),
             idle_ticks: 0,
             seen_started: 0,
+            started_at_unpark: 0,
             wrote: false,
+            write_blocked: false,
+            parked_at: Some(Instant::now()),
         }
+    }
+
+    /// The driver took hyper's connection away: from now on the timer
+    /// fires once, when the rest of the timeout has passed.
+    pub fn park(&mut self) {
+        let now = Instant::now();
+        self.parked_at = Some(now);
+        let left = self.ticks_per_timeout.saturating_sub(self.idle_ticks);
+        self.timer.as_mut().reset(now + self.tick * left);
+    }
+
+    /// Bytes arrived on a parked connection: ticking again, the time
+    /// spent parked counted as idle (bytes are not a request).
+    pub fn unpark(&mut self) {
+        let now = Instant::now();
+        if let Some(parked_at) = self.parked_at.take() {
+            let parked_ticks = (now - parked_at).as_nanos() / self.tick.as_nanos();
+            self.idle_ticks = self
+                .idle_ticks
+                .saturating_add(u32::try_from(parked_ticks).unwrap_or(u32::MAX));
+        }
+        let started = self.watch.started.load(Ordering::Relaxed);
+        self.seen_started = started;
+        self.started_at_unpark = started;
+        self.wrote = false;
+        self.timer.as_mut().reset(now + self.tick);
     }
 
     /// Whether the connection has been idle for the whole timeout; polls
@@ -148,13 +233,24 @@ impl<I> IdleTimeout<I> {
             }
             let started = self.watch.started.load(Ordering::Relaxed);
             let busy = self.watch.in_flight.load(Ordering::Relaxed) > 0;
-            if busy || self.wrote || started != self.seen_started {
+            let active = busy || self.wrote || self.write_blocked || started != self.seen_started;
+            if self.parked_at.is_some() {
+                if !active {
+                    return true;
+                }
+                // Requests on a stream nobody unparked (a test's): tick.
+                self.parked_at = None;
+            }
+            if active {
                 self.idle_ticks = 0;
             } else {
-                self.idle_ticks += 1;
+                self.idle_ticks = self.idle_ticks.saturating_add(1);
             }
-            if self.idle_ticks >= TICKS_PER_TIMEOUT {
+            if self.idle_ticks >= self.ticks_per_timeout {
                 return true;
+            }
+            if self.idle_ticks == 1 && started != self.started_at_unpark {
+                self.watch.park_wanted.store(true, Ordering::Relaxed);
             }
             self.seen_started = started;
             self.wrote = false;
@@ -207,18 +303,29 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<I> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.write_blocked = polled.is_pending();
+        polled
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.watch.parking.load(Ordering::Relaxed) {
+            // hyper ends its connection, but the client's stays open.
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
 impl<I> IdleTimeout<I> {
     fn note_written(&mut self, polled: &Poll<io::Result<usize>>) {
-        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
-            self.wrote = true;
+        match polled {
+            Poll::Ready(Ok(n)) => {
+                self.write_blocked = false;
+                self.wrote |= *n > 0;
+            }
+            Poll::Ready(Err(_)) => self.write_blocked = false,
+            Poll::Pending => self.write_blocked = true,
         }
     }
 }

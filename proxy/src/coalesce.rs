@@ -40,6 +40,10 @@ impl<I> CoalescedWrites<I> {
     pub fn get_ref(&self) -> &I {
         &self.io
     }
+
+    pub fn get_mut(&mut self) -> &mut I {
+        &mut self.io
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for CoalescedWrites<I> {

@@ -137,6 +137,26 @@ pub fn retarget(
     Ok(Request::from_parts(parts, body))
 }
 
+/// A copy of `req` to send again when nothing of its answer came back: an
+/// idempotent method (RFC 9110 §9.2.2) without a body (a body is streamed
+/// once and gone). `None` when sending it twice is impossible or unsafe.
+pub fn replayable_copy(req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
+    use http::Method;
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    );
+    if !idempotent || !http_body::Body::is_end_stream(req.body()) {
+        return None;
+    }
+    let mut copy = Request::new(crate::body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
 /// Cleans the upstream's response for the downstream connection. One that
 /// switched to `switched` (the protocol the tunnel speaks) keeps its
 /// `Upgrade` header, or gets that protocol when it sent none.

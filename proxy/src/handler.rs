@@ -28,7 +28,6 @@ use crate::table::{Endpoint, Route, RoutingTable, TableHandle, Version};
 use crate::upgrade::{self, UpgradeRequest};
 use crate::upstream::Upstream;
 use crate::{select, shadow};
-use http_body::Body as _;
 
 pub const VERSION_HEADER: HeaderName = HeaderName::from_static("x-switchyard-version");
 pub const REVISION_HEADER: HeaderName = HeaderName::from_static("x-switchyard-revision");
@@ -234,8 +233,17 @@ impl<'t> Exchange<'t> {
             Some(_) => Hop::Upgrade,
             None => Hop::Strip,
         };
+        let mut client_body = None;
+        let req = req.map(|body| {
+            let (body, failed) = limits::request_body(body, target.route.max_request_body_bytes);
+            client_body = failed;
+            body
+        });
+        if let (Some(measure), Some(failed)) = (&mut self.measure, client_body) {
+            measure.watch_client_body(failed);
+        }
         forward::upstream_request(
-            req.map(|b| limits::request_body(b, target.route.max_request_body_bytes)),
+            req,
             &target.endpoint.authority,
             self.client,
             self.proxy.scheme,
@@ -377,21 +385,11 @@ impl<'t> Exchange<'t> {
     }
 }
 
-/// A bodiless copy of an idempotent request, kept for one retry; `None`
-/// when a retry is impossible or unsafe.
+/// A copy of the request for one retry on another endpoint of the
+/// version; `None` when there is none or a retry is unsafe.
 fn retry_copy(req: &Request<ProxyBody>, version: &Version) -> Option<Request<ProxyBody>> {
-    use http::Method;
-    let idempotent = matches!(
-        *req.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-    );
-    if version.endpoints.len() < 2 || !idempotent || !req.body().is_end_stream() {
+    if version.endpoints.len() < 2 {
         return None;
     }
-    let mut copy = Request::new(crate::body::empty());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    Some(copy)
+    forward::replayable_copy(req)
 }

@@ -10,7 +10,9 @@
 //!
 //! The request path, in the order a request meets it:
 //! [`listener`] (accept, HTTP/1.1 + h2c, or [`tls`] with ALPN h2; the
-//! [`client_idle`] timeout; each client a [`connection`]) →
+//! [`client_idle`] timeout; each client a [`connection`], served by
+//! [`idle_park`], which frees an idle HTTP/1.1 connection's buffers, with
+//! [`rewind`] putting read bytes back) →
 //! [`handler`] (named phases over one per-request exchange: [`route`] →
 //! pick the version by [`select`]: override, [`sticky`] key or [`split`]
 //! weight, skipping endpoints [`health`] marks out → [`forward`] rewrites
@@ -33,6 +35,7 @@ pub mod error;
 pub mod forward;
 pub mod handler;
 pub mod health;
+pub mod idle_park;
 #[cfg(test)]
 mod layering;
 pub mod limits;
@@ -40,6 +43,7 @@ pub mod listener;
 pub mod metrics;
 pub mod names;
 pub mod pool;
+pub mod rewind;
 pub mod route;
 pub mod select;
 pub mod shadow;
@@ -64,3 +68,6 @@ pub use table::{
     VersionOverride, VersionSpec,
 };
 pub use upstream::{Transport, Upstream, UpstreamSettings, UpstreamTls};
+
+#[cfg(test)]
+mod in_memory_tests;

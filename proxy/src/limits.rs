@@ -12,6 +12,8 @@
 //! naming the key; beyond it, hyper's own (empty-bodied) 431.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -138,14 +140,34 @@ pub fn check_declared_length(headers: &HeaderMap, limit: Option<u64>) -> Result<
     }
 }
 
-/// A downstream request body, ready to forward, cut at `limit` bytes. Most
-/// requests (GET, HEAD) have none: they get [`body::empty`], which needs
-/// no allocation.
-pub fn request_body(body: Incoming, limit: Option<u64>) -> ProxyBody {
+/// A downstream request body, ready to forward, cut at `limit` bytes, and
+/// the flag its failure sets. Most requests (GET, HEAD) have none: they get
+/// [`body::empty`], which needs no allocation, and no flag.
+pub fn request_body(body: Incoming, limit: Option<u64>) -> (ProxyBody, Option<ClientBodyFailed>) {
     if body.is_end_stream() {
-        body::empty()
-    } else {
-        body::boxed(ClientBody::new(body, limit))
+        return (body::empty(), None);
+    }
+    let failed = ClientBodyFailed::default();
+    let body = ClientBody::new(body, limit).watched_by(failed.clone());
+    (body::boxed(body), Some(failed))
+}
+
+/// Set when a client's request body failed (cut off, malformed, or over
+/// its limit). Once the upstream has answered, that failure tears the
+/// upstream connection down and the response body breaks with a bare
+/// "connection error" (hyper keeps the cause from it): this flag is how
+/// the measurement knows the break was the client's, an abort, and not
+/// the version's error.
+#[derive(Debug, Clone, Default)]
+pub struct ClientBodyFailed(Arc<AtomicBool>);
+
+impl ClientBodyFailed {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set(&self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 
@@ -194,6 +216,7 @@ pub struct ClientBody {
     inner: Incoming,
     limit: Option<u64>,
     seen: u64,
+    failed: Option<ClientBodyFailed>,
 }
 
 impl ClientBody {
@@ -202,7 +225,21 @@ impl ClientBody {
             inner,
             limit,
             seen: 0,
+            failed: None,
         }
+    }
+
+    /// Sets `failed` when the body fails.
+    pub fn watched_by(mut self, failed: ClientBodyFailed) -> ClientBody {
+        self.failed = Some(failed);
+        self
+    }
+
+    fn fail(&self, error: ClientBodyError) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        if let Some(failed) = &self.failed {
+            failed.set();
+        }
+        Poll::Ready(Some(Err(error)))
     }
 }
 
@@ -217,16 +254,14 @@ impl Body for ClientBody {
         let this = &mut *self;
         let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
-            Poll::Ready(Some(Err(error))) => {
-                return Poll::Ready(Some(Err(ClientBodyError::Read(error))))
-            }
+            Poll::Ready(Some(Err(error))) => return this.fail(ClientBodyError::Read(error)),
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => return Poll::Pending,
         };
         if let (Some(data), Some(limit)) = (frame.data_ref(), this.limit) {
             this.seen = this.seen.saturating_add(data.len() as u64);
             if this.seen > limit {
-                return Poll::Ready(Some(Err(ClientBodyError::TooLarge { allowed: limit })));
+                return this.fail(ClientBodyError::TooLarge { allowed: limit });
             }
         }
         Poll::Ready(Some(Ok(frame)))

@@ -1,7 +1,8 @@
 //! The data listener: binds the socket, accepts connections (with a TLS
-//! handshake first when configured) and serves each with hyper-util's auto
-//! builder (HTTP/1.1 and h2 — prior knowledge in clear text, ALPN over
-//! TLS — on one port), then drains in-flight requests on shutdown.
+//! handshake first when configured) and serves each ([`crate::idle_park`]:
+//! HTTP/1.1 and h2 — prior knowledge in clear text, ALPN over TLS — on one
+//! port, idle HTTP/1.1 connections parked without hyper's buffers), then
+//! drains in-flight requests on shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,18 +10,19 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::client_idle::{IdleTimeout, IdleWatch};
 use crate::coalesce::CoalescedWrites;
 use crate::connection::ClientConnection;
 use crate::handler::Proxy;
+use crate::idle_park::{self, Builders};
 use crate::limits::ClientLimits;
 use crate::tls::ServerTls;
 
@@ -73,9 +75,11 @@ pub async fn serve(
     active: Arc<AtomicI64>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = Arc::new(connection_builder(&settings.limits));
+    let builders = Arc::new(connection_builders(&settings.limits));
     let max_connections = i64::try_from(settings.limits.max_connections).unwrap_or(i64::MAX);
-    let graceful = GracefulShutdown::new();
+    // Every connection holds a receiver: a change starts the drain, and the
+    // drain ends when the last receiver is gone.
+    let (drain, draining) = watch::channel(());
     tokio::pin!(shutdown);
     loop {
         let (stream, client) = tokio::select! {
@@ -101,29 +105,33 @@ pub async fn serve(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let (proxy, builder, tls) = (proxy.clone(), Arc::clone(&builder), settings.tls.clone());
-        let watcher = graceful.watcher();
+        let (proxy, builders) = (proxy.clone(), Arc::clone(&builders));
+        let draining = draining.clone();
         let idle_timeout = settings.client_idle_timeout;
-        let active = Arc::clone(&active);
-        active.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            match tls {
-                None => {
-                    serve_connection(&builder, watcher, stream, proxy, client, idle_timeout).await;
-                }
-                Some(tls) => match tls.accept(stream, idle_timeout).await {
+        let open = OpenConnection::new(&active);
+        // Two tasks of their own types: a clear-text connection's task has
+        // no room for a TLS stream.
+        match settings.tls.clone() {
+            None => tokio::spawn(async move {
+                serve_connection(&builders, draining, proxy, client, idle_timeout, stream).await;
+                drop(open);
+            }),
+            Some(tls) => tokio::spawn(async move {
+                match tls.accept(stream, idle_timeout).await {
                     Ok(stream) => {
-                        serve_connection(&builder, watcher, stream, proxy, client, idle_timeout)
+                        serve_connection(&builders, draining, proxy, client, idle_timeout, stream)
                             .await;
                     }
                     Err(error) => tracing::debug!(%error, %client, "TLS handshake failed"),
-                },
-            }
-            active.fetch_sub(1, Ordering::Relaxed);
-        });
+                }
+                drop(open);
+            }),
+        };
     }
     drop(listener);
-    if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
+    drop(draining);
+    let _ = drain.send(());
+    if tokio::time::timeout(settings.drain_timeout, drain.closed())
         .await
         .is_err()
     {
@@ -132,10 +140,10 @@ pub async fn serve(
 }
 
 /// Serves one client connection over any byte stream as the accept loop
-/// serves an accepted socket (the same connection settings, idle timer and
-/// write coalescing; no TLS), until it closes. Drives the proxy without
-/// sockets (in-memory tests, the fuzz targets); dropping the future closes
-/// the connection, there is no drain. Returns how many requests the
+/// serves an accepted socket (the same connection settings, idle timer,
+/// parking and write coalescing; no TLS), until it closes. Drives the proxy
+/// without sockets (in-memory tests, the fuzz targets); dropping the future
+/// closes the connection, there is no drain. Returns how many requests the
 /// connection carried.
 pub async fn serve_stream<I>(
     io: I,
@@ -146,29 +154,41 @@ pub async fn serve_stream<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let builder = connection_builder(&settings.limits);
-    // Kept until the connection ends: dropping it would start a drain.
-    let graceful = GracefulShutdown::new();
-    let watcher = graceful.watcher();
-    let requests = serve_connection(
-        &builder,
-        watcher,
-        io,
+    let builders = connection_builders(&settings.limits);
+    // Kept until the connection ends: its end would start a drain.
+    let (_drain, draining) = watch::channel(());
+    serve_connection(
+        &builders,
+        draining,
         proxy,
         client,
         settings.client_idle_timeout,
+        io,
     )
-    .await;
-    drop(graceful);
-    requests
+    .await
+}
+
+/// Counts a connection open until it is dropped.
+struct OpenConnection(Arc<AtomicI64>);
+
+impl OpenConnection {
+    fn new(active: &Arc<AtomicI64>) -> OpenConnection {
+        active.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(Arc::clone(active))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// hyper's connection settings: header limits as a backstop (see
 /// [`crate::limits`]), and HTTP/2's defences.
-fn connection_builder(limits: &ClientLimits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+fn connection_builders(limits: &ClientLimits) -> Builders {
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         // `client_idle` applies through IdleTimeout, one timer per
         // connection instead of hyper's one per request.
@@ -176,8 +196,8 @@ fn connection_builder(limits: &ClientLimits) -> auto::Builder<TokioExecutor> {
         .keep_alive(true)
         .max_buf_size(limits.hyper_max_buf_size())
         .max_headers(limits.hyper_max_headers());
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         // CONTINUATION floods: h2 stops decoding a header block past
@@ -192,21 +212,21 @@ fn connection_builder(limits: &ClientLimits) -> auto::Builder<TokioExecutor> {
         // Streams the proxy itself had to reset (protocol errors the client
         // provokes): beyond this many the connection is closed.
         .max_local_error_reset_streams(Some(RESET_STREAMS));
-    builder
+    Builders { http1, http2 }
 }
 
 /// hyper's (and h2's) own default for both reset limits.
 const RESET_STREAMS: usize = 20;
 
 /// Serves one connection (plain TCP or TLS) until it closes; shutdown
-/// drains it through `watcher`. Returns how many requests it carried.
+/// drains it. Returns how many requests it carried.
 async fn serve_connection<I>(
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
-    io: I,
+    builders: &Builders,
+    mut draining: watch::Receiver<()>,
     proxy: Proxy,
     client: SocketAddr,
     idle_timeout: Duration,
+    io: I,
 ) -> u64
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -220,10 +240,7 @@ where
         let connection = Arc::clone(&connection);
         async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, &connection).await) }
     });
-    let served = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .into_owned();
-    if let Err(error) = watcher.watch(served).await {
+    if let Err(error) = idle_park::serve(builders, io, service, &watch, &mut draining).await {
         tracing::debug!(error = %error, %client, "connection ended with an error");
     }
     watch.requests_started()

@@ -1,6 +1,8 @@
 //! Test backends: real hyper servers on 127.0.0.1:0 that answer by name,
-//! echo, describe the request or stream a pattern; and loopback ports that
-//! are free or that refuse connections.
+//! echo, describe the request or stream a pattern; raw TCP backends for
+//! what no well-behaved server does (never answer, reset, close a
+//! keep-alive connection as it is reused); and loopback ports that are free
+//! or that refuse connections.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -186,6 +188,93 @@ fn describe_request<B>(req: &Request<B>) -> String {
         "headers": headers,
     })
     .to_string()
+}
+
+/// A backend speaking raw TCP on 127.0.0.1:0: `serve` gets each accepted
+/// connection and the index of its connection (0, 1, ...). Stops accepting
+/// when dropped.
+pub struct RawBackend {
+    pub addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    accept: JoinHandle<()>,
+}
+
+pub async fn raw_backend<F, Fut>(serve: F) -> RawBackend
+where
+    F: Fn(tokio::net::TcpStream, usize) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a raw backend on 127.0.0.1:0");
+    let addr = listener.local_addr().expect("raw backend address");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::clone(&connections);
+    let accept = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let index = accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(stream, index));
+        }
+    });
+    RawBackend {
+        addr,
+        connections,
+        accept,
+    }
+}
+
+impl RawBackend {
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// `host:port`, as a config's `endpoints` lists it.
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for RawBackend {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Reads one HTTP/1.1 request head from `stream` (up to the blank line),
+/// then as many body bytes as its `Content-Length` says; `None` if the
+/// connection ended first. For raw backends: no chunked bodies.
+pub async fn read_raw_request(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match stream.read(&mut buf).await {
+            Ok(n) if n > 0 => bytes.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    };
+    let head = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    let mut body = bytes.len() - head_end;
+    while body < length {
+        match stream.read(&mut buf).await {
+            Ok(n) if n > 0 => body += n,
+            _ => return None,
+        }
+    }
+    Some(head)
 }
 
 /// A free address on 127.0.0.1 for a listener to bind (bound, then

@@ -12,6 +12,8 @@ pub mod body;
 pub mod browser;
 pub mod child;
 pub mod client;
+pub mod etcd;
+pub mod grafana;
 pub mod killable;
 pub mod proxy;
 pub mod tool_probe;

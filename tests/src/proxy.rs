@@ -33,6 +33,14 @@ impl RouteToml {
         self
     }
 
+    /// Raw TOML for the route (e.g. a `[routes.rollout]` table), before
+    /// its versions.
+    pub fn section(mut self, toml: &str) -> Self {
+        self.text.push_str(toml);
+        self.text.push('\n');
+        self
+    }
+
     pub fn version(mut self, name: &str, weight: u32, endpoints: &[String]) -> Self {
         let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
         self.text.push_str(&format!(

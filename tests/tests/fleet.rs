@@ -4,8 +4,6 @@
 //! reported as skipped, unless `SWITCHYARD_REQUIRE_TOOLS` is set: then they
 //! fail.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,154 +11,8 @@ use std::time::{Duration, Instant};
 use http::Method;
 use serde_json::Value;
 use switchyard_tests::admin::{weight, AdminClient};
+use switchyard_tests::etcd::Etcd;
 use switchyard_tests::*;
-
-/// An etcd server this test started; killed by its PID when dropped.
-struct Etcd {
-    binary: PathBuf,
-    dir: PathBuf,
-    client_url: String,
-    peer_url: String,
-    /// Serving TLS and requiring client certificates, when set.
-    tls: Option<Pki>,
-    child: Option<Child>,
-}
-
-/// A CA with a server certificate for 127.0.0.1 and a client certificate,
-/// as PEM files (rcgen).
-struct Pki {
-    ca: PathBuf,
-    server: (PathBuf, PathBuf),
-    client: (PathBuf, PathBuf),
-}
-
-impl Pki {
-    fn new(dir: &std::path::Path) -> Pki {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
-        let ca_key = KeyPair::generate().expect("CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = params.self_signed(&ca_key).expect("CA");
-        let leaf = |stem: &str| {
-            let key = KeyPair::generate().expect("leaf key");
-            let mut params = CertificateParams::new(vec![stem.to_owned()]).expect("leaf params");
-            params
-                .subject_alt_names
-                .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-            let cert = params.signed_by(&key, &ca, &ca_key).expect("leaf");
-            let paths = (
-                dir.join(format!("{stem}.pem")),
-                dir.join(format!("{stem}.key")),
-            );
-            std::fs::write(&paths.0, cert.pem()).expect("write cert");
-            std::fs::write(&paths.1, key.serialize_pem()).expect("write key");
-            paths
-        };
-        let pki = Pki {
-            ca: dir.join("ca.pem"),
-            server: leaf("server"),
-            client: leaf("client"),
-        };
-        std::fs::write(&pki.ca, ca.pem()).expect("write CA");
-        pki
-    }
-}
-
-impl Etcd {
-    /// `tls`: https only, client certificates required.
-    async fn start_with(name: &str, tls: bool) -> Etcd {
-        let binary = require_tool("etcd");
-        let dir = temp_dir(&format!("etcd-{name}"));
-        let scheme = if tls { "https" } else { "http" };
-        let client_url = format!("{scheme}://{}", free_port().await);
-        let peer_url = format!("http://{}", free_port().await);
-        let tls = tls.then(|| Pki::new(&dir));
-        let mut etcd = Etcd {
-            binary,
-            dir,
-            client_url,
-            peer_url,
-            tls,
-            child: None,
-        };
-        etcd.spawn().await;
-        etcd
-    }
-
-    async fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.join("etcd.log")).expect("etcd log");
-        let mut command = Command::new(&self.binary);
-        if let Some(pki) = &self.tls {
-            command
-                .arg("--cert-file")
-                .arg(&pki.server.0)
-                .arg("--key-file")
-                .arg(&pki.server.1)
-                .arg("--trusted-ca-file")
-                .arg(&pki.ca)
-                .arg("--client-cert-auth");
-        }
-        let child = command
-            .args(["--name", "fleet-test"])
-            .arg("--data-dir")
-            .arg(self.dir.join("data"))
-            .args(["--listen-client-urls", &self.client_url])
-            .args(["--advertise-client-urls", &self.client_url])
-            .args(["--listen-peer-urls", &self.peer_url])
-            .args(["--initial-advertise-peer-urls", &self.peer_url])
-            .args([
-                "--initial-cluster",
-                &format!("fleet-test={}", self.peer_url),
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
-        self.child = Some(child);
-        if self.tls.is_some() {
-            // No plain /health to ask: the replicas' own retries wait.
-            return;
-        }
-        let health = format!("{}/health", self.client_url);
-        let client = client();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let req = http::Request::get(&health).body(empty()).expect("request");
-            if let Ok(reply) = send(&client, req).await {
-                if reply.text().contains("true") {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "etcd did not become healthy; see {}",
-                self.dir.join("etcd.log").display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// SIGKILL by PID: etcd vanishes as in a crash.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    async fn client(&self) -> etcd_client::Client {
-        etcd_client::Client::connect([self.client_url.as_str()], None)
-            .await
-            .expect("connect to the test etcd")
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// One test's etcd, prefix and the two backends its replicas route to.
 struct Setup {
@@ -415,6 +267,15 @@ async fn etcd_outage_keeps_traffic_flowing_and_refuses_admin_writes() {
         || async { !connected(&proxy).await },
     )
     .await;
+    // Dashboards see it too.
+    let metrics = admin(&proxy)
+        .call(Method::GET, "/metrics", None, None)
+        .await
+        .text();
+    assert!(
+        metrics.contains("\nswitchyard_cluster_connected 0\n"),
+        "{metrics}"
+    );
     let reply = admin(&proxy)
         .set_weights("web", revision, r#"{"stable": 50, "canary": 50}"#)
         .await;

@@ -14,6 +14,7 @@ use serde_json::Value;
 use switchyard_control::ctl::{Ctl, CtlCommand};
 use switchyard_control::{Config, StartOptions};
 use switchyard_tests::admin::AdminClient;
+use switchyard_tests::grafana;
 use switchyard_tests::*;
 
 const STABLE_DELAY: Duration = Duration::from_millis(5);
@@ -207,6 +208,7 @@ async fn per_version_latency_and_counts_match_the_backends() {
     let table = ctl
         .run(CtlCommand::Stats {
             window: "1m".into(),
+            fleet: false,
         })
         .await
         .expect("ctl stats");
@@ -361,26 +363,28 @@ async fn weight_change_scrapes() -> [String; 2] {
         value(&before, "switchyard_shadow_requests_total", &shadow_matched),
         20.0
     );
-    // Every metric the Grafana dashboard queries is exported.
-    let grafana = std::fs::read_to_string(workspace_root().join("config/grafana/switchyard.json"))
-        .expect("config/grafana/switchyard.json");
-    let grafana: Value = serde_json::from_str(&grafana).expect("the Grafana dashboard is JSON");
-    let mut queried = BTreeSet::new();
-    for panel in grafana["panels"].as_array().expect("panels") {
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            let expr = target["expr"].as_str().expect("expr");
-            queried.extend(
-                expr.split(|c: char| !(c.is_alphanumeric() || c == '_'))
-                    .filter(|word| word.starts_with("switchyard_") || word.starts_with("process_")),
+    // Every metric the Grafana dashboard queries (panels and variables) is
+    // exported.
+    let queries = grafana::queries(&grafana::dashboard());
+    let queried: BTreeSet<String> = queries
+        .iter()
+        .flat_map(|query| grafana::metric_names(&query.expr))
+        .collect();
+    assert!(queried.len() >= 8, "{queried:?}");
+    // Each sample line's name, as exposed (`…_bucket`, `…_sum` included).
+    let exported: BTreeSet<&str> = before_text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .collect();
+    for query in &queries {
+        for name in grafana::metric_names(&query.expr) {
+            assert!(
+                exported.contains(name.as_str()),
+                "Grafana's {} queries {name}, which /metrics does not export",
+                query.place
             );
         }
-    }
-    assert!(queried.len() >= 8, "{queried:?}");
-    for name in queried {
-        assert!(
-            before_text.contains(&format!("\n{name}")),
-            "Grafana queries {name}, not exported"
-        );
     }
     for family in [
         "switchyard_requests_total",

@@ -101,6 +101,17 @@ async fn wait_state(admin: &AdminClient, states: &[&str]) -> Value {
     }
 }
 
+/// Starts the rollout under traffic and waits until it rolls back or
+/// completes: the admin client and the final status.
+async fn run_to_end(proxy: &TestProxy) -> (AdminClient, Value) {
+    let admin = AdminClient::new(proxy.running.admin_addr, None);
+    let traffic = Traffic::start(proxy);
+    rollout(&admin, Some("start")).await;
+    let status = wait_state(&admin, &["rolled_back", "completed"]).await;
+    traffic.stop().await;
+    (admin, status)
+}
+
 async fn history(admin: &AdminClient) -> Vec<Value> {
     let body = admin
         .call(Method::GET, "/api/v1/history", None, None)
@@ -180,11 +191,7 @@ async fn slow_canary_is_rolled_back_on_p99_ratio() {
     stable.set_delay(Duration::from_millis(10));
     canary.set_delay(Duration::from_millis(40));
     let proxy = start_proxy(&rollout_config(&stable, &canary, "max_p99_ratio = 1.5")).await;
-    let admin = AdminClient::new(proxy.running.admin_addr, None);
-    let traffic = Traffic::start(&proxy);
-    rollout(&admin, Some("start")).await;
-    let status = wait_state(&admin, &["rolled_back", "completed"]).await;
-    traffic.stop().await;
+    let (admin, status) = run_to_end(&proxy).await;
     assert_eq!(status["state"], "rolled_back", "{status}");
     let reason = status["last_verdict"]["reason"]
         .as_str()
@@ -202,11 +209,7 @@ async fn healthy_canary_walks_every_step_and_is_promoted() {
     let stable = Killable::start("stable").await;
     let canary = Killable::start("canary").await;
     let proxy = start_proxy(&rollout_config(&stable, &canary, "max_p99 = \"2s\"")).await;
-    let admin = AdminClient::new(proxy.running.admin_addr, None);
-    let traffic = Traffic::start(&proxy);
-    rollout(&admin, Some("start")).await;
-    let status = wait_state(&admin, &["rolled_back", "completed"]).await;
-    traffic.stop().await;
+    let (admin, status) = run_to_end(&proxy).await;
     assert_eq!(status["state"], "completed", "{status}");
     let (_, routes) = admin.routes().await;
     assert_eq!(
@@ -281,5 +284,70 @@ async fn manual_change_pauses_and_abort_rolls_back() {
         )
         .await;
     assert_eq!(reply.status, 404, "{}", reply.text());
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_statistical_judge_rolls_back_a_slower_canary_with_its_evidence() {
+    let stable = Killable::start("stable").await;
+    let canary = Killable::start("canary").await;
+    stable.set_delay(Duration::from_millis(10));
+    canary.set_delay(Duration::from_millis(25));
+    let policy = "judge = \"statistical\"\n  alpha = 0.05\n  max_latency_shift = \"5ms\"";
+    let proxy = start_proxy(&rollout_config(&stable, &canary, policy)).await;
+    let (admin, status) = run_to_end(&proxy).await;
+    assert_eq!(status["state"], "rolled_back", "{status}");
+    let verdict = &status["last_verdict"];
+    let reason = verdict["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("Mann–Whitney") && reason.contains("5.000 ms"),
+        "{reason}"
+    );
+    let statistics = &verdict["statistics"];
+    let shift = statistics["latency"]["shift_ms"]["estimate"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!((10.0..25.0).contains(&shift), "{statistics}");
+    assert!(
+        statistics["latency"]["p_value"].as_f64().unwrap_or(1.0)
+            < statistics["level_this_look"].as_f64().unwrap_or(0.0)
+    );
+    assert!(statistics["canary_requests"].as_u64().unwrap_or(0) >= 15);
+    // The history carries the same evidence, in words.
+    let changes = history(&admin).await;
+    let rollback = changes
+        .iter()
+        .rev()
+        .find(|c| c["who"] == "rollout" && c["after"]["canary"] == 0)
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        rollback["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("p = ")),
+        "{changes:?}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_statistical_judge_promotes_an_equal_canary() {
+    let stable = Killable::start("stable").await;
+    let canary = Killable::start("canary").await;
+    stable.set_delay(Duration::from_millis(5));
+    canary.set_delay(Duration::from_millis(5));
+    let policy = "judge = \"statistical\"\n  max_latency_shift = \"20%\"";
+    let proxy = start_proxy(&rollout_config(&stable, &canary, policy)).await;
+    let (admin, status) = run_to_end(&proxy).await;
+    assert_eq!(status["state"], "completed", "{status}");
+    // The steps with baseline traffic passed on the tests' evidence (the
+    // last one, all canary, has no baseline to compare with).
+    let changes = history(&admin).await;
+    let judged = changes.iter().any(|c| {
+        c["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no evidence the canary is worse"))
+    });
+    assert!(judged, "{changes:?}");
     proxy.shutdown().await;
 }

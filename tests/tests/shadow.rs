@@ -115,8 +115,8 @@ fn like_stable(_: &str) -> (u16, &'static str) {
 }
 
 /// A shadow that accepts connections, reads the requests and never answers.
-async fn silent_shadow() -> (SocketAddr, JoinHandle<()>) {
-    raw_shadow(|mut stream| async move {
+async fn silent_shadow() -> RawBackend {
+    raw_backend(|mut stream, _| async move {
         let mut buf = vec![0u8; 16 * 1024];
         while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
     })
@@ -125,29 +125,14 @@ async fn silent_shadow() -> (SocketAddr, JoinHandle<()>) {
 
 /// A shadow that reads the start of each request, then resets the
 /// connection (RST, not FIN).
-async fn resetting_shadow() -> (SocketAddr, JoinHandle<()>) {
-    raw_shadow(|mut stream| async move {
+async fn resetting_shadow() -> RawBackend {
+    raw_backend(|mut stream, _| async move {
         let mut buf = [0u8; 64];
         let _ = stream.read(&mut buf).await;
         let _ = stream.set_zero_linger();
         drop(stream);
     })
     .await
-}
-
-async fn raw_shadow<F, Fut>(serve: F) -> (SocketAddr, JoinHandle<()>)
-where
-    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve(stream));
-        }
-    });
-    (addr, task)
 }
 
 // ---------------------------------------------------------------------------
@@ -340,8 +325,8 @@ async fn a_quarter_sampled_over_5000_requests_is_within_two_points() {
 async fn refusing_silent_and_resetting_shadows_change_nothing_for_clients() {
     let primary = backend("stable").start().await;
     let refusing = refusing_port();
-    let (silent, _silent_task) = silent_shadow().await;
-    let (resetting, _reset_task) = resetting_shadow().await;
+    let silent = silent_shadow().await;
+    let resetting = resetting_shadow().await;
     let toml = config(&web_route(
         "web",
         "/",
@@ -350,10 +335,10 @@ async fn refusing_silent_and_resetting_shadows_change_nothing_for_clients() {
             shadow("refusing", refusing.addr, &[]),
             shadow(
                 "silent",
-                silent,
+                silent.addr,
                 &["max_in_flight = 4", "timeout = \"60s\""],
             ),
-            shadow("resetting", resetting, &[]),
+            shadow("resetting", resetting.addr, &[]),
         ],
     ));
     let proxy = start_proxy(&toml).await;

@@ -3,6 +3,9 @@
 //! `{"error": "...", "detail": ...}` envelope, request bodies, and the
 //! [`Extension`] hook. A leaf: it knows nothing of the control plane.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -16,10 +19,23 @@ const MAX_BODY: usize = 1 << 20;
 
 pub type AdminResponse = Response<Full<Bytes>>;
 
+/// An answer still being computed (an extension that waits on the fleet).
+pub type PendingResponse = Pin<Box<dyn Future<Output = AdminResponse> + Send>>;
+
 /// An extra endpoint contributed by another module (metrics, dashboard,
-/// shadows): returns `None` when the path is not its own.
+/// shadows, rollouts): returns `None` when the path is not its own.
 pub type Extension =
-    Box<dyn Fn(&Method, &str, Option<&str>) -> Option<AdminResponse> + Send + Sync>;
+    Box<dyn Fn(&Method, &str, Option<&str>) -> Option<PendingResponse> + Send + Sync>;
+
+/// An [`Extension`] that answers at once.
+pub fn sync_extension(
+    answer: impl Fn(&Method, &str, Option<&str>) -> Option<AdminResponse> + Send + Sync + 'static,
+) -> Extension {
+    Box::new(move |method, path, query| {
+        let response = answer(method, path, query)?;
+        Some(Box::pin(std::future::ready(response)) as PendingResponse)
+    })
+}
 
 /// An admin failure: the status and the JSON error body.
 #[derive(Debug)]

@@ -26,7 +26,10 @@ pub mod server;
 pub mod views;
 
 use api::read_json;
-pub use api::{json_response, text_response, AdminResponse, ApiError, Extension};
+pub use api::{
+    json_response, sync_extension, text_response, AdminResponse, ApiError, Extension,
+    PendingResponse,
+};
 pub use auth::{AdminAuth, AuthError};
 pub use server::serve;
 use views::changed_json;
@@ -140,12 +143,12 @@ impl Admin {
                     .await
             }
             _ => {
-                if let Some(response) = self
+                if let Some(pending) = self
                     .extensions
                     .iter()
                     .find_map(|extension| extension(&method, &path, query.as_deref()))
                 {
-                    return Ok(response);
+                    return Ok(pending.await);
                 }
                 Err(ApiError::new(
                     StatusCode::NOT_FOUND,

@@ -31,6 +31,29 @@ impl Keys {
         format!("{}/members/{name}", self.prefix)
     }
 
+    /// Who runs the rollout judge: a replica's name, under its lease.
+    pub fn leader(&self) -> String {
+        format!("{}/leader", self.prefix)
+    }
+
+    /// Every replica's published measurements start with this.
+    pub fn stats(&self) -> String {
+        format!("{}/stats/", self.prefix)
+    }
+
+    pub fn stat(&self, name: &str) -> String {
+        format!("{}/stats/{name}", self.prefix)
+    }
+
+    /// Every rollout record starts with this.
+    pub fn rollouts(&self) -> String {
+        format!("{}/rollouts/", self.prefix)
+    }
+
+    pub fn rollout(&self, route: &str) -> String {
+        format!("{}/rollouts/{route}", self.prefix)
+    }
+
     /// Every shared history entry's key starts with this.
     pub fn history(&self) -> String {
         format!("{}/history/", self.prefix)
@@ -56,6 +79,8 @@ mod tests {
         assert_eq!(keys.member("pod-7"), "/switchyard/shop/members/pod-7");
         assert!(keys.member("pod-7").starts_with(&keys.members()));
         assert!(keys.history_entry("pod-7").starts_with(&keys.history()));
+        assert!(keys.stat("pod-7").starts_with(&keys.stats()));
+        assert_eq!(keys.rollout("web"), "/switchyard/shop/rollouts/web");
         // Another fleet's keys never share the members' prefix.
         assert!(!Keys::new("/switchyard/shop2")
             .member("a")

@@ -9,6 +9,12 @@
 //!   that mod revision *is* the fleet's revision: what `ETag`,
 //!   `x-switchyard-revision` and the history report on every replica.
 //! - `{prefix}/members/{name}`: one key per replica, attached to its lease.
+//! - `{prefix}/leader`: the name of the replica running the rollout judge,
+//!   under its lease ([`leader`]).
+//! - `{prefix}/stats/{name}`: each replica's published figures, under its
+//!   lease ([`publish`]).
+//! - `{prefix}/rollouts/{route}`: each rollout's state (phase, step,
+//!   verdicts), written by the judge and by rollout commands on any replica.
 //!
 //! [`connect`] builds the etcd client (TLS, client certificates, user and
 //! password); [`store`] is the control plane's shared store on etcd (guarded
@@ -23,12 +29,16 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
+use switchyard_proxy::metrics::Metrics;
+
 use crate::config::ClusterConfig;
 use crate::plane::ControlPlane;
 
 pub mod connect;
 pub mod keys;
+pub mod leader;
 pub mod members;
+pub mod publish;
 pub mod store;
 pub mod sync;
 
@@ -46,12 +56,18 @@ pub fn join(
     base_dir: Option<&Path>,
     data_addr: SocketAddr,
     admin_addr: SocketAddr,
+    metrics: Metrics,
 ) -> Result<Vec<JoinHandle<()>>, ConnectError> {
     let options = connect::Options::from_config(config, base_dir)?;
     let name = config.replica_name(data_addr.port());
     let keys = Keys::new(config.prefix.get_ref());
     let store = Arc::new(EtcdStore::new(options, keys, name.clone()));
     plane.set_store(store.clone());
+    if let Some(gauge) = store.gauge() {
+        if let Err(error) = metrics.registry().register(Box::new(gauge)) {
+            tracing::warn!(%error, "switchyard_cluster_connected not registered");
+        }
+    }
     let member = members::Member {
         name,
         data: data_addr.to_string(),
@@ -63,7 +79,11 @@ pub fn join(
             Arc::downgrade(plane),
             store,
             member,
-            config.lease_ttl.0,
+            metrics,
+            members::Cadence {
+                ttl: config.lease_ttl.0,
+                publish: config.publish_interval.0,
+            },
         )),
     ])
 }

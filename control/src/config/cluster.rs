@@ -29,6 +29,10 @@ pub struct ClusterConfig {
     /// How long a replica that stopped heartbeating stays listed.
     #[serde(default = "secs::<5>")]
     pub lease_ttl: Dur,
+    /// How often this replica publishes its figures for the fleet's rollout
+    /// judge and `stats?scope=fleet` (one small etcd write each time).
+    #[serde(default = "secs::<1>")]
+    pub publish_interval: Dur,
     #[serde(default)]
     pub tls: Option<ClusterTls>,
 }
@@ -100,6 +104,14 @@ impl ClusterConfig {
                 "cluster.lease_ttl".into(),
                 0..0,
                 "lease_ttl must be at least \"2s\" (etcd leases count whole seconds)".into(),
+            );
+        }
+        if self.publish_interval.0 < std::time::Duration::from_millis(100) {
+            error(
+                "cluster.publish_interval".into(),
+                0..0,
+                "publish_interval must be at least \"100ms\" (each publication is an etcd write)"
+                    .into(),
             );
         }
         if let Some(tls) = &self.tls {

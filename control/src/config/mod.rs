@@ -47,7 +47,9 @@ pub use limits::Limits;
 pub use listen::Listen;
 pub use metrics::MetricsConfig;
 pub use proxy::ProxyOptions;
-pub use rollout::{OnSuccess, RolloutConfig, RolloutPolicy};
+pub use rollout::{
+    Judge, JudgeKind, OnSuccess, RolloutConfig, RolloutPolicy, StatisticalPolicy, Tolerance,
+};
 pub use route::{RouteConfig, VersionConfig};
 pub use shadow::ShadowConfig;
 pub use timeouts::Timeouts;

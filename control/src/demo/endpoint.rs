@@ -16,7 +16,7 @@ use http::{Method, StatusCode};
 use serde_json::json;
 
 use super::backends::{Backend, Fault};
-use crate::admin::{json_response, AdminResponse, Extension};
+use crate::admin::{json_response, sync_extension, AdminResponse, Extension};
 
 const PREFIX: &str = "/api/v1/demo/backends";
 
@@ -89,7 +89,7 @@ pub fn apply(current: Fault, query: Option<&str>) -> Result<Fault, FaultError> {
 
 /// The endpoints over `backends`.
 pub fn extension(backends: Vec<Backend>) -> Extension {
-    Box::new(move |method, path, query| {
+    sync_extension(move |method, path, query| {
         let rest = path.strip_prefix(PREFIX)?.trim_end_matches('/');
         let name = match rest.strip_prefix('/') {
             None if rest.is_empty() => None,

@@ -39,7 +39,7 @@ mod shared;
 pub mod store;
 pub mod traffic;
 
-pub use store::{SharedState, SharedStore, StoreError, StoreStatus};
+pub use store::{ReplicaTallies, RolloutRecord, SharedState, SharedStore, StoreError, StoreStatus};
 pub use traffic::{Origin, TrafficOp};
 
 /// Something the control plane tells observers about.
@@ -236,7 +236,7 @@ impl ControlPlane {
     ) -> Result<Arc<RoutingTable>, ChangeError> {
         if self.store().is_some() {
             return Err(ChangeError::Conflict(
-                "automated changes (progressive rollouts) are not fleet-wide yet, so in cluster mode they are refused rather than diverge this replica from the fleet: change weights through the admin API (switchyard ctl set-weights / promote)".into(),
+                "in a fleet a change is committed to the shared store first (ControlPlane::traffic / commit_route), never applied to one replica alone".into(),
             ));
         }
         let mut state = self.state();

@@ -24,7 +24,10 @@ impl From<StoreError> for ChangeError {
             StoreError::Conflict { expected, current } => {
                 ChangeError::RevisionMismatch { expected, current }
             }
-            StoreError::Unavailable { .. } => ChangeError::Unavailable(error.to_string()),
+            StoreError::Unavailable { .. }
+            | StoreError::Unknown { .. }
+            | StoreError::NotLeader
+            | StoreError::Unreadable { .. } => ChangeError::Unavailable(error.to_string()),
         }
     }
 }

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
+use switchyard_proxy::metrics::SeriesTally;
 use switchyard_proxy::TableSpec;
 
 use crate::history::{Change, Source};
@@ -70,6 +71,12 @@ impl SharedState {
 pub enum StoreError {
     #[error("the fleet's table is at revision {current}, not {expected}: another change came first; read the routes again and retry")]
     Conflict { expected: u64, current: u64 },
+    #[error("etcd ({endpoints}) did not answer whether the change was applied ({reason}): it may or may not be; read the routes (their revision and weights) before retrying")]
+    Unknown { endpoints: String, reason: String },
+    #[error("this replica no longer leads the fleet: its decision was not written")]
+    NotLeader,
+    #[error("the fleet's key {key} cannot be read ({reason}): a replica of another version may be publishing; the rollout waits rather than judge on part of the fleet")]
+    Unreadable { key: String, reason: String },
     #[error("etcd ({endpoints}) is unavailable: {reason}; nothing changed and requests keep flowing on the last table; retry when etcd answers (if this persists, check [cluster] etcd, username/SWITCHYARD_ETCD_PASSWORD and [cluster.tls])")]
     Unavailable { endpoints: String, reason: String },
 }
@@ -82,9 +89,27 @@ pub struct StoreStatus {
     pub endpoints: Vec<String>,
     pub prefix: String,
     pub name: String,
+    /// The replica running the rollout judge, as last seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
     /// The last error talking to the store, while disconnected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// One replica's published measurements ([`SharedStore::published`]).
+#[derive(Debug, Clone)]
+pub struct ReplicaTallies {
+    pub replica: String,
+    pub series: Vec<SeriesTally>,
+}
+
+/// A rollout's shared record and the store revision it was written at
+/// (the guard of the next write).
+#[derive(Debug, Clone)]
+pub struct RolloutRecord {
+    pub revision: u64,
+    pub value: serde_json::Value,
 }
 
 /// A store the routing state is shared through.
@@ -105,6 +130,27 @@ pub trait SharedStore: Send + Sync {
     fn members(&self) -> BoxFuture<'_, Result<Vec<serde_json::Value>, StoreError>>;
 
     fn status(&self) -> StoreStatus;
+
+    /// This replica leads the fleet: it runs the rollout judge. False while
+    /// the store is unreachable (a judge never decides without the fleet).
+    fn is_leader(&self) -> bool;
+
+    /// Every live replica's latest published measurements.
+    fn published(&self) -> BoxFuture<'_, Result<Vec<ReplicaTallies>, StoreError>>;
+
+    /// Every route's rollout record.
+    fn rollouts(&self) -> BoxFuture<'_, Result<BTreeMap<String, RolloutRecord>, StoreError>>;
+
+    /// Writes `route`'s rollout record if it is still at `guard` (0: none
+    /// yet); returns the new revision. Only the leader's writes pass
+    /// `leader_only`, so a deposed leader cannot overwrite its successor.
+    fn put_rollout(
+        &self,
+        route: &str,
+        value: serde_json::Value,
+        guard: u64,
+        leader_only: bool,
+    ) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
 #[cfg(test)]

@@ -1,8 +1,7 @@
 //! The traffic operations: set weights, promote, rollback and flip, each a
-//! change of one route. Written once here ([`TrafficOp`]); the rollout
-//! controller applies them locally ([`ControlPlane::change_route`]), the
-//! admin API through [`ControlPlane::traffic`], which in a fleet commits
-//! them to the shared store first.
+//! change of one route. Written once here ([`TrafficOp`]); the admin API
+//! and the rollout controller apply them through [`ControlPlane::traffic`],
+//! which in a fleet commits them to the shared store first.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -66,76 +65,6 @@ impl ControlPlane {
     ) -> Result<Arc<RoutingTable>, ChangeError> {
         self.commit_route(route, expected, origin, |spec| op.edit(spec))
             .await
-    }
-
-    /// Sets the weights of the named versions; with `exact`, every version
-    /// not named gets 0. `expected`: the revision the caller read.
-    pub fn set_weights(
-        &self,
-        route: &str,
-        weights: &BTreeMap<String, i64>,
-        exact: bool,
-        expected: Option<u64>,
-        origin: Origin<'_>,
-    ) -> Result<Arc<RoutingTable>, ChangeError> {
-        let op = TrafficOp::Weights {
-            weights: weights.clone(),
-            exact,
-        };
-        self.change(route, expected, origin, |spec| op.edit(spec))
-    }
-
-    /// `version` takes all the traffic, the others none.
-    pub fn promote(
-        &self,
-        route: &str,
-        version: &str,
-        expected: Option<u64>,
-        origin: Origin<'_>,
-    ) -> Result<Arc<RoutingTable>, ChangeError> {
-        self.change(route, expected, origin, |spec| all_to(spec, version))
-    }
-
-    /// The route's baseline takes all the traffic.
-    pub fn rollback(
-        &self,
-        route: &str,
-        expected: Option<u64>,
-        origin: Origin<'_>,
-    ) -> Result<Arc<RoutingTable>, ChangeError> {
-        self.change(route, expected, origin, |spec| {
-            let baseline = spec.baseline.clone();
-            all_to(spec, &baseline)
-        })
-    }
-
-    /// Blue-green: `to` takes over `from`'s share in one swap.
-    pub fn flip(
-        &self,
-        route: &str,
-        from: &str,
-        to: &str,
-        expected: Option<u64>,
-        origin: Origin<'_>,
-    ) -> Result<Arc<RoutingTable>, ChangeError> {
-        self.change(route, expected, origin, |spec| flip(spec, from, to))
-    }
-
-    fn change(
-        &self,
-        route: &str,
-        expected: Option<u64>,
-        origin: Origin<'_>,
-        edit: impl FnOnce(&mut RouteSpec) -> Result<(), ChangeError>,
-    ) -> Result<Arc<RoutingTable>, ChangeError> {
-        self.change_route(
-            route,
-            expected,
-            origin.source,
-            origin.who,
-            origin.reason,
-            edit,
-        )
     }
 }
 

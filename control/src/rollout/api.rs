@@ -7,7 +7,8 @@ use std::sync::Arc;
 use http::{Method, StatusCode};
 
 use super::{RolloutError, Rollouts};
-use crate::admin::api::{reply, ApiError, Extension};
+use crate::admin::api::{reply, ApiError, Extension, PendingResponse};
+use crate::plane::StoreError;
 
 impl From<RolloutError> for ApiError {
     fn from(error: RolloutError) -> ApiError {
@@ -15,6 +16,8 @@ impl From<RolloutError> for ApiError {
             RolloutError::Change(change) => return ApiError::from(change),
             RolloutError::NoPolicy(_) => StatusCode::NOT_FOUND,
             RolloutError::WrongPhase { .. } | RolloutError::MetricsOff => StatusCode::CONFLICT,
+            RolloutError::Store(StoreError::Conflict { .. }) => StatusCode::CONFLICT,
+            RolloutError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, error.to_string())
     }
@@ -29,14 +32,32 @@ pub fn admin_extension(rollouts: Arc<Rollouts>) -> Extension {
             [route, "rollout", action] => (route.to_string(), Some(action.to_string())),
             _ => return None,
         };
-        let result = match (method, action.as_deref()) {
-            (&Method::GET, None) => rollouts.status(&route),
-            (&Method::POST, Some("start")) => rollouts.begin(&route),
-            (&Method::POST, Some("pause")) => rollouts.pause(&route),
-            (&Method::POST, Some("resume")) => rollouts.resume(&route),
-            (&Method::POST, Some("abort")) => rollouts.abort(&route),
+        let command = match (method, action.as_deref()) {
+            (&Method::GET, None) => Command::Status,
+            (&Method::POST, Some("start")) => Command::Start,
+            (&Method::POST, Some("pause")) => Command::Pause,
+            (&Method::POST, Some("resume")) => Command::Resume,
+            (&Method::POST, Some("abort")) => Command::Abort,
             _ => return None,
         };
-        Some(reply(result.map_err(ApiError::from)))
+        let rollouts = Arc::clone(&rollouts);
+        Some(Box::pin(async move {
+            let result = match command {
+                Command::Status => rollouts.status(&route).await,
+                Command::Start => rollouts.begin(&route).await,
+                Command::Pause => rollouts.pause(&route).await,
+                Command::Resume => rollouts.resume(&route).await,
+                Command::Abort => rollouts.abort(&route).await,
+            };
+            reply(result.map_err(ApiError::from))
+        }) as PendingResponse)
     })
+}
+
+enum Command {
+    Status,
+    Start,
+    Pause,
+    Resume,
+    Abort,
 }

@@ -4,12 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use switchyard_proxy::metrics::{Snapshot, VersionStats};
+use serde::{Deserialize, Serialize};
+use switchyard_proxy::metrics::VersionStats;
 
+use super::observe::Totals;
 use crate::config::RolloutPolicy;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Idle,
@@ -35,7 +36,7 @@ impl Phase {
 }
 
 /// The figures a verdict was made on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Figures {
     pub requests: u64,
     pub error_rate: f64,
@@ -52,14 +53,17 @@ impl Figures {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Verdict {
     pub time: String,
-    pub decision: &'static str,
+    pub decision: String,
     pub step: usize,
     pub reason: String,
     pub canary: Option<Figures>,
     pub baseline: Option<Figures>,
+    /// The statistical judge's estimates, intervals, p-values and counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<serde_json::Value>,
 }
 
 pub(super) struct State {
@@ -67,9 +71,18 @@ pub(super) struct State {
     pub(super) step: usize,
     pub(super) step_started: Instant,
     pub(super) last_hold: Option<Instant>,
-    pub(super) canary_start: Option<Snapshot>,
-    pub(super) baseline_start: Option<Snapshot>,
+    /// Since-start totals (canary, baseline) per replica when the step's
+    /// observation began. `None`: not yet (a rollout just started or
+    /// resumed, a judge that just took over, a record changed elsewhere):
+    /// the next evaluation takes them, and the interval counts from there.
+    pub(super) start: Option<(Totals, Totals)>,
     pub(super) last_verdict: Option<Verdict>,
+    /// The fleet record's revision this state matches (0: none, or no
+    /// fleet).
+    pub(super) revision: u64,
+    /// Statistical tests made in this rollout so far (each spends its
+    /// share of `alpha`).
+    pub(super) looks: u64,
 }
 
 impl Default for State {
@@ -79,10 +92,20 @@ impl Default for State {
             step: 0,
             step_started: Instant::now(),
             last_hold: None,
-            canary_start: None,
-            baseline_start: None,
+            start: None,
             last_verdict: None,
+            revision: 0,
+            looks: 0,
         }
+    }
+}
+
+impl State {
+    /// Starts observing the current step anew at the next evaluation.
+    pub(super) fn observe_afresh(&mut self) {
+        self.step_started = Instant::now();
+        self.last_hold = None;
+        self.start = None;
     }
 }
 
@@ -147,6 +170,7 @@ mod tests {
             max_p99: Some(Duration::from_millis(500)),
             on_success: OnSuccess::Promote,
             autostart: false,
+            judge: crate::config::Judge::Threshold,
         }
     }
 

@@ -16,9 +16,20 @@
 //! pauses it: the operator's change wins, and `resume` starts observing the
 //! current step afresh.
 //!
+//! In a fleet (`[cluster]`) one replica judges: the leader elected through
+//! etcd. It judges the whole fleet's traffic (every replica's published
+//! histograms, merged exactly: [`observe`]), changes weights through the
+//! fleet's store, and keeps the rollout's record there ([`record`]), so
+//! every replica shows the same status and commands work on any of them.
+//! Without the fleet's figures (etcd unreachable) it holds and says so: it
+//! never decides on part of the data. When the leader stops, another takes
+//! over within the lease TTL and continues the same step, observing it
+//! afresh (it never judges on figures it did not see begin).
+//!
 //! Here: the controller (commands, the evaluation loop, its metrics);
-//! `judge`: phases, per-step state and the verdict on the figures; `api`:
-//! the admin endpoints. The policy's schema is `crate::config::rollout`.
+//! `judge`: phases, per-step state and the verdict on the figures;
+//! `observe`: the figures; `record`: the fleet's record; `api`: the admin
+//! endpoints. The policy's schema is `crate::config::rollout`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,18 +37,24 @@ use std::time::{Duration, Instant};
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use serde_json::{json, Value};
-use switchyard_proxy::metrics::{Metrics, Snapshot, VersionStats};
+use switchyard_proxy::metrics::Metrics;
 
-use crate::config::{OnSuccess, RolloutPolicy};
+use crate::config::{Judge, OnSuccess, RolloutPolicy};
 use crate::history::{self, Change, Source};
-use crate::plane::{ChangeError, ControlPlane, Origin, PlaneEvent};
+use crate::plane::{
+    ChangeError, ControlPlane, Origin, PlaneEvent, SharedStore, StoreError, TrafficOp,
+};
 
 mod api;
 mod judge;
+mod observe;
+mod record;
+mod statistical;
 
 pub use api::admin_extension;
 use judge::{failure, State};
 pub use judge::{Figures, Phase, Verdict};
+use record::Record;
 
 /// Why a rollout command was refused.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +71,8 @@ pub enum RolloutError {
     MetricsOff,
     #[error(transparent)]
     Change(#[from] ChangeError),
+    #[error("the rollout's record in the fleet: {0}")]
+    Store(#[from] StoreError),
 }
 
 pub struct Rollouts {
@@ -61,6 +80,9 @@ pub struct Rollouts {
     metrics: Metrics,
     policies: Mutex<HashMap<String, RolloutPolicy>>,
     states: Mutex<HashMap<String, State>>,
+    /// One command or evaluation at a time: each reads the state, awaits
+    /// weight changes (and the fleet), then writes the state back.
+    ops: tokio::sync::Mutex<()>,
     state_gauge: Option<IntGaugeVec>,
     decisions: Option<IntCounterVec>,
 }
@@ -108,6 +130,7 @@ impl Rollouts {
             metrics,
             policies: Mutex::new(HashMap::new()),
             states: Mutex::new(HashMap::new()),
+            ops: tokio::sync::Mutex::new(()),
             state_gauge,
             decisions,
         });
@@ -125,6 +148,10 @@ impl Rollouts {
         self.policies
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn store(&self) -> Option<&Arc<dyn SharedStore>> {
+        self.plane.store()
     }
 
     /// New policies (after a reload): routes without one stop rolling out.
@@ -150,7 +177,7 @@ impl Rollouts {
         }
     }
 
-    /// Runs the evaluations until aborted; also starts `autostart` rollouts
+    /// Runs the evaluations until aborted (starting `autostart` rollouts),
     /// and pauses rollouts whose route is changed by hand.
     pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
@@ -160,25 +187,15 @@ impl Rollouts {
             {
                 if *source != Source::Auto {
                     for route in routes.iter() {
-                        rollouts.pause_for_manual_change(route);
+                        rollouts.manual_change(route);
                     }
                 }
             }
         }));
-        let autostart: Vec<String> = self
-            .policies()
-            .iter()
-            .filter(|(_, p)| p.autostart)
-            .map(|(r, _)| r.clone())
-            .collect();
-        for route in autostart {
-            if let Err(error) = self.begin(&route) {
-                tracing::warn!(%route, %error, "rollout did not start");
-            }
-        }
         let rollouts = Arc::clone(self);
         tokio::spawn(async move {
             loop {
+                rollouts.tick().await;
                 let tick = rollouts
                     .policies()
                     .values()
@@ -187,12 +204,81 @@ impl Rollouts {
                     .unwrap_or(Duration::from_secs(1))
                     .clamp(Duration::from_millis(20), Duration::from_secs(5));
                 tokio::time::sleep(tick).await;
-                let routes: Vec<String> = rollouts.policies().keys().cloned().collect();
-                for route in routes {
-                    rollouts.evaluate(&route);
-                }
             }
         })
+    }
+
+    /// One round: in a fleet, the fleet's records first (and nothing more
+    /// unless this replica leads); then autostarts and evaluations.
+    async fn tick(&self) {
+        let _ops = self.ops.lock().await;
+        if let Some(store) = self.store() {
+            if let Err(error) = self.sync(None).await {
+                tracing::debug!(%error, "rollout records not read");
+                return;
+            }
+            if !store.is_leader() {
+                return;
+            }
+        }
+        let routes: Vec<(String, bool)> = self
+            .policies()
+            .iter()
+            .map(|(route, policy)| (route.clone(), policy.autostart))
+            .collect();
+        for (route, autostart) in routes {
+            let fresh = self
+                .states()
+                .get(&route)
+                .is_some_and(|s| s.phase == Phase::Idle && s.revision == 0);
+            if autostart && fresh {
+                if let Err(error) = self.begin_locked(&route).await {
+                    tracing::warn!(%route, %error, "rollout did not start");
+                }
+                continue;
+            }
+            self.evaluate(&route).await;
+        }
+    }
+
+    /// In a fleet: lays the fleet's records (of `route`, or all) over the
+    /// local states. Without a fleet: nothing.
+    async fn sync(&self, route: Option<&str>) -> Result<(), StoreError> {
+        let Some(store) = self.store() else {
+            return Ok(());
+        };
+        let records = store.rollouts().await?;
+        let mut states = self.states();
+        for (name, record) in records {
+            if route.is_some_and(|r| r != name) {
+                continue;
+            }
+            if let Some(state) = states.get_mut(&name) {
+                Record::adopt(&record.value, record.revision, state);
+                self.gauge(&name, state.phase);
+            }
+        }
+        Ok(())
+    }
+
+    /// In a fleet: writes `route`'s state as its record. `judge`: a decision
+    /// of the leader's (guarded by its leadership too).
+    async fn persist(&self, route: &str, judge: bool) -> Result<(), StoreError> {
+        let Some(store) = self.store() else {
+            return Ok(());
+        };
+        let (value, guard) = {
+            let states = self.states();
+            let Some(state) = states.get(route) else {
+                return Ok(());
+            };
+            (Record::of(state, &store.status().name), state.revision)
+        };
+        let revision = store.put_rollout(route, value, guard, judge).await?;
+        if let Some(state) = self.states().get_mut(route) {
+            state.revision = revision;
+        }
+        Ok(())
     }
 
     fn policy(&self, route: &str) -> Result<RolloutPolicy, RolloutError> {
@@ -202,183 +288,260 @@ impl Rollouts {
             .ok_or_else(|| RolloutError::NoPolicy(route.to_owned()))
     }
 
+    /// Fails unless `route`'s rollout is in one of `from`.
+    fn expect_phase(
+        &self,
+        route: &str,
+        from: &[Phase],
+        action: &'static str,
+    ) -> Result<(), RolloutError> {
+        let mut states = self.states();
+        let phase = states.entry(route.to_owned()).or_default().phase;
+        if from.contains(&phase) {
+            Ok(())
+        } else {
+            Err(RolloutError::WrongPhase {
+                route: route.to_owned(),
+                phase,
+                action,
+            })
+        }
+    }
+
     /// `start`: the first step's weights, observation from now.
-    pub fn begin(&self, route: &str) -> Result<Value, RolloutError> {
+    pub async fn begin(&self, route: &str) -> Result<Value, RolloutError> {
+        let _ops = self.ops.lock().await;
+        self.begin_locked(route).await
+    }
+
+    async fn begin_locked(&self, route: &str) -> Result<Value, RolloutError> {
         let policy = self.policy(route)?;
         if !self.metrics.enabled() {
             return Err(RolloutError::MetricsOff);
         }
-        let mut states = self.states();
-        let state = states.entry(route.to_owned()).or_default();
-        if matches!(state.phase, Phase::Running | Phase::Paused) {
-            return Err(RolloutError::WrongPhase {
-                route: route.to_owned(),
-                phase: state.phase,
-                action: "start",
-            });
-        }
+        self.sync(Some(route)).await?;
+        let startable = [
+            Phase::Idle,
+            Phase::Completed,
+            Phase::RolledBack,
+            Phase::Aborted,
+        ];
+        self.expect_phase(route, &startable, "start")?;
         let weight = policy.steps.first().copied().unwrap_or(100);
-        self.set_canary(
-            route,
-            &policy,
-            weight,
-            &format!(
-                "rollout started: step 1 of {}, canary {weight}%",
-                policy.steps.len()
-            ),
-        )?;
-        *state = State {
-            phase: Phase::Running,
-            ..State::default()
-        };
-        self.observe_afresh(route, &policy, state);
-        self.gauge(route, Phase::Running);
-        Ok(self.describe(route, &policy, state))
+        let reason = format!(
+            "rollout started: step 1 of {}, canary {weight}%",
+            policy.steps.len()
+        );
+        self.set_canary(route, &policy, weight, &reason).await?;
+        self.update(route, |state| {
+            *state = State {
+                phase: Phase::Running,
+                revision: state.revision,
+                ..State::default()
+            };
+        });
+        self.persist(route, false).await?;
+        self.status_locked(route)
     }
 
-    pub fn pause(&self, route: &str) -> Result<Value, RolloutError> {
+    pub async fn pause(&self, route: &str) -> Result<Value, RolloutError> {
         self.transition(route, "pause", &[Phase::Running], Phase::Paused)
+            .await
     }
 
-    pub fn resume(&self, route: &str) -> Result<Value, RolloutError> {
-        let value = self.transition(route, "resume", &[Phase::Paused], Phase::Running)?;
-        let policy = self.policy(route)?;
-        if let Some(state) = self.states().get_mut(route) {
-            self.observe_afresh(route, &policy, state);
-        }
-        Ok(value)
+    pub async fn resume(&self, route: &str) -> Result<Value, RolloutError> {
+        self.transition(route, "resume", &[Phase::Paused], Phase::Running)
+            .await
     }
 
     /// `abort`: canary weight 0 at once.
-    pub fn abort(&self, route: &str) -> Result<Value, RolloutError> {
+    pub async fn abort(&self, route: &str) -> Result<Value, RolloutError> {
+        let _ops = self.ops.lock().await;
         let policy = self.policy(route)?;
-        let mut states = self.states();
-        let state = states.entry(route.to_owned()).or_default();
-        if !matches!(state.phase, Phase::Running | Phase::Paused) {
-            return Err(RolloutError::WrongPhase {
-                route: route.to_owned(),
-                phase: state.phase,
-                action: "abort",
-            });
+        self.sync(Some(route)).await?;
+        self.expect_phase(route, &[Phase::Running, Phase::Paused], "abort")?;
+        self.set_canary(route, &policy, 0, "rollout aborted by an operator")
+            .await?;
+        self.update(route, |state| state.phase = Phase::Aborted);
+        self.persist(route, false).await?;
+        self.status_locked(route)
+    }
+
+    pub async fn status(&self, route: &str) -> Result<Value, RolloutError> {
+        let _ops = self.ops.lock().await;
+        self.policy(route)?;
+        // Without etcd a replica still shows what it last knew.
+        if let Err(error) = self.sync(Some(route)).await {
+            tracing::debug!(%error, "showing the last known rollout record");
         }
-        self.set_canary(route, &policy, 0, "rollout aborted by an operator")?;
-        state.phase = Phase::Aborted;
-        self.gauge(route, Phase::Aborted);
-        Ok(self.describe(route, &policy, state))
+        self.status_locked(route)
     }
 
-    pub fn status(&self, route: &str) -> Result<Value, RolloutError> {
+    fn status_locked(&self, route: &str) -> Result<Value, RolloutError> {
         let policy = self.policy(route)?;
         let mut states = self.states();
         let state = states.entry(route.to_owned()).or_default();
         Ok(self.describe(route, &policy, state))
     }
 
-    fn transition(
+    async fn transition(
         &self,
         route: &str,
         action: &'static str,
         from: &[Phase],
         to: Phase,
     ) -> Result<Value, RolloutError> {
-        let policy = self.policy(route)?;
+        let _ops = self.ops.lock().await;
+        self.policy(route)?;
+        self.sync(Some(route)).await?;
+        self.expect_phase(route, from, action)?;
+        self.update(route, |state| {
+            state.phase = to;
+            // A resumed step is observed from now.
+            state.observe_afresh();
+        });
+        self.persist(route, false).await?;
+        self.status_locked(route)
+    }
+
+    /// Changes `route`'s state and its gauge.
+    fn update(&self, route: &str, change: impl FnOnce(&mut State)) {
         let mut states = self.states();
         let state = states.entry(route.to_owned()).or_default();
-        if !from.contains(&state.phase) {
-            return Err(RolloutError::WrongPhase {
-                route: route.to_owned(),
-                phase: state.phase,
-                action,
-            });
+        change(state);
+        self.gauge(route, state.phase);
+    }
+
+    /// A weight change by someone else (API, file): the operator wins, the
+    /// rollout pauses. In a fleet only the judge records that (every
+    /// replica sees the change; one record is enough).
+    fn manual_change(self: &Arc<Self>, route: &str) {
+        if self.store().is_none() {
+            self.pause_by_hand(route);
+            return;
         }
-        state.phase = to;
-        self.gauge(route, to);
-        Ok(self.describe(route, &policy, state))
-    }
-
-    fn pause_for_manual_change(&self, route: &str) {
-        let mut states = self.states();
-        if let Some(state) = states.get_mut(route).filter(|s| s.phase == Phase::Running) {
-            state.phase = Phase::Paused;
-            state.last_verdict = Some(Verdict {
-                time: history::now_rfc3339(),
-                decision: "pause",
-                step: state.step,
-                reason:
-                    "the route's weights were changed by hand: rollout paused (resume to continue)"
-                        .into(),
-                canary: None,
-                baseline: None,
-            });
-            self.gauge(route, Phase::Paused);
-            self.count(route, "pause");
-            tracing::warn!(%route, "manual change during a rollout: paused");
-        }
-    }
-
-    fn observe_afresh(&self, route: &str, policy: &RolloutPolicy, state: &mut State) {
-        state.step_started = Instant::now();
-        state.last_hold = None;
-        state.canary_start = self.metrics.snapshot(route, &policy.canary);
-        state.baseline_start = self.metrics.snapshot(route, &policy.baseline);
-    }
-
-    /// Since the step started: (canary, baseline).
-    fn step_stats(
-        &self,
-        route: &str,
-        policy: &RolloutPolicy,
-        state: &State,
-    ) -> (Option<VersionStats>, Option<VersionStats>) {
-        let since = |version: &str, start: &Option<Snapshot>| {
-            let now = self.metrics.snapshot(route, version)?;
-            match start {
-                Some(start) => now.since(start),
-                None => Some(now.totals(state.step_started)),
-            }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
         };
-        (
-            since(&policy.canary, &state.canary_start),
-            since(&policy.baseline, &state.baseline_start),
-        )
+        let (rollouts, route) = (Arc::clone(self), route.to_owned());
+        runtime.spawn(async move {
+            let _ops = rollouts.ops.lock().await;
+            let leads = rollouts.store().is_some_and(|s| s.is_leader());
+            if leads && rollouts.sync(Some(&route)).await.is_ok() && rollouts.pause_by_hand(&route)
+            {
+                if let Err(error) = rollouts.persist(&route, true).await {
+                    tracing::warn!(%route, %error, "the rollout's pause was not recorded in the fleet");
+                }
+            }
+        });
     }
 
-    /// One evaluation of one route.
-    fn evaluate(&self, route: &str) {
+    /// Pauses a running rollout after a manual change; true if it did.
+    fn pause_by_hand(&self, route: &str) -> bool {
+        let mut states = self.states();
+        let Some(state) = states.get_mut(route).filter(|s| s.phase == Phase::Running) else {
+            return false;
+        };
+        state.phase = Phase::Paused;
+        state.last_verdict = Some(Verdict {
+            time: history::now_rfc3339(),
+            decision: "pause".into(),
+            step: state.step,
+            reason: "the route's weights were changed by hand: rollout paused (resume to continue)"
+                .into(),
+            canary: None,
+            baseline: None,
+            statistics: None,
+        });
+        self.gauge(route, Phase::Paused);
+        self.count(route, "pause");
+        tracing::warn!(%route, "manual change during a rollout: paused");
+        true
+    }
+
+    /// One evaluation of one route (the caller holds `ops`).
+    async fn evaluate(&self, route: &str) {
         let Ok(policy) = self.policy(route) else {
             return;
         };
-        let mut states = self.states();
-        let Some(state) = states.get_mut(route).filter(|s| s.phase == Phase::Running) else {
+        let (start, elapsed, last_hold, step) = {
+            let states = self.states();
+            let Some(state) = states.get(route).filter(|s| s.phase == Phase::Running) else {
+                return;
+            };
+            (
+                state.start.clone(),
+                state.step_started.elapsed(),
+                state.last_hold,
+                state.step,
+            )
+        };
+        let now = match observe::read(&self.metrics, self.store(), route, &policy).await {
+            Ok(now) => now,
+            Err(error) => {
+                let due = last_hold.map_or(elapsed, |at| at.elapsed()) >= policy.interval;
+                if due {
+                    let reason = format!("waiting for the fleet's figures, not deciding: {error}");
+                    self.update(route, |state| state.last_hold = Some(Instant::now()));
+                    self.verdict(route, "hold", reason, (None, None));
+                }
+                return;
+            }
+        };
+        let Some((canary_start, baseline_start)) = start else {
+            // The step's observation begins now.
+            self.update(route, |state| {
+                state.start = Some(now);
+                state.step_started = Instant::now();
+            });
             return;
         };
-        let (canary, baseline) = self.step_stats(route, &policy, state);
-        let canary = canary.unwrap_or_default();
-        let elapsed = state.step_started.elapsed();
+        let canary_tally = observe::since(&now.0, &canary_start);
+        let baseline_tally = observe::since(&now.1, &baseline_start);
+        let canary = canary_tally.stats(elapsed);
+        let baseline = (!now.1.is_empty()).then(|| baseline_tally.stats(elapsed));
         let figures = (
             Some(Figures::of(&canary)),
             baseline.as_ref().map(Figures::of),
         );
         if canary.requests < policy.min_requests {
-            let due = state.last_hold.map_or(elapsed, |at| at.elapsed()) >= policy.interval;
+            let due = last_hold.map_or(elapsed, |at| at.elapsed()) >= policy.interval;
             if due {
-                state.last_hold = Some(Instant::now());
+                self.update(route, |state| state.last_hold = Some(Instant::now()));
                 let reason = format!(
                     "too little traffic: {} canary requests this step, {} needed",
                     canary.requests, policy.min_requests
                 );
-                self.verdict(route, state, "hold", reason, figures);
+                self.verdict(route, "hold", reason, figures);
+                self.record_decision(route).await;
             }
             return;
         }
-        if let Some(reason) = failure(&policy, &canary, baseline.as_ref()) {
-            let reason = format!("rolled back at step {}: {reason}", state.step + 1);
-            match self.set_canary(route, &policy, 0, &reason) {
+        let (failed, statistics, passed_words) = match &policy.judge {
+            Judge::Threshold => (failure(&policy, &canary, baseline.as_ref()), None, None),
+            Judge::Statistical(statistical) => {
+                let mut look = 0;
+                self.update(route, |state| {
+                    state.looks += 1;
+                    look = state.looks;
+                });
+                let judged = statistical::judge(statistical, &canary_tally, &baseline_tally, look);
+                (
+                    judged.failure,
+                    Some(judged.statistics),
+                    Some(judged.summary),
+                )
+            }
+        };
+        if let Some(reason) = failed {
+            let reason = format!("rolled back at step {}: {reason}", step + 1);
+            match self.set_canary(route, &policy, 0, &reason).await {
                 Ok(()) => {
-                    state.phase = Phase::RolledBack;
-                    self.gauge(route, Phase::RolledBack);
+                    self.update(route, |state| state.phase = Phase::RolledBack);
                     tracing::warn!(%route, %reason, "rollout rolled back");
-                    self.verdict(route, state, "rollback", reason, figures);
+                    self.verdict(route, "rollback", reason, figures);
+                    self.attach(route, statistics);
+                    self.record_decision(route).await;
                 }
                 Err(error) => tracing::error!(%route, %error, "rollback failed"),
             }
@@ -387,47 +550,79 @@ impl Rollouts {
         if elapsed < policy.interval {
             return;
         }
-        let next = state.step + 1;
-        let passed = format!(
-            "step {} passed: canary error rate {:.2}%, p99 {:.1} ms over {} requests",
-            state.step + 1,
-            canary.error_rate() * 100.0,
-            canary.latency.p99.as_secs_f64() * 1e3,
-            canary.requests
-        );
+        let next = step + 1;
+        let passed = match passed_words {
+            Some(words) => format!("step {} passed: {words}", step + 1),
+            None => format!(
+                "step {} passed: canary error rate {:.2}%, p99 {:.1} ms over {} requests",
+                step + 1,
+                canary.error_rate() * 100.0,
+                canary.latency.p99.as_secs_f64() * 1e3,
+                canary.requests
+            ),
+        };
         if let Some(weight) = policy.steps.get(next).copied() {
             let reason = format!(
                 "{passed}; advancing to step {} (canary {weight}%)",
                 next + 1
             );
-            if let Err(error) = self.set_canary(route, &policy, weight, &reason) {
+            if let Err(error) = self.set_canary(route, &policy, weight, &reason).await {
                 tracing::error!(%route, %error, "rollout could not advance");
                 return;
             }
-            state.step = next;
-            self.observe_afresh(route, &policy, state);
-            self.verdict(route, state, "advance", reason, figures);
+            self.update(route, |state| {
+                state.step = next;
+                state.observe_afresh();
+            });
+            self.verdict(route, "advance", reason, figures);
+            self.attach(route, statistics);
         } else {
             let reason = match policy.on_success {
                 OnSuccess::Promote => format!("{passed}; rollout complete: canary promoted"),
                 OnSuccess::Hold => format!("{passed}; rollout complete: weights held"),
             };
             if policy.on_success == OnSuccess::Promote {
-                if let Err(error) = self.promote(route, &policy, &reason) {
+                let op = TrafficOp::Promote {
+                    version: policy.canary.clone(),
+                };
+                let result = self
+                    .plane
+                    .traffic(route, &op, None, automatic(&reason))
+                    .await;
+                if let Err(error) = result {
                     tracing::error!(%route, %error, "promotion failed");
                     return;
                 }
             }
-            state.phase = Phase::Completed;
-            self.gauge(route, Phase::Completed);
-            self.verdict(route, state, "complete", reason, figures);
+            self.update(route, |state| state.phase = Phase::Completed);
+            self.verdict(route, "complete", reason, figures);
+            self.attach(route, statistics);
+        }
+        self.record_decision(route).await;
+    }
+
+    /// The statistical judge's figures onto the last verdict.
+    fn attach(&self, route: &str, statistics: Option<Value>) {
+        if statistics.is_none() {
+            return;
+        }
+        self.update(route, |state| {
+            if let Some(verdict) = &mut state.last_verdict {
+                verdict.statistics = statistics;
+            }
+        });
+    }
+
+    /// In a fleet: the judge's decision into the rollout's record.
+    async fn record_decision(&self, route: &str) {
+        if let Err(error) = self.persist(route, true).await {
+            tracing::warn!(%route, %error, "the rollout decision was not recorded in the fleet");
         }
     }
 
     fn verdict(
         &self,
         route: &str,
-        state: &mut State,
         decision: &'static str,
         reason: String,
         figures: (Option<Figures>, Option<Figures>),
@@ -455,48 +650,56 @@ impl Rollouts {
                 reason: Some(reason.clone()),
             }]);
         }
-        state.last_verdict = Some(Verdict {
-            time: history::now_rfc3339(),
-            decision,
-            step: state.step,
-            reason,
-            canary: figures.0,
-            baseline: figures.1,
+        self.update(route, |state| {
+            state.last_verdict = Some(Verdict {
+                time: history::now_rfc3339(),
+                decision: decision.to_owned(),
+                step: state.step,
+                reason,
+                canary: figures.0,
+                baseline: figures.1,
+                statistics: None,
+            });
         });
     }
 
     /// Canary to `weight`, baseline to the rest of 100; others unchanged.
-    fn set_canary(
+    async fn set_canary(
         &self,
         route: &str,
         policy: &RolloutPolicy,
         weight: u32,
         reason: &str,
     ) -> Result<(), ChangeError> {
-        let weights = [
-            (policy.canary.clone(), i64::from(weight)),
-            (
-                policy.baseline.clone(),
-                i64::from(100u32.saturating_sub(weight)),
-            ),
-        ];
+        let op = TrafficOp::Weights {
+            weights: [
+                (policy.canary.clone(), i64::from(weight)),
+                (
+                    policy.baseline.clone(),
+                    i64::from(100u32.saturating_sub(weight)),
+                ),
+            ]
+            .into(),
+            exact: false,
+        };
         self.plane
-            .set_weights(route, &weights.into(), false, None, automatic(reason))
-            .map(|_| ())
-    }
-
-    fn promote(
-        &self,
-        route: &str,
-        policy: &RolloutPolicy,
-        reason: &str,
-    ) -> Result<(), ChangeError> {
-        self.plane
-            .promote(route, &policy.canary, None, automatic(reason))
+            .traffic(route, &op, None, automatic(reason))
+            .await
             .map(|_| ())
     }
 
     fn describe(&self, route: &str, policy: &RolloutPolicy, state: &State) -> Value {
+        let judge = self.store().map(|store| {
+            let status = store.status();
+            json!({
+                "leader": status.leader,
+                "this_replica": status.name,
+                "leads": store.is_leader(),
+                "waiting": (status.state != "connected").then_some(
+                    "etcd is unreachable: the rollout waits, it never decides without the fleet's figures",
+                ),
+            })
+        });
         json!({
             "route": route,
             "state": state.phase,
@@ -508,6 +711,8 @@ impl Rollouts {
             "interval_ms": u64::try_from(policy.interval.as_millis()).unwrap_or(u64::MAX),
             "step_elapsed_ms": u64::try_from(state.step_started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "last_verdict": state.last_verdict,
+            "scope": if judge.is_some() { "fleet" } else { "replica" },
+            "judge": judge,
         })
     }
 }

@@ -15,6 +15,7 @@ use quanta::Instant;
 
 use crate::body::{self, ProxyBody};
 use crate::error::{body_error_kind, ProxyError, UpstreamErrorKind};
+use crate::limits::ClientBodyFailed;
 
 use super::directory::TableIndex;
 use super::shards::Slot;
@@ -26,9 +27,24 @@ pub struct Measure {
     pub(crate) index: Arc<TableIndex>,
     pub(crate) slot: Slot,
     pub(crate) started: Instant,
+    /// The request's body, when it has one: its failure makes a broken
+    /// response the client's abort.
+    pub(crate) client_body: Option<ClientBodyFailed>,
 }
 
 impl Measure {
+    /// A response body that breaks after `failed` is set broke because of
+    /// the client's request body, not the upstream.
+    pub fn watch_client_body(&mut self, failed: ClientBodyFailed) {
+        self.client_body = Some(failed);
+    }
+
+    fn client_body_failed(&self) -> bool {
+        self.client_body
+            .as_ref()
+            .is_some_and(ClientBodyFailed::is_set)
+    }
+
     /// Records a request that ended with `error` before any upstream body.
     pub fn failed(self, error: &ProxyError) {
         let now = Instant::now();
@@ -87,6 +103,7 @@ impl Pending {
             index,
             slot,
             started,
+            ..
         } = self.measure;
         index.core.record(
             slot,
@@ -114,6 +131,19 @@ impl<B: Body> Measured<B> {
             pending.record(upstream_error, aborted);
         }
     }
+
+    /// The upstream's body broke: the version's error, unless the
+    /// client's request body failed first (then the client aborted).
+    fn broke(&mut self, error: &(dyn std::error::Error + 'static)) {
+        let client = self
+            .pending
+            .as_ref()
+            .is_some_and(|pending| pending.measure.client_body_failed());
+        match client {
+            true => self.finish(None, true),
+            false => self.finish(Some(body_error_kind(error)), false),
+        }
+    }
 }
 
 impl<B> Body for Measured<B>
@@ -132,7 +162,7 @@ where
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => this.finish(None, false),
-            Poll::Ready(Some(Err(error))) => this.finish(Some(body_error_kind(error)), false),
+            Poll::Ready(Some(Err(error))) => this.broke(error),
             // hyper stops polling once the body says it has ended.
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.finish(None, false),
             _ => {}

@@ -18,6 +18,7 @@ mod directory;
 mod export;
 mod shards;
 mod tally;
+mod wire;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -33,7 +34,8 @@ use crate::table::{Route, RoutingTable, TableHandle, Version};
 pub use body::{boxed_response, Measure, Measured};
 /// The clock requests are timed with (see the module comment).
 pub use quanta::Instant;
-pub use tally::{Latency, Outcome, SeriesStats, Snapshot, VersionStats, CODE_CLASSES};
+pub use tally::{Latency, Outcome, SeriesStats, Snapshot, Tally, VersionStats, CODE_CLASSES};
+pub use wire::WireError;
 
 use directory::{Directory, TableIndex};
 use shards::{lock, Core, Store};
@@ -321,6 +323,7 @@ impl Metrics {
             index,
             slot,
             started,
+            client_body: None,
         })
     }
 
@@ -406,6 +409,27 @@ impl Metrics {
             .collect()
     }
 
+    /// Every live series' since-start totals and its last `window`: what a
+    /// replica publishes to its fleet (see [`Tally::encode`]).
+    pub fn tallies(&self, window: Duration) -> Vec<SeriesTally> {
+        let now = Instant::now();
+        self.shared
+            .live()
+            .into_iter()
+            .map(|live| {
+                let (recent, covered) = self.shared.core.window_tally(&live.store, window, now);
+                SeriesTally {
+                    totals: self.shared.core.snapshot(&live.store).tally,
+                    window: recent,
+                    covered,
+                    route: Arc::clone(&live.store.route),
+                    version: Arc::clone(&live.store.version),
+                    weight: live.weight,
+                }
+            })
+            .collect()
+    }
+
     /// The newest table metrics know of (the live one when watched).
     pub fn table(&self) -> Option<Arc<RoutingTable>> {
         self.shared.current_table()
@@ -422,6 +446,19 @@ impl Metrics {
             .encode_to_string(&self.registry.gather())
             .map_err(|e| MetricsError::Encode(e.to_string()))
     }
+}
+
+/// One live series' tallies, as [`Metrics::tallies`] reads them.
+#[derive(Debug, Clone)]
+pub struct SeriesTally {
+    pub route: Arc<str>,
+    pub version: Arc<str>,
+    pub weight: Option<u32>,
+    /// Every request since the series started.
+    pub totals: Tally,
+    /// The requests of the window asked for, and the time it covers.
+    pub window: Tally,
+    pub covered: Duration,
 }
 
 /// A live series and its weight in the current table.
@@ -765,6 +802,43 @@ mod tests {
         ));
         let stats = metrics.totals("web", "stable").expect("stable");
         assert_eq!(stats.requests, 2);
+        assert_eq!(stats.aborted, 1);
+    }
+
+    /// A body whose first frame is a broken connection.
+    struct Broken;
+
+    impl http_body::Body for Broken {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+            let error = std::io::Error::other("connection error");
+            std::task::Poll::Ready(Some(Err(error)))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_broken_by_the_clients_failed_upload_is_an_abort() {
+        let (handle, metrics) = watched();
+        let table = handle.load();
+        for client_failed in [false, true] {
+            let mut measure = start(&metrics, &table, "stable", Duration::ZERO);
+            let failed = crate::limits::ClientBodyFailed::default();
+            measure.watch_client_body(failed.clone());
+            if client_failed {
+                failed.set();
+            }
+            let body = boxed_response(Some(measure), http::Response::new(Broken)).into_body();
+            assert!(body.collect().await.is_err());
+        }
+        let stats = metrics.totals("web", "stable").expect("stable");
+        assert_eq!(stats.requests, 2);
+        assert_eq!(stats.upstream_errors, [0, 0, 1, 0], "only the first");
+        assert_eq!(stats.errors, 1);
         assert_eq!(stats.aborted, 1);
     }
 

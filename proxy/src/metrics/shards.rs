@@ -245,6 +245,17 @@ impl Core {
     /// The figures of `store` over the slices covering the last `window`
     /// (the current slice included). Call [`Core::flush`] first.
     pub(crate) fn window(&self, store: &Store, window: Duration, now: Instant) -> VersionStats {
+        let (sum, covered) = self.window_tally(store, window, now);
+        sum.stats(covered)
+    }
+
+    /// The requests of [`Core::window`] and the time they cover.
+    pub(crate) fn window_tally(
+        &self,
+        store: &Store,
+        window: Duration,
+        now: Instant,
+    ) -> (Tally, Duration) {
         let now_epoch = self.epoch(now);
         let wanted = (window.as_micros() as u64).div_ceil(self.slice_us);
         let count = wanted.clamp(1, self.slices as u64);
@@ -259,7 +270,7 @@ impl Core {
             }
         }
         let start = (self.origin + Duration::from_micros(first * self.slice_us)).max(store.created);
-        sum.stats(now.saturating_duration_since(start))
+        (sum, now.saturating_duration_since(start))
     }
 
     /// Totals of `store` now. Call [`Core::flush`] first.

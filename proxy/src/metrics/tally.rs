@@ -12,9 +12,9 @@ use hdrhistogram::Histogram;
 use crate::error::UpstreamErrorKind;
 
 /// HDR range and precision: 1 µs to 60 s, 3 significant digits.
-const LOWEST_US: u64 = 1;
-const HIGHEST_US: u64 = 60_000_000;
-const SIGNIFICANT_DIGITS: u8 = 3;
+pub(crate) const LOWEST_US: u64 = 1;
+pub(crate) const HIGHEST_US: u64 = 60_000_000;
+pub(crate) const SIGNIFICANT_DIGITS: u8 = 3;
 
 /// An empty histogram sized to what it will hold: it grows (auto-resize)
 /// to the largest value recorded, so a tally of millisecond latencies takes
@@ -135,7 +135,7 @@ impl Tally {
     }
 
     #[inline]
-    pub(crate) fn record(&mut self, outcome: &Outcome) {
+    pub fn record(&mut self, outcome: &Outcome) {
         let headers = micros(outcome.headers);
         let last_byte = micros(outcome.last_byte);
         // Within 1 µs – 60 s a record only fails if the counts cannot grow
@@ -152,7 +152,22 @@ impl Tally {
         self.aborted += u64::from(outcome.aborted);
     }
 
-    pub(crate) fn requests(&self) -> u64 {
+    /// Latencies to the response headers (µs): what decisions compare.
+    pub fn latency(&self) -> &Histogram<u64> {
+        &self.headers
+    }
+
+    /// Requests that count against the version (5xx or upstream failure).
+    pub fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    /// No requests yet: what a sum starts from.
+    pub fn empty() -> Tally {
+        Tally::new(0)
+    }
+
+    pub fn requests(&self) -> u64 {
         self.classes.iter().sum()
     }
 
@@ -161,7 +176,7 @@ impl Tally {
     }
 
     /// Adds `other`'s requests (its epoch is not copied).
-    pub(crate) fn add(&mut self, other: &Tally) {
+    pub fn add(&mut self, other: &Tally) {
         // Same bounds on both sides: `add` cannot fail.
         let _ = self.headers.add(&other.headers);
         let _ = self.last_byte.add(&other.last_byte);
@@ -179,7 +194,7 @@ impl Tally {
 
     /// `self - earlier`, when `earlier` is an earlier state of the same
     /// series; `None` when it is not (a count went down).
-    pub(crate) fn minus(&self, earlier: &Tally) -> Option<Tally> {
+    pub fn minus(&self, earlier: &Tally) -> Option<Tally> {
         let mut delta = self.clone();
         let counters_ok = self
             .classes
@@ -210,7 +225,7 @@ impl Tally {
     }
 
     /// The figures of this tally over `covered` time.
-    pub(crate) fn stats(&self, covered: Duration) -> VersionStats {
+    pub fn stats(&self, covered: Duration) -> VersionStats {
         VersionStats {
             covered,
             requests: self.requests(),
@@ -333,6 +348,11 @@ impl Snapshot {
 
     pub fn taken_at(&self) -> std::time::Instant {
         self.at
+    }
+
+    /// The since-start totals themselves (what a fleet publishes).
+    pub fn tally(&self) -> &Tally {
+        &self.tally
     }
 }
 

@@ -32,6 +32,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::ProxyBody;
 use crate::coalesce::CoalescedWrites;
+use crate::forward;
 
 mod body;
 pub mod connect;
@@ -180,7 +181,11 @@ impl<C: Connect> Pool<C> {
     /// Sends `req` (absolute URI: its authority picks the connection) on an
     /// idle connection, or a new one, and waits up to `timeout` for the
     /// response headers. A request that an idle connection closed under
-    /// before writing it goes out again on another one.
+    /// before writing it goes out again on another one. One that it closed
+    /// under unanswered after writing it (the upstream reaped the idle
+    /// connection just as it was reused) goes out once more, on a new
+    /// connection, when sending it twice is safe: an idempotent method
+    /// without a body ([`forward::replayable_copy`]).
     pub async fn send(
         &self,
         mut req: Request<ProxyBody>,
@@ -193,8 +198,11 @@ impl<C: Connect> Pool<C> {
         let host = self.host(authority.as_str());
         origin_form(&mut req, &authority);
         let mut request_body_streams = !req.body().is_end_stream();
+        // Set once the request has been sent again: on a new connection.
+        let mut replayed = false;
         loop {
-            let (mut conn, reused) = match host.pop() {
+            let idle = if replayed { None } else { host.pop() };
+            let (mut conn, reused) = match idle {
                 Some(conn) => (conn, true),
                 // Boxed: the connect path is rare, and would otherwise make
                 // every request's future larger.
@@ -215,6 +223,12 @@ impl<C: Connect> Pool<C> {
                 }
                 return Err(closed_before_sending(&authority));
             }
+            // Only a reused connection can have been closed by the upstream
+            // meanwhile; the copy costs a clone of the request head.
+            let mut replay = match reused && !replayed {
+                true => forward::replayable_copy(&req),
+                false => None,
+            };
             let exchange = pin!(conn.sender.try_send_request(req));
             let Some(outcome) = respond_by(&mut conn.timer, deadline, exchange).await else {
                 return Err(PoolError::Timeout(timeout));
@@ -239,7 +253,18 @@ impl<C: Connect> Pool<C> {
                         req = unsent;
                     }
                     Some(_) => return Err(closed_before_sending(&authority)),
-                    None => return Err(PoolError::Http(error.into_error())),
+                    None => {
+                        let error = error.into_error();
+                        match replay.take() {
+                            Some(copy) if closed_unanswered(&error) => {
+                                tracing::debug!(%error, %authority, "reused connection closed unanswered: sending again on a new one");
+                                req = copy;
+                                request_body_streams = false;
+                                replayed = true;
+                            }
+                            _ => return Err(PoolError::Http(error)),
+                        }
+                    }
                 },
             }
         }
@@ -400,6 +425,28 @@ async fn wait_ready(sender: &mut SendRequest<ProxyBody>, reused: bool) -> bool {
         tokio::time::timeout(READY_WAIT, sender.ready()).await,
         Ok(Ok(()))
     )
+}
+
+/// The connection closed (or was reset) before any answer came: what an
+/// upstream closing an idle keep-alive connection looks like to the request
+/// that reused it.
+fn closed_unanswered(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 fn closed_before_sending(authority: &http::uri::Authority) -> PoolError {

@@ -237,6 +237,47 @@ async fn an_idle_connection_the_upstream_closed_is_replaced_without_an_error() {
 }
 
 #[tokio::test]
+async fn a_reused_connection_closed_unanswered_is_sent_again_only_when_safe() {
+    // Answers the first request on each connection; reads the second and
+    // closes unanswered, as an upstream reaping it at that moment would.
+    let (addr, accepted) = raw_server(|mut stream| async move {
+        use tokio::io::AsyncReadExt;
+        answer_raw(
+            &mut stream,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        )
+        .await;
+        let _ = stream.read(&mut [0u8; 4096]).await;
+    })
+    .await;
+    let pool = pool(Duration::from_secs(60), 8);
+    let response = pool.send_within(get(addr, "/")).await.expect("first");
+    assert_eq!(text(response).await, "ok");
+    // Idempotent, no body: once more, on a new connection.
+    let response = pool.send_within(get(addr, "/")).await.expect("replayed");
+    assert_eq!(text(response).await, "ok");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // A body (or a POST) is never sent twice.
+    let post = Request::post(format!("http://{addr}/"))
+        .body(body::full("order=1"))
+        .expect("request");
+    let error = pool.send_within(post).await.expect_err("not replayed");
+    assert!(
+        matches!(&error, PoolError::Http(e) if e.is_incomplete_message()),
+        "{error:?}"
+    );
+    let delete = Request::delete(format!("http://{addr}/"))
+        .body(body::empty())
+        .expect("request");
+    let response = pool
+        .send_within(delete)
+        .await
+        .expect("idempotent, replayed");
+    assert_eq!(text(response).await, "ok");
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
 async fn idle_connections_past_the_idle_timeout_are_closed() {
     let (addr, _) = server().await;
     let pool = pool(Duration::from_secs(1), 8);

@@ -1,0 +1,170 @@
+//! The sending loops. Each worker owns one connection per target and
+//! records into its own [`Recorder`]:
+//!
+//! - open loop (`--rate`): request `j` of the run is due at `start + j /
+//!   rate`, whoever sends it; its latency counts from that intended time,
+//!   so a stall shows in every request that queued behind it (no
+//!   coordinated omission). A send more than [`LATE`] after its time is
+//!   counted: beyond 1 % the run says the generator could not hold the
+//!   rate.
+//! - closed loop: each worker sends its next request when the last one
+//!   ended; latency counts from the send.
+//!
+//! With `--compare`, requests alternate between the two targets in blocks
+//! of `block` requests, so both see the same moments of the machine.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::HeaderName;
+use tokio::time::Instant;
+
+use super::record::Recorder;
+use super::target::{Connection, Failure, Target};
+
+/// A send this much behind its intended time is late.
+pub const LATE: Duration = Duration::from_millis(2);
+
+/// What every worker shares.
+pub struct Run {
+    pub targets: Vec<Target>,
+    pub version_header: HeaderName,
+    /// Open loop: requests per second over all workers.
+    pub rate: Option<f64>,
+    pub timeout: Duration,
+    pub block: u64,
+    /// When the run (warm-up included) began.
+    pub start: Instant,
+    /// Requests before this are sent but not recorded.
+    pub warmup: Duration,
+    /// Stop issuing at this time …
+    pub deadline: Instant,
+    /// … or after this many recorded requests.
+    pub limit: Option<u64>,
+    /// Next request index.
+    next: AtomicU64,
+    /// Requests sent after the warm-up (for `--requests`).
+    counted: AtomicU64,
+    pub late: AtomicU64,
+    pub stop: AtomicBool,
+}
+
+impl Run {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        targets: Vec<Target>,
+        version_header: HeaderName,
+        rate: Option<f64>,
+        timeout: Duration,
+        block: u64,
+        warmup: Duration,
+        duration: Duration,
+        limit: Option<u64>,
+    ) -> Run {
+        let start = Instant::now();
+        Run {
+            targets,
+            version_header,
+            rate,
+            timeout,
+            block: block.max(1),
+            start,
+            warmup,
+            deadline: start + warmup + duration,
+            limit,
+            next: AtomicU64::new(0),
+            counted: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.counted.load(Ordering::Relaxed)
+    }
+
+    /// The next request to send: its index and intended time, or `None`
+    /// when the run is over.
+    fn claim(&self) -> Option<(u64, Instant)> {
+        if self.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let j = self.next.fetch_add(1, Ordering::Relaxed);
+        let intended = match self.rate {
+            Some(rate) => self.start + Duration::from_secs_f64(j as f64 / rate),
+            None => Instant::now(),
+        };
+        if intended >= self.deadline {
+            return None;
+        }
+        if intended >= self.start + self.warmup {
+            let counted = self.counted.fetch_add(1, Ordering::Relaxed);
+            if self.limit.is_some_and(|limit| counted >= limit) {
+                self.stop.store(true, Ordering::Relaxed);
+                return None;
+            }
+        }
+        Some((j, intended))
+    }
+
+    fn target_of(&self, j: u64) -> usize {
+        ((j / self.block) % self.targets.len() as u64) as usize
+    }
+}
+
+/// One worker: until the run ends, claims requests and sends them.
+pub async fn worker(run: Arc<Run>, recorder: Arc<Mutex<Recorder>>) {
+    let mut connections: Vec<Option<Connection>> = run.targets.iter().map(|_| None).collect();
+    while let Some((j, intended)) = run.claim() {
+        if run.rate.is_some() {
+            tokio::time::sleep_until(intended).await;
+        }
+        let sent = Instant::now();
+        let target = run.target_of(j);
+        let recorded = intended >= run.start + run.warmup;
+        if recorded && sent.saturating_duration_since(intended) > LATE {
+            run.late.fetch_add(1, Ordering::Relaxed);
+        }
+        let outcome = tokio::time::timeout(run.timeout, async {
+            // A kept connection the server closed meanwhile (keep-alive
+            // timeout, `Connection: close`) is replaced, not counted as a
+            // failure of this request.
+            let mut connection = match connections[target].take() {
+                Some(connection) if !connection.is_closed() => connection,
+                _ => run.targets[target].connect().await?,
+            };
+            let answer = run.targets[target]
+                .send(&mut connection, &run.version_header)
+                .await?;
+            Ok::<_, Failure>((answer, connection))
+        })
+        .await
+        .unwrap_or(Err(Failure::Timeout));
+        let done = Instant::now();
+        if !recorded {
+            if let Ok((_, connection)) = outcome {
+                connections[target] = Some(connection);
+            }
+            continue;
+        }
+        // Open loop: from the intended time; closed loop: from the send.
+        let from = if run.rate.is_some() { intended } else { sent };
+        let mut recorder = recorder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match outcome {
+            Ok((answer, connection)) => {
+                recorder.response(
+                    target,
+                    answer.version.as_deref(),
+                    answer.status,
+                    done - from,
+                    done.saturating_duration_since(run.start + run.warmup),
+                );
+                connections[target] = Some(connection);
+            }
+            Err(failure) => recorder.failure(target, failure.as_str()),
+        }
+    }
+}
