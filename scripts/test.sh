@@ -43,6 +43,8 @@ ensure_pkg promtool prometheus # tests/tests/metrics.rs checks GET /metrics with
 ensure_pkg chromium # tests/tests/dashboard.rs loads the dashboard in headless Chromium
 ensure_pkg etcd etcd-server # tests/tests/fleet.rs runs a real etcd on loopback
 ensure_pkg protoc protobuf-compiler # etcd-client's build compiles etcd's protobufs
+ensure_pkg make # jemalloc (the binary's allocator) is built from C with make
+ensure_pkg cc gcc # … and a C compiler
 # …with protobuf's own .proto files (google/protobuf/descriptor.proto), a
 # file rather than a command: ensure_pkg's check would not see it.
 if [[ ! -f /usr/include/google/protobuf/descriptor.proto ]]; then
