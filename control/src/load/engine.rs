@@ -47,6 +47,9 @@ pub struct Run {
     /// Requests sent after the warm-up (for `--requests`).
     counted: AtomicU64,
     pub late: AtomicU64,
+    /// The latest recorded send, µs after `start` (the measured window
+    /// ends there: a generator that fell behind shows a lower rate).
+    last_send: AtomicU64,
     pub stop: AtomicBool,
 }
 
@@ -76,12 +79,18 @@ impl Run {
             next: AtomicU64::new(0),
             counted: AtomicU64::new(0),
             late: AtomicU64::new(0),
+            last_send: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         }
     }
 
     pub fn sent(&self) -> u64 {
         self.counted.load(Ordering::Relaxed)
+    }
+
+    /// From the end of the warm-up to the last recorded send.
+    pub fn measured(&self) -> Duration {
+        Duration::from_micros(self.last_send.load(Ordering::Relaxed)).saturating_sub(self.warmup)
     }
 
     /// The next request to send: its index and intended time, or `None`
@@ -123,8 +132,12 @@ pub async fn worker(run: Arc<Run>, recorder: Arc<Mutex<Recorder>>) {
         let sent = Instant::now();
         let target = run.target_of(j);
         let recorded = intended >= run.start + run.warmup;
-        if recorded && sent.saturating_duration_since(intended) > LATE {
-            run.late.fetch_add(1, Ordering::Relaxed);
+        if recorded {
+            if sent.saturating_duration_since(intended) > LATE {
+                run.late.fetch_add(1, Ordering::Relaxed);
+            }
+            let at = u64::try_from((sent - run.start).as_micros()).unwrap_or(u64::MAX);
+            run.last_send.fetch_max(at, Ordering::Relaxed);
         }
         let outcome = tokio::time::timeout(run.timeout, async {
             // A kept connection the server closed meanwhile (keep-alive
