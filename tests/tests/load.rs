@@ -380,7 +380,10 @@ async fn json_hgrm_and_html_are_written_and_the_page_loads_nothing_outside() {
 async fn report_screenshot() {
     let chromium_bin = require_tool("chromium");
     let dir = temp_dir("load-screenshot");
-    run_with_outputs(&dir, "300", "10s").await;
+    {
+        let _serial = SERIAL.lock().await;
+        run_with_outputs(&dir, "300", "10s").await;
+    }
     let mut browser = Browser::open(
         &chromium_bin,
         &format!("file://{}", dir.join("report.html").display()),

@@ -16,7 +16,7 @@ use crate::statistics::Interval;
 const WIDTH: f64 = 900.0;
 const HEIGHT: f64 = 340.0;
 /// Left, right, top, bottom.
-const MARGIN: (f64, f64, f64, f64) = (64.0, 16.0, 16.0, 44.0);
+const MARGIN: (f64, f64, f64, f64) = (64.0, 32.0, 16.0, 44.0);
 /// One colour per series, in series order (colour-blind-safe set).
 const COLOURS: [&str; 8] = [
     "#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#555555", "#f0e442",
