@@ -20,7 +20,13 @@ rounds=${2:-3}
 rate=${3:-2000}
 bin=${SWITCHYARD_BIN:-target/release/switchyard}
 backend=${BENCH_BACKEND:-../shared/bench/backend/target/release/bench-backend}
-for tool in "$bin" "$backend" wrk oha hey taskset python3; do
+# oha takes long to build: without it, its rows say "not run".
+have_oha=true
+command -v oha >/dev/null 2>&1 || {
+  have_oha=false
+  echo "load-figures.sh: oha is missing (cargo install oha --locked): its figures are skipped" >&2
+}
+for tool in "$bin" "$backend" wrk hey taskset python3 curl; do
   command -v "$tool" >/dev/null 2>&1 || [[ -x $tool ]] || {
     echo "load-figures.sh: $tool is missing (see the header of this script)" >&2
     exit 1
@@ -59,13 +65,13 @@ for round in $(seq "$rounds"); do
       switchyard) timed switchyard "$round" "$bin" load "$url" --threads 1 --connections 64 \
         --duration "${secs}s" --warmup 1s --quiet --json "$out/switchyard.$round.json" ;;
       wrk) timed wrk "$round" wrk -t1 -c64 -d"${secs}s" "$url" ;;
-      oha) timed oha "$round" oha -z "${secs}s" -c 64 --no-tui --output-format json "$url" ;;
+      oha) $have_oha && timed oha "$round" oha -z "${secs}s" -c 64 --no-tui --output-format json "$url" ;;
       hey) timed hey "$round" hey -z "${secs}s" -c 64 -cpus 1 "$url" ;;
     esac
   done
   timed sy-rate "$round" "$bin" load "$url" --threads 1 --connections 64 --rate "$rate" \
     --duration "${secs}s" --warmup 1s --quiet --json "$out/sy-rate.$round.json"
-  timed oha-rate "$round" oha -z "${secs}s" -c 64 -q "$rate" --latency-correction --no-tui \
+  $have_oha && timed oha-rate "$round" oha -z "${secs}s" -c 64 -q "$rate" --latency-correction --no-tui \
     --output-format json "$url"
 done
 
@@ -84,7 +90,11 @@ def rps(name, r):
         return json.loads(text)["summary"]["requestsPerSec"], None
     return float(re.search(r"Requests/sec:\s*([\d.]+)", text).group(1)), None
 rows = {}
+import os
 for name in ["switchyard", "wrk", "oha", "hey"]:
+    if not os.path.exists(f"{out}/{name}.1.cpu"):
+        print(f"({name}: not run)")
+        continue
     per_core, raw = [], []
     for r in range(1, rounds + 1):
         rate_r, _ = rps(name, r)
@@ -103,7 +113,8 @@ sy = [json.load(open(f"{out}/sy-rate.{r}.json")) for r in range(1, rounds + 1)]
 def sy_q(j, q):
     s = next(s for s in j["series"] if s["version"] == "unversioned")
     return s["latency_ms"][q]
-oha = [json.loads(open(f"{out}/oha-rate.{r}.out").read()) for r in range(1, rounds + 1)]
+have_oha = os.path.exists(f"{out}/oha-rate.1.out")
+oha = [json.loads(open(f"{out}/oha-rate.{r}.out").read()) for r in range(1, rounds + 1)] if have_oha else []
 def oha_q(j, q):
     return j["latencyPercentiles"][q] * 1000
 print()
@@ -112,6 +123,9 @@ print("| figure | switchyard load | oha | difference |")
 print("|---|---:|---:|---:|")
 for q, oq in [("p50", "p50"), ("p99", "p99")]:
     a = statistics.median(sy_q(j, q) for j in sy)
+    if not oha:
+        print(f"| {q} | {a:.3f} | not run | |")
+        continue
     b = statistics.median(oha_q(j, oq) for j in oha)
     print(f"| {q} | {a:.3f} | {b:.3f} | {100 * (a - b) / b:+.1f} % |")
 late = [j["achieved"]["late_fraction"] for j in sy]

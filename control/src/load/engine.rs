@@ -122,9 +122,42 @@ impl Run {
     }
 }
 
-/// One worker: until the run ends, claims requests and sends them.
-pub async fn worker(run: Arc<Run>, recorder: Arc<Mutex<Recorder>>) {
-    let mut connections: Vec<Option<Connection>> = run.targets.iter().map(|_| None).collect();
+/// One connection per target for each of `workers` workers, opened
+/// together before the run starts, so that no target pays connection
+/// set-up in its measured requests (with `--compare`, the target whose
+/// blocks come later in the warm-up would otherwise pay more of it). A
+/// connection that fails here is opened again, and counted, in the run.
+pub async fn connect_all(targets: &[Target], workers: usize) -> Vec<Vec<Option<Connection>>> {
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let targets = targets.to_vec();
+            tokio::spawn(async move {
+                let mut connections = Vec::with_capacity(targets.len());
+                for target in &targets {
+                    connections.push(target.connect().await.ok());
+                }
+                connections
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(workers);
+    for task in tasks {
+        all.push(
+            task.await
+                .unwrap_or_else(|_| targets.iter().map(|_| None).collect()),
+        );
+    }
+    all
+}
+
+/// One worker: until the run ends, claims requests and sends them over
+/// `connections` (one per target; `None`: opened on first use).
+pub async fn worker(
+    run: Arc<Run>,
+    recorder: Arc<Mutex<Recorder>>,
+    mut connections: Vec<Option<Connection>>,
+) {
+    connections.resize_with(run.targets.len(), || None);
     while let Some((j, intended)) = run.claim() {
         if run.rate.is_some() {
             tokio::time::sleep_until(intended).await;

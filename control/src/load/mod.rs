@@ -179,6 +179,12 @@ pub async fn run(options: &LoadOptions) -> Result<Report, LoadError> {
     if let Some(compare) = &options.compare {
         targets.push(Target::new(compare, &shape)?);
     }
+    let connected = tokio::time::timeout(
+        options.timeout,
+        engine::connect_all(&targets, options.connections),
+    )
+    .await
+    .unwrap_or_default();
     let started = crate::history::now_rfc3339();
     let cpu_before = cpu_seconds();
     let run = Arc::new(Run::new(
@@ -193,9 +199,16 @@ pub async fn run(options: &LoadOptions) -> Result<Report, LoadError> {
     ));
     let recorders: Vec<Arc<Mutex<Recorder>>> =
         (0..options.connections).map(|_| Arc::default()).collect();
+    let mut connected = connected.into_iter();
     let workers: Vec<_> = recorders
         .iter()
-        .map(|recorder| tokio::spawn(engine::worker(Arc::clone(&run), Arc::clone(recorder))))
+        .map(|recorder| {
+            tokio::spawn(engine::worker(
+                Arc::clone(&run),
+                Arc::clone(recorder),
+                connected.next().unwrap_or_default(),
+            ))
+        })
         .collect();
     let progress = (!options.quiet).then(|| {
         tokio::spawn(progress(
