@@ -11,13 +11,17 @@
 //!   ended; latency counts from the send.
 //!
 //! With `--compare`, requests alternate between the two targets in blocks
-//! of `block` requests, so both see the same moments of the machine.
+//! of `block` requests (default 1), each pair of blocks in a random order,
+//! so both see the same moments of the machine and neither is tied to a
+//! phase of the clock.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::HeaderName;
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
 use tokio::time::Instant;
 
 use super::record::Recorder;
@@ -117,8 +121,21 @@ impl Run {
         Some((j, intended))
     }
 
+    /// Blocks go in rounds of one block per target; each round's order is
+    /// drawn from the round's number. A fixed order would tie each target to
+    /// a phase of the clock: at `--rate 400` with blocks of 1, the first
+    /// target's sends would always fall on a millisecond tick and the
+    /// second's half-way between, and the timer's rounding to ticks would
+    /// show as a difference between two identical URLs.
     fn target_of(&self, j: u64) -> usize {
-        ((j / self.block) % self.targets.len() as u64) as usize
+        let n = self.targets.len() as u64;
+        if n < 2 {
+            return 0;
+        }
+        let block = j / self.block;
+        let (round, slot) = (block / n, block % n);
+        let offset = StdRng::seed_from_u64(round).gen_range(0..n);
+        ((slot + offset) % n) as usize
     }
 }
 
