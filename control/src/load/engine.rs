@@ -11,13 +11,17 @@
 //!   ended; latency counts from the send.
 //!
 //! With `--compare`, requests alternate between the two targets in blocks
-//! of `block` requests, so both see the same moments of the machine.
+//! of `block` requests (default 1), each pair of blocks in a random order,
+//! so both see the same moments of the machine and neither is tied to a
+//! phase of the clock.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::HeaderName;
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
 use tokio::time::Instant;
 
 use super::record::Recorder;
@@ -47,6 +51,9 @@ pub struct Run {
     /// Requests sent after the warm-up (for `--requests`).
     counted: AtomicU64,
     pub late: AtomicU64,
+    /// The latest recorded send, µs after `start` (the measured window
+    /// ends there: a generator that fell behind shows a lower rate).
+    last_send: AtomicU64,
     pub stop: AtomicBool,
 }
 
@@ -76,12 +83,18 @@ impl Run {
             next: AtomicU64::new(0),
             counted: AtomicU64::new(0),
             late: AtomicU64::new(0),
+            last_send: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         }
     }
 
     pub fn sent(&self) -> u64 {
         self.counted.load(Ordering::Relaxed)
+    }
+
+    /// From the end of the warm-up to the last recorded send.
+    pub fn measured(&self) -> Duration {
+        Duration::from_micros(self.last_send.load(Ordering::Relaxed)).saturating_sub(self.warmup)
     }
 
     /// The next request to send: its index and intended time, or `None`
@@ -108,14 +121,60 @@ impl Run {
         Some((j, intended))
     }
 
+    /// Blocks go in rounds of one block per target; each round's order is
+    /// drawn from the round's number. A fixed order would tie each target to
+    /// a phase of the clock: at `--rate 400` with blocks of 1, the first
+    /// target's sends would always fall on a millisecond tick and the
+    /// second's half-way between, and the timer's rounding to ticks would
+    /// show as a difference between two identical URLs.
     fn target_of(&self, j: u64) -> usize {
-        ((j / self.block) % self.targets.len() as u64) as usize
+        let n = self.targets.len() as u64;
+        if n < 2 {
+            return 0;
+        }
+        let block = j / self.block;
+        let (round, slot) = (block / n, block % n);
+        let offset = StdRng::seed_from_u64(round).gen_range(0..n);
+        ((slot + offset) % n) as usize
     }
 }
 
-/// One worker: until the run ends, claims requests and sends them.
-pub async fn worker(run: Arc<Run>, recorder: Arc<Mutex<Recorder>>) {
-    let mut connections: Vec<Option<Connection>> = run.targets.iter().map(|_| None).collect();
+/// One connection per target for each of `workers` workers, opened
+/// together before the run starts, so that no target pays connection
+/// set-up in its measured requests (with `--compare`, the target whose
+/// blocks come later in the warm-up would otherwise pay more of it). A
+/// connection that fails here is opened again, and counted, in the run.
+pub async fn connect_all(targets: &[Target], workers: usize) -> Vec<Vec<Option<Connection>>> {
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let targets = targets.to_vec();
+            tokio::spawn(async move {
+                let mut connections = Vec::with_capacity(targets.len());
+                for target in &targets {
+                    connections.push(target.connect().await.ok());
+                }
+                connections
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(workers);
+    for task in tasks {
+        all.push(
+            task.await
+                .unwrap_or_else(|_| targets.iter().map(|_| None).collect()),
+        );
+    }
+    all
+}
+
+/// One worker: until the run ends, claims requests and sends them over
+/// `connections` (one per target; `None`: opened on first use).
+pub async fn worker(
+    run: Arc<Run>,
+    recorder: Arc<Mutex<Recorder>>,
+    mut connections: Vec<Option<Connection>>,
+) {
+    connections.resize_with(run.targets.len(), || None);
     while let Some((j, intended)) = run.claim() {
         if run.rate.is_some() {
             tokio::time::sleep_until(intended).await;
@@ -123,8 +182,12 @@ pub async fn worker(run: Arc<Run>, recorder: Arc<Mutex<Recorder>>) {
         let sent = Instant::now();
         let target = run.target_of(j);
         let recorded = intended >= run.start + run.warmup;
-        if recorded && sent.saturating_duration_since(intended) > LATE {
-            run.late.fetch_add(1, Ordering::Relaxed);
+        if recorded {
+            if sent.saturating_duration_since(intended) > LATE {
+                run.late.fetch_add(1, Ordering::Relaxed);
+            }
+            let at = u64::try_from((sent - run.start).as_micros()).unwrap_or(u64::MAX);
+            run.last_send.fetch_max(at, Ordering::Relaxed);
         }
         let outcome = tokio::time::timeout(run.timeout, async {
             // A kept connection the server closed meanwhile (keep-alive

@@ -10,7 +10,8 @@
 //! Here: the options and the run (warm-up, progress line, outputs);
 //! `target`: connections and requests; `engine`: the sending loops;
 //! `record`: per-version histograms; `report`: JSON, terminal summary,
-//! plain words. The statistics are `crate::statistics`.
+//! plain words; `hgrm` and `html`: the other outputs. The statistics are
+//! `crate::statistics`.
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -21,6 +22,8 @@ use bytes::Bytes;
 use http::HeaderName;
 
 pub mod engine;
+pub mod hgrm;
+pub mod html;
 pub mod record;
 pub mod report;
 pub mod target;
@@ -81,15 +84,45 @@ pub struct LoadOptions {
     /// report says what the first adds (proxy or shadow overhead).
     #[arg(long)]
     pub compare: Option<String>,
-    /// Requests per block when comparing.
-    #[arg(long, default_value_t = 50)]
+    /// Requests per block when comparing (each round of one block per URL
+    /// in a random order). 1: drift on any timescale longer than a request
+    /// reaches both sides alike; with long blocks the requests of one block
+    /// share their moment, and the intervals, which take requests as
+    /// independent, come out too narrow.
+    #[arg(long, default_value_t = 1)]
     pub block: u64,
-    /// Write the JSON report here.
+    /// Write the JSON report here (schema `switchyard-load/1`, docs/load.md).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write each series' HdrHistogram percentile distribution into this
+    /// directory (`url-stable.hgrm`, …; HdrHistogram's plotter reads them).
+    #[arg(long)]
+    pub hgrm: Option<PathBuf>,
+    /// Write a self-contained HTML report here (charts, tables, parameters).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
+}
+
+impl LoadOptions {
+    /// The options from command-line words (after `switchyard load`), with
+    /// the same defaults as the command.
+    pub fn from_args<I, T>(args: I) -> Result<LoadOptions, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct Words {
+            #[command(flatten)]
+            options: LoadOptions,
+        }
+        let words = std::iter::once(std::ffi::OsString::from("load"))
+            .chain(args.into_iter().map(Into::into));
+        <Words as clap::Parser>::try_parse_from(words).map(|w| w.options)
+    }
 }
 
 /// Why a run could not start or its outputs not be written.
@@ -150,6 +183,12 @@ pub async fn run(options: &LoadOptions) -> Result<Report, LoadError> {
     if let Some(compare) = &options.compare {
         targets.push(Target::new(compare, &shape)?);
     }
+    let connected = tokio::time::timeout(
+        options.timeout,
+        engine::connect_all(&targets, options.connections),
+    )
+    .await
+    .unwrap_or_default();
     let started = crate::history::now_rfc3339();
     let cpu_before = cpu_seconds();
     let run = Arc::new(Run::new(
@@ -164,9 +203,16 @@ pub async fn run(options: &LoadOptions) -> Result<Report, LoadError> {
     ));
     let recorders: Vec<Arc<Mutex<Recorder>>> =
         (0..options.connections).map(|_| Arc::default()).collect();
+    let mut connected = connected.into_iter();
     let workers: Vec<_> = recorders
         .iter()
-        .map(|recorder| tokio::spawn(engine::worker(Arc::clone(&run), Arc::clone(recorder))))
+        .map(|recorder| {
+            tokio::spawn(engine::worker(
+                Arc::clone(&run),
+                Arc::clone(recorder),
+                connected.next().unwrap_or_default(),
+            ))
+        })
         .collect();
     let progress = (!options.quiet).then(|| {
         tokio::spawn(progress(
@@ -182,11 +228,10 @@ pub async fn run(options: &LoadOptions) -> Result<Report, LoadError> {
         progress.abort();
         eprintln!();
     }
-    let measured = run
-        .start
-        .elapsed()
-        .saturating_sub(options.warmup)
-        .min(options.duration);
+    // Closed loop: the last send is at the deadline (or the last of
+    // `--requests`); open loop: at the last intended time, or later when
+    // the generator fell behind.
+    let measured = run.measured();
     let merged = merge(&recorders);
     let requests = merged.requests();
     let cpu = (cpu_seconds() - cpu_before).max(0.0);
@@ -236,6 +281,12 @@ pub async fn run(options: &LoadOptions) -> Result<Report, LoadError> {
     if let Some(path) = &options.json {
         let text = serde_json::to_vec_pretty(&report).unwrap_or_default();
         std::fs::write(path, text).map_err(file_error(path))?;
+    }
+    if let Some(dir) = &options.hgrm {
+        hgrm::write(dir, &merged).map_err(file_error(dir))?;
+    }
+    if let Some(path) = &options.html {
+        std::fs::write(path, html::render(&report, &merged)).map_err(file_error(path))?;
     }
     Ok(report)
 }

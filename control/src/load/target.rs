@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, HOST};
-use http::uri::{Authority, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
@@ -40,6 +40,10 @@ pub enum Protocol {
 #[derive(Clone)]
 pub struct Target {
     uri: Uri,
+    /// What the request line carries, parsed once: the origin form on
+    /// HTTP/1.1 (with `host`), the full URI on h2 (`:authority`).
+    request_uri: Uri,
+    host: HeaderValue,
     authority: Authority,
     method: Method,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -150,8 +154,20 @@ impl Target {
         } else {
             None
         };
+        let request_uri = match shape.protocol {
+            Protocol::Http1 => Uri::from(
+                uri.path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            ),
+            Protocol::Http2 => uri.clone(),
+        };
+        let host =
+            HeaderValue::from_str(authority.as_str()).map_err(|_| TargetError::Url(url.into()))?;
         Ok(Target {
             uri,
+            request_uri,
+            host,
             authority,
             method,
             headers,
@@ -209,19 +225,15 @@ impl Target {
     }
 
     fn request(&self) -> Request<Full<Bytes>> {
-        let mut builder = Request::builder().method(self.method.clone());
-        builder = match self.protocol {
-            // HTTP/1.1: origin form and Host; h2: the full URI (:authority).
-            Protocol::Http1 => builder
-                .uri(self.uri.path_and_query().map_or("/", |p| p.as_str()))
-                .header(HOST, self.authority.as_str()),
-            Protocol::Http2 => builder.uri(self.uri.clone()),
-        };
-        let mut request = builder
-            .body(Full::new(self.body.clone()))
-            .unwrap_or_default();
+        let mut request = Request::new(Full::new(self.body.clone()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.request_uri.clone();
+        let headers = request.headers_mut();
+        if self.protocol == Protocol::Http1 {
+            headers.insert(HOST, self.host.clone());
+        }
         for (name, value) in &self.headers {
-            request.headers_mut().append(name.clone(), value.clone());
+            headers.append(name.clone(), value.clone());
         }
         request
     }
