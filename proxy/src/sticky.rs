@@ -140,20 +140,7 @@ impl Sticky {
 
     /// The version for a request with these headers.
     pub fn assign(&self, headers: &HeaderMap) -> Assignment {
-        let key = self
-            .header
-            .as_ref()
-            .and_then(|name| headers.get(name))
-            .map(HeaderValue::as_bytes)
-            .filter(|key| !key.is_empty())
-            .or_else(|| {
-                let name = self.cookie.as_deref()?;
-                headers
-                    .get_all(COOKIE)
-                    .iter()
-                    .find_map(|value| cookie_value(value.as_bytes(), name.as_bytes()))
-            });
-        if let Some(key) = key {
+        if let Some(key) = self.key(headers) {
             if let Some(version) = self.version_for(key) {
                 return Assignment::Version(version);
             }
@@ -178,10 +165,36 @@ impl Sticky {
         }
     }
 
+    /// The request's key (header first, then cookie), if it carries one.
+    pub fn key<'h>(&self, headers: &'h HeaderMap) -> Option<&'h [u8]> {
+        unit_key(self.header.as_ref(), self.cookie.as_deref(), headers)
+    }
+
     /// The version index for `key`, or `None` when every weight is zero.
     pub fn version_for(&self, key: &[u8]) -> Option<usize> {
         rendezvous(key_hash(key, self.seed), &self.salts, &self.weights)
     }
+}
+
+/// A unit's key from a request: the non-empty value of `header`, else the
+/// value of the cookie named `cookie`. Shared by everything that follows a
+/// user rather than a request (sticky assignment, experiments, flags).
+pub fn unit_key<'h>(
+    header: Option<&HeaderName>,
+    cookie: Option<&str>,
+    headers: &'h HeaderMap,
+) -> Option<&'h [u8]> {
+    header
+        .and_then(|name| headers.get(name))
+        .map(HeaderValue::as_bytes)
+        .filter(|key| !key.is_empty())
+        .or_else(|| {
+            let name = cookie?;
+            headers
+                .get_all(COOKIE)
+                .iter()
+                .find_map(|value| cookie_value(value.as_bytes(), name.as_bytes()))
+        })
 }
 
 /// The hash of a user's key under `seed`.
@@ -241,7 +254,8 @@ fn cookie_value<'v>(header: &'v [u8], name: &[u8]) -> Option<&'v [u8]> {
     })
 }
 
-fn valid_cookie_name(name: &str) -> bool {
+/// Cookie names switchyard reads or writes: RFC 6265 tokens, conservatively.
+pub fn valid_cookie_name(name: &str) -> bool {
     crate::names::is_name_text(name)
 }
 
