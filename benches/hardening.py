@@ -341,6 +341,11 @@ def soak_figure(args, proxy, rundir):
         target = sat["rps"] / 2
         delay_ms = 10
         conns = max(1, int(round(target * delay_ms / 1000)))
+        # Each paced connection also waits for its answers, so the first
+        # guess runs below target: calibrate on a short paced run.
+        probe = wrk_paced(args, conns, delay_ms, 5)
+        if probe.get("rps"):
+            conns = max(1, int(round(conns * target / probe["rps"])))
         stop = threading.Event()
         flaps, changes = {"up": 0}, {"ok": 0, "failed": 0}
         threads = [threading.Thread(target=flap, args=(stop, args, rundir, flaps)),
