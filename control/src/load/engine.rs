@@ -194,8 +194,14 @@ pub async fn worker(
             // timeout, `Connection: close`) is replaced, not counted as a
             // failure of this request.
             let mut connection = match connections[target].take() {
-                Some(connection) if !connection.is_closed() => connection,
-                _ => run.targets[target].connect().await?,
+                Some(mut connection) => {
+                    if connection.usable().await {
+                        connection
+                    } else {
+                        run.targets[target].connect().await?
+                    }
+                }
+                None => run.targets[target].connect().await?,
             };
             let answer = run.targets[target]
                 .send(&mut connection, &run.version_header)

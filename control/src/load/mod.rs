@@ -232,7 +232,7 @@ pub async fn run(options: &LoadOptions) -> Result<Report, LoadError> {
     // `--requests`); open loop: at the last intended time, or later when
     // the generator fell behind.
     let measured = run.measured();
-    let merged = merge(&recorders);
+    let merged = merge(&recorders, Recorder::add);
     let requests = merged.requests();
     let cpu = (cpu_seconds() - cpu_before).max(0.0);
     let late = run.late.load(std::sync::atomic::Ordering::Relaxed);
@@ -296,13 +296,13 @@ pub fn summary(report: &Report) -> String {
     report::render(report, std::io::stdout().is_terminal())
 }
 
-fn merge(recorders: &[Arc<Mutex<Recorder>>]) -> Recorder {
+fn merge(recorders: &[Arc<Mutex<Recorder>>], add: fn(&mut Recorder, &Recorder)) -> Recorder {
     let mut merged = Recorder::default();
     for recorder in recorders {
         let recorder = recorder
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        merged.add(&recorder);
+        add(&mut merged, &recorder);
     }
     merged
 }
@@ -314,7 +314,7 @@ async fn progress(run: Arc<Run>, recorders: Vec<Arc<Mutex<Recorder>>>, baseline:
     let mut last = (0, std::time::Instant::now());
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let merged = merge(&recorders);
+        let merged = merge(&recorders, Recorder::add_totals);
         let requests = merged.requests();
         let rate = (requests - last.0.min(requests)) as f64 / last.1.elapsed().as_secs_f64();
         last = (requests, std::time::Instant::now());

@@ -19,9 +19,16 @@ pub const UNVERSIONED: &str = "unversioned";
 pub const NO_RESPONSE: &str = "no response";
 
 pub fn histogram() -> Histogram<u64> {
-    // Constant valid bounds: cannot fail. Auto-resize keeps a series of
-    // millisecond latencies small; values are clamped to 60 s.
-    let mut histogram = Histogram::new_with_bounds(LOWEST_US, 2 * LOWEST_US, DIGITS)
+    // Sized for the whole range up front (about 140 KiB): recording never
+    // reallocates on the request path. Constant valid bounds: cannot fail.
+    Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, DIGITS)
+        .expect("constant HDR bounds are valid")
+}
+
+/// A second of the timeline: 2 significant digits (1 %, plenty for a chart
+/// point) and auto-resize, so a long run's seconds stay small.
+pub fn second_histogram() -> Histogram<u64> {
+    let mut histogram = Histogram::new_with_bounds(LOWEST_US, 2 * LOWEST_US, 2)
         .expect("constant HDR bounds are valid");
     histogram.auto(true);
     histogram
@@ -63,8 +70,10 @@ impl Series {
         self.classes[4] + self.failures.values().sum::<u64>()
     }
 
-    fn add(&mut self, other: &Series) {
-        // Same bounds, auto-resize: adding cannot fail.
+    /// Adds `other`'s totals (not its timeline: the progress line needs
+    /// only these, once a second).
+    fn add_totals(&mut self, other: &Series) {
+        // Same bounds: adding cannot fail.
         let _ = self.latency.add(&other.latency);
         for (mine, theirs) in self.classes.iter_mut().zip(other.classes) {
             *mine += theirs;
@@ -72,11 +81,16 @@ impl Series {
         for (kind, count) in &other.failures {
             *self.failures.entry(kind.clone()).or_default() += count;
         }
+    }
+
+    fn add(&mut self, other: &Series) {
+        self.add_totals(other);
         for (second, theirs) in &other.timeline {
+            // Auto-resize: adding cannot fail.
             let _ = self
                 .timeline
                 .entry(*second)
-                .or_insert_with(histogram)
+                .or_insert_with(second_histogram)
                 .add(theirs);
         }
     }
@@ -109,11 +123,16 @@ impl Recorder {
         let series = self.series_of(target, version.unwrap_or(UNVERSIONED));
         let us = micros(latency);
         let _ = series.latency.record(us);
-        let _ = series
-            .timeline
-            .entry(at.as_secs())
-            .or_insert_with(histogram)
-            .record(us);
+        let second = at.as_secs();
+        // Nearly every response falls in the latest second: no tree walk.
+        let histogram = match series.timeline.last_entry() {
+            Some(last) if *last.key() == second => last.into_mut(),
+            _ => series
+                .timeline
+                .entry(second)
+                .or_insert_with(second_histogram),
+        };
+        let _ = histogram.record(us);
         series.classes[usize::from((status / 100).clamp(1, 5) - 1)] += 1;
     }
 
@@ -152,6 +171,13 @@ impl Recorder {
     pub fn add(&mut self, other: &Recorder) {
         for ((target, version), series) in &other.series {
             self.series_of(*target, version).add(series);
+        }
+    }
+
+    /// [`Recorder::add`] without the timeline.
+    pub fn add_totals(&mut self, other: &Recorder) {
+        for ((target, version), series) in &other.series {
+            self.series_of(*target, version).add_totals(series);
         }
     }
 
