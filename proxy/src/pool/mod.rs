@@ -104,7 +104,7 @@ struct Shared {
 /// The idle connections to one address, most recently used last.
 #[derive(Default)]
 struct Host {
-    idle: Mutex<Vec<Idle>>,
+    idle: Mutex<IdleList>,
     /// When a connection last came back (pool seconds): addresses nothing
     /// used for an idle timeout are forgotten (endpoints come and go).
     returned_secs: AtomicU64,
@@ -113,6 +113,41 @@ struct Host {
 struct Idle {
     conn: Conn,
     since_secs: u64,
+}
+
+/// Idle connections, most recently used last, and how many at the front no
+/// checkout has reached since the last purge (checkouts pop from the back):
+/// the surplus a burst left behind.
+#[derive(Default)]
+struct IdleList {
+    conns: Vec<Idle>,
+    untouched: usize,
+}
+
+impl IdleList {
+    /// Closes half the connections nothing needed since the last purge, the
+    /// oldest first, as HAProxy's `pool-purge-delay` does: a burst's
+    /// connections (each with hyper's buffers, ~30 KiB) go within seconds
+    /// instead of staying for the idle timeout, while steady traffic, which
+    /// touches every connection it needs each second, keeps them all. A
+    /// single spare connection stays.
+    fn purge(&mut self) {
+        self.conns.drain(..self.untouched / 2);
+        self.untouched = self.conns.len();
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Idle) -> bool) {
+        let mut index = 0;
+        let mut removed_untouched = 0;
+        let untouched = self.untouched;
+        self.conns.retain(|idle| {
+            let kept = keep(idle);
+            removed_untouched += usize::from(!kept && index < untouched);
+            index += 1;
+            kept
+        });
+        self.untouched -= removed_untouched;
+    }
 }
 
 /// Waits for `exchange` until `deadline`; `None` if it passes first.
@@ -320,6 +355,7 @@ impl<C: Connect> Pool<C> {
             let mut unused = false;
             for host in shared.hosts.load().values() {
                 host.evict(|idle| now.saturating_sub(idle.since_secs) >= max_age);
+                host.lock().purge();
                 unused |= host.unused_since(now, max_age);
             }
             if unused {
@@ -340,7 +376,7 @@ impl<C: Connect> Pool<C> {
             .hosts
             .load()
             .get(authority)
-            .map_or(0, |host| host.lock().len())
+            .map_or(0, |host| host.lock().conns.len())
     }
 }
 
@@ -361,7 +397,7 @@ fn every_second<T: Send + Sync + 'static>(target: Weak<T>, tick: impl Fn(&T) + S
 }
 
 impl Host {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleList> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -369,7 +405,8 @@ impl Host {
     /// open and warm).
     fn pop(&self) -> Option<Conn> {
         let mut idle = self.lock();
-        while let Some(entry) = idle.pop() {
+        while let Some(entry) = idle.conns.pop() {
+            idle.untouched = idle.untouched.min(idle.conns.len());
             if !entry.conn.sender.is_closed() {
                 return Some(entry.conn);
             }
@@ -383,8 +420,8 @@ impl Host {
         }
         self.returned_secs.store(since_secs, Ordering::Relaxed);
         let mut idle = self.lock();
-        if idle.len() < max {
-            idle.push(Idle { conn, since_secs });
+        if idle.conns.len() < max {
+            idle.conns.push(Idle { conn, since_secs });
         }
     }
 
@@ -395,7 +432,7 @@ impl Host {
 
     fn unused_since(&self, now: u64, max_age: u64) -> bool {
         now.saturating_sub(self.returned_secs.load(Ordering::Relaxed)) >= max_age
-            && self.lock().is_empty()
+            && self.lock().conns.is_empty()
     }
 }
 

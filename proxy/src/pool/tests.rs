@@ -290,6 +290,37 @@ async fn idle_connections_past_the_idle_timeout_are_closed() {
 }
 
 #[tokio::test]
+async fn a_bursts_surplus_connections_are_closed_half_at_a_time() {
+    let (addr, _) = server().await;
+    let pool = pool(Duration::from_secs(60), 64);
+    // Sixteen at once: sixteen connections, all idle afterwards.
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let pool = pool.clone();
+        burst.spawn(async move {
+            let response = pool
+                .send_within(get(addr, "/slow/100"))
+                .await
+                .expect("send");
+            text(response).await
+        });
+    }
+    while burst.join_next().await.is_some() {}
+    assert_eq!(pool.idle_count(&addr.to_string()), 16);
+    // Each sweep closes half of what the previous second left untouched;
+    // one request a second keeps its own connection warm.
+    let mut counts = Vec::new();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        text(pool.send_within(get(addr, "/")).await.expect("send")).await;
+        counts.push(pool.idle_count(&addr.to_string()));
+    }
+    assert!(counts.windows(2).all(|w| w[1] <= w[0]), "{counts:?}");
+    let last = counts[counts.len() - 1];
+    assert!((1..=3).contains(&last), "{counts:?}");
+}
+
+#[tokio::test]
 async fn a_refused_connection_is_a_connect_error_naming_the_address() {
     // Bound but not listening: refuses, and no other test can take the
     // port while it is held.
