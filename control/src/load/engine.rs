@@ -6,7 +6,10 @@
 //!   so a stall shows in every request that queued behind it (no
 //!   coordinated omission). A send more than [`LATE`] after its time is
 //!   counted: beyond 1 % the run says the generator could not hold the
-//!   rate.
+//!   rate. Sends are released by a pacer thread ([`pace`]) sleeping on
+//!   the OS clock: tokio's timer fires on millisecond ticks, so sleeping
+//!   on it until each intended time made sends 0.5-1 ms late on average,
+//!   and that lateness counted in every latency.
 //! - closed loop: each worker sends its next request when the last one
 //!   ended; latency counts from the send.
 //!
@@ -22,6 +25,7 @@ use std::time::Duration;
 use http::HeaderName;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::record::Recorder;
@@ -51,6 +55,9 @@ pub struct Run {
     /// Requests sent after the warm-up (for `--requests`).
     counted: AtomicU64,
     pub late: AtomicU64,
+    /// Open loop: one permit per request whose intended time has come,
+    /// added by [`pace`]; closed when no more are due.
+    due: Semaphore,
     /// The latest recorded send, µs after `start` (the measured window
     /// ends there: a generator that fell behind shows a lower rate).
     last_send: AtomicU64,
@@ -83,6 +90,7 @@ impl Run {
             next: AtomicU64::new(0),
             counted: AtomicU64::new(0),
             late: AtomicU64::new(0),
+            due: Semaphore::new(0),
             last_send: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         }
@@ -175,10 +183,17 @@ pub async fn worker(
     mut connections: Vec<Option<Connection>>,
 ) {
     connections.resize_with(run.targets.len(), || None);
-    while let Some((j, intended)) = run.claim() {
+    loop {
         if run.rate.is_some() {
-            tokio::time::sleep_until(intended).await;
+            // Closed: the run is over.
+            let Ok(permit) = run.due.acquire().await else {
+                break;
+            };
+            permit.forget();
         }
+        let Some((j, intended)) = run.claim() else {
+            break;
+        };
         let sent = Instant::now();
         let target = run.target_of(j);
         let recorded = intended >= run.start + run.warmup;
@@ -236,4 +251,41 @@ pub async fn worker(
             Err(failure) => recorder.failure(target, failure.as_str()),
         }
     }
+}
+
+/// Open loop: adds one permit to `run.due` as each request's intended time
+/// comes (all that are due at each wake-up, so a rate beyond what one
+/// sleep per request can follow still holds), until the run's deadline
+/// or stop; then closes it, which ends the workers waiting there. Runs on
+/// a thread of its own: `std::thread::sleep` wakes within tens of
+/// microseconds, where tokio's timer rounds up to the next millisecond.
+pub fn pace(run: &Run) {
+    let Some(rate) = run.rate.filter(|rate| *rate > 0.0) else {
+        run.due.close();
+        return;
+    };
+    let start = run.start.into_std();
+    let deadline = run.deadline.into_std();
+    // Never sleep so long that a stop (`--requests` reached) goes unseen.
+    const MAX_SLEEP: Duration = Duration::from_millis(10);
+    let mut released: u64 = 0;
+    while !run.stop.load(Ordering::Relaxed) {
+        let next = start + Duration::from_secs_f64(released as f64 / rate);
+        if next >= deadline {
+            break;
+        }
+        let now = std::time::Instant::now();
+        if next > now {
+            std::thread::sleep((next - now).min(MAX_SLEEP));
+            continue;
+        }
+        let elapsed = now.saturating_duration_since(start).as_secs_f64();
+        let due = (elapsed * rate).floor() as u64 + 1;
+        let add = usize::try_from(due - released)
+            .unwrap_or(Semaphore::MAX_PERMITS)
+            .min(Semaphore::MAX_PERMITS / 2);
+        run.due.add_permits(add);
+        released += add as u64;
+    }
+    run.due.close();
 }

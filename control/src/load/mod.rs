@@ -214,6 +214,10 @@ pub async fn run(options: &LoadOptions) -> Result<Report, LoadError> {
             ))
         })
         .collect();
+    let pacer = options.rate.is_some().then(|| {
+        let run = Arc::clone(&run);
+        std::thread::spawn(move || engine::pace(&run))
+    });
     let progress = (!options.quiet).then(|| {
         tokio::spawn(progress(
             Arc::clone(&run),
@@ -223,6 +227,10 @@ pub async fn run(options: &LoadOptions) -> Result<Report, LoadError> {
     });
     for worker in workers {
         let _ = worker.await;
+    }
+    if let Some(pacer) = pacer {
+        // Over as soon as the workers are (it closed their semaphore).
+        let _ = pacer.join();
     }
     if let Some(progress) = progress {
         progress.abort();
