@@ -25,6 +25,8 @@ struct Behaviour {
     fail_every: AtomicUsize,
     /// Hold each answer this many milliseconds.
     delay_ms: AtomicU64,
+    /// Hold only the next answer this many milliseconds (0: none pending).
+    stall_next_ms: AtomicU64,
 }
 
 pub struct Killable {
@@ -109,6 +111,18 @@ impl Killable {
         self.behaviour.delay_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// Hold only the next answer this long: exactly one request stalls,
+    /// whatever else arrives while the caller looks.
+    pub fn stall_next(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.behaviour.stall_next_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether the stall asked for by `stall_next` has been taken.
+    pub fn stall_taken(&self) -> bool {
+        self.behaviour.stall_next_ms.load(Ordering::Relaxed) == 0
+    }
+
     /// Stop listening and close every open connection.
     pub async fn kill(&mut self) {
         if let Some(task) = self.tasks.take() {
@@ -142,10 +156,9 @@ fn respond(
         BACKEND_HEADER,
         http::HeaderValue::from_str(name).expect("header-safe name"),
     );
-    (
-        response,
-        Duration::from_millis(behaviour.delay_ms.load(Ordering::Relaxed)),
-    )
+    let once = behaviour.stall_next_ms.swap(0, Ordering::Relaxed);
+    let ms = behaviour.delay_ms.load(Ordering::Relaxed).max(once);
+    (response, Duration::from_millis(ms))
 }
 
 impl Drop for Killable {

@@ -214,15 +214,13 @@ async fn stalled_run(mode: &[&str]) -> Report {
     let options = options(&args);
     let load = tokio::spawn(async move { load::run(&options).await });
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    let before = backend.hits();
-    backend.set_delay(Duration::from_millis(500));
     // Only the next request stalls: one connection, so nothing else
     // arrives until it is answered.
+    backend.stall_next(Duration::from_millis(500));
     eventually(Duration::from_secs(10), "the stalled request", || async {
-        (backend.hits() > before).then_some(())
+        backend.stall_taken().then_some(())
     })
     .await;
-    backend.set_delay(Duration::ZERO);
     bounded(Duration::from_secs(60), "the load run", load)
         .await
         .expect("load task")
