@@ -56,6 +56,16 @@ pub enum CtlCommand {
         #[arg(long, conflicts_with = "window")]
         fleet: bool,
     },
+    /// A/B experiments: units, conversions per goal with 95 % intervals
+    /// and p-values, and which variant wins in words.
+    Experiment {
+        /// Only this route's experiment.
+        route: Option<String>,
+        /// End the route's experiment: VARIANT takes all of the traffic
+        /// (recorded in the history with the figures).
+        #[arg(long, value_name = "VARIANT", requires = "route")]
+        conclude: Option<String>,
+    },
     /// The fleet's replicas and the revision each serves (`[cluster]`).
     Fleet,
     /// Push a config file's route weights (to the fleet, in cluster mode),
@@ -170,6 +180,24 @@ impl Ctl {
             } => return self.set_weights(route, weights, *exact).await,
             CtlCommand::Apply { file } => return self.apply(file).await,
             CtlCommand::Fleet => self.call(Method::GET, "/api/v1/fleet", None, None).await?,
+            CtlCommand::Experiment {
+                route: Some(route),
+                conclude: Some(winner),
+            } => self.conclude(route, winner).await?,
+            CtlCommand::Experiment { route, .. } => {
+                let query = route
+                    .as_deref()
+                    .map_or_else(String::new, |r| format!("?route={}", query_value(r)));
+                let path = format!("/api/v1/experiments{query}");
+                let reply = ok(self.call(Method::GET, &path, None, None).await?)?;
+                if let (Some(route), Some([])) = (
+                    route,
+                    reply.body["experiments"].as_array().map(Vec::as_slice),
+                ) {
+                    return Err(format!("route '{route}' has no experiment").into());
+                }
+                reply
+            }
             CtlCommand::Promote { route, version } => {
                 self.call(
                     Method::POST,
@@ -268,9 +296,28 @@ impl Ctl {
             CtlCommand::Stats { .. } => crate::stats::render(&reply.body),
             CtlCommand::Rollout { .. } => render_rollout(&reply.body),
             CtlCommand::Fleet => render_fleet(&reply.body),
+            CtlCommand::Experiment { conclude: None, .. } => {
+                crate::experiments::render(&reply.body)
+            }
             CtlCommand::Demo { .. } => render_demo(&reply.body),
             _ => render_change(&reply.body),
         })
+    }
+
+    /// Concludes the route's running experiment with `winner`.
+    async fn conclude(&self, route: &str, winner: &str) -> Result<Reply, BoxError> {
+        let path = format!("/api/v1/experiments?route={}", query_value(route));
+        let reply = ok(self.call(Method::GET, &path, None, None).await?)?;
+        let Some(name) = reply.body["experiments"][0]["name"].as_str() else {
+            return Err(format!("route '{route}' has no experiment to conclude").into());
+        };
+        self.call(
+            Method::POST,
+            &format!("/api/v1/routes/{route}/experiments/{name}/conclude"),
+            None,
+            Some(json!({ "winner": winner })),
+        )
+        .await
     }
 
     async fn set_weights(

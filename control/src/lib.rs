@@ -18,7 +18,8 @@
 //! certificates), [`health`] (active checks), [`rollout`] (progressive
 //! rollouts judged on metrics) and [`cluster`] (a fleet's shared table on
 //! etcd, applied through the plane). Read-only views, as admin endpoints:
-//! [`stats`], [`shadows`], [`dashboard`]. Clients of the admin API:
+//! [`stats`], [`shadows`], [`experiments`] (the A/B [`readout`] over
+//! [`statistics`]), [`dashboard`]. Clients of the admin API:
 //! [`ctl`] (`switchyard ctl`) and [`demo`].
 
 #![forbid(unsafe_code)]
@@ -30,6 +31,7 @@ pub mod config;
 pub mod ctl;
 pub mod dashboard;
 pub mod demo;
+pub mod experiments;
 pub mod health;
 pub mod history;
 #[cfg(test)]
@@ -37,6 +39,7 @@ pub mod history;
 mod layering;
 pub mod load;
 pub mod plane;
+pub mod readout;
 pub mod reload;
 pub mod rollout;
 pub mod run;

@@ -190,6 +190,7 @@ pub async fn start_with_extensions(
     let mut extensions: Vec<Extension> = vec![
         crate::rollout::admin_extension(Arc::clone(&rollouts)),
         crate::shadows::admin_extension(table.clone()),
+        crate::experiments::admin_extension(table.clone(), metrics.clone()),
         crate::stats::extension(metrics.clone(), Arc::clone(&plane)),
         crate::dashboard::extension(),
     ];

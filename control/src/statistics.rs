@@ -123,7 +123,7 @@ fn quantile_of(values: impl Iterator<Item = (i64, u64)>, total: u64, q: f64) -> 
 }
 
 /// An estimate and its interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct Interval {
     pub estimate: f64,
     pub low: f64,

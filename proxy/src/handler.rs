@@ -18,6 +18,7 @@ use crate::breaker::{Admitted, Held, Overflow};
 use crate::client_idle::{HeldBody, InFlight};
 use crate::connection::ClientConnection;
 use crate::error::{ProxyError, UpstreamErrorKind};
+use crate::experiment::{Experiment, Unit};
 use crate::forward::{self, Hop};
 use crate::limits::{self, ClientBodyError, ClientLimits};
 use crate::metrics::{self, Measure, Metrics};
@@ -133,6 +134,15 @@ struct Exchange<'t> {
     slot: Option<Admitted>,
     /// What the compared shadow copies wait for.
     comparison: Comparison,
+    /// The route's experiment counts this exchange for the picked variant.
+    experiment: Option<Counted<'t>>,
+}
+
+/// An exchange an experiment counts: its unit, for the picked variant.
+struct Counted<'t> {
+    experiment: &'t Experiment,
+    variant: &'t Arc<str>,
+    unit: Unit,
 }
 
 /// Where the upstream pick sends the request.
@@ -160,6 +170,7 @@ impl<'t> Exchange<'t> {
             upgrade: None,
             slot: None,
             comparison: Comparison::default(),
+            experiment: None,
         }
     }
 
@@ -211,6 +222,7 @@ impl<'t> Exchange<'t> {
             &version.name,
         )?;
         self.set_cookie = choice.set_cookie;
+        self.experiment = counted(route, version, req);
         self.measure = self
             .started
             .and_then(|at| self.proxy.metrics.start(table, route, version, at));
@@ -340,6 +352,10 @@ impl<'t> Exchange<'t> {
         mut response: Response<UpstreamBody>,
     ) -> Response<ProxyBody> {
         let settings = self.table.settings();
+        if let Some(c) = self.experiment.take() {
+            c.experiment
+                .record(c.variant, c.unit, response.status(), response.headers());
+        }
         let switched = self.upgrade.take().and_then(|upgrade| {
             upgrade.tunnel(&mut response, &self.proxy.upgraded, settings.tunnel_idle)
         });
@@ -373,6 +389,9 @@ impl<'t> Exchange<'t> {
                 if let Some(measure) = self.measure {
                     measure.failed(&error);
                 }
+                if let (Some(c), Some(_)) = (&self.experiment, error.upstream_kind()) {
+                    c.experiment.record_failure(c.variant, c.unit);
+                }
                 error.into_response()
             }
         };
@@ -383,6 +402,22 @@ impl<'t> Exchange<'t> {
         }
         response
     }
+}
+
+/// What the route's experiment counts of this request, when it has one and
+/// the request carries the route's sticky key.
+fn counted<'t>(
+    route: &'t Route,
+    version: &'t Version,
+    req: &Request<Incoming>,
+) -> Option<Counted<'t>> {
+    let experiment = route.experiment.as_ref()?;
+    let key = route.sticky()?.key(req.headers())?;
+    Some(Counted {
+        experiment,
+        variant: &version.name,
+        unit: experiment.unit(key, req.method(), req.uri().path()),
+    })
 }
 
 /// A copy of the request for one retry on another endpoint of the

@@ -32,6 +32,7 @@ pub mod client_idle;
 pub mod coalesce;
 pub mod connection;
 pub mod error;
+pub mod experiment;
 pub mod forward;
 pub mod handler;
 pub mod health;
@@ -57,6 +58,7 @@ pub mod upstream;
 
 pub use breaker::BreakerLimits;
 pub use error::{ProxyError, UpstreamErrorKind};
+pub use experiment::{ExperimentSpec, GoalSpec, VariantSnapshot};
 pub use handler::Proxy;
 pub use limits::ClientLimits;
 pub use listener::{bind, serve, serve_stream, ListenerSettings};

@@ -19,6 +19,7 @@ use switchyard_proxy::RoutingTable;
 
 use crate::history::Source;
 use crate::plane::{ChangeError, ControlPlane, Origin, ReloadError, ReloadOutcome, TrafficOp};
+use crate::readout::ConcludeError;
 
 pub mod api;
 pub mod auth;
@@ -49,6 +50,10 @@ impl From<ChangeError> for ApiError {
             ChangeError::Conflict(_) => StatusCode::CONFLICT,
             ChangeError::Invalid(_) | ChangeError::Table(_) => StatusCode::BAD_REQUEST,
             ChangeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ChangeError::Experiment(ConcludeError::UnknownVariant { .. }) => {
+                StatusCode::BAD_REQUEST
+            }
+            ChangeError::Experiment(_) => StatusCode::NOT_FOUND,
         };
         let detail = match &error {
             ChangeError::RevisionMismatch { current, .. } => json!({ "revision": current }),
@@ -128,6 +133,15 @@ impl Admin {
                 let origin = api(&who, Some("rollback"));
                 self.traffic(route, TrafficOp::Rollback, expected, origin)
                     .await
+            }
+            (Method::POST, ["api", "v1", "routes", route, "experiments", name, "conclude"]) => {
+                let body: WinnerBody = read_json(req).await?;
+                let expected = optional_precondition(if_match.as_deref())?;
+                let table = self
+                    .plane
+                    .conclude(route, name, &body.winner, expected, api(&who, None))
+                    .await?;
+                Ok(self.changed(table, route))
             }
             (Method::POST, ["api", "v1", "routes", route, "flip"]) => {
                 let body: FlipBody = read_json(req).await?;
@@ -320,6 +334,13 @@ impl Flags {
 #[serde(deny_unknown_fields)]
 struct VersionBody {
     version: String,
+}
+
+/// `POST …/experiments/{name}/conclude`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WinnerBody {
+    winner: String,
 }
 
 #[derive(serde::Deserialize)]

@@ -24,6 +24,7 @@ use switchyard_proxy::{ListenerSettings, MetricsSettings, RoutingTable, Upstream
 pub mod admin;
 pub mod cluster;
 pub mod errors;
+pub mod experiment;
 pub mod health;
 pub mod limits;
 pub mod listen;

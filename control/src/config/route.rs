@@ -9,6 +9,7 @@ use serde::Deserialize;
 use switchyard_proxy::{BreakerLimits, RouteSpec, Settings, TableSpec, VersionSpec};
 use toml::Spanned;
 
+use super::experiment::ExperimentConfig;
 use super::health::{HealthCheckConfig, OutlierConfig};
 use super::rollout::RolloutConfig;
 use super::shadow::ShadowConfig;
@@ -54,6 +55,9 @@ pub struct RouteConfig {
     /// default: `[limits] max_request_body_bytes`.
     #[serde(default)]
     pub max_request_body_bytes: Option<u64>,
+    /// An A/B experiment's readout (see [`super::experiment`]).
+    #[serde(default)]
+    pub experiment: Option<ExperimentConfig>,
 }
 
 fn default_prefix() -> Spanned<String> {
@@ -130,7 +134,7 @@ impl Config {
             host: route.host.as_ref().map(|h| h.get_ref().clone()),
             path_prefix: route.path_prefix.get_ref().clone(),
             versions,
-            baseline,
+            baseline: baseline.clone(),
             timeout: route.timeout.unwrap_or(self.timeouts.upstream_response).0,
             shadows: route
                 .shadows
@@ -145,6 +149,7 @@ impl Config {
             max_request_body_bytes: route
                 .max_request_body_bytes
                 .or(self.limits.max_request_body_bytes),
+            experiment: route.experiment.as_ref().map(|e| e.spec(&baseline)),
         }
     }
 
@@ -195,6 +200,10 @@ impl RouteConfig {
             ("outlier_detection", _) => match (&self.outlier_detection, field) {
                 (Some(outlier), Some((key, _))) => outlier.span(key),
                 _ => 0..0,
+            },
+            ("experiment", _) => match &self.experiment {
+                Some(experiment) => experiment.span(field, keys.next()),
+                None => 0..0,
             },
             _ => 0..0,
         }

@@ -207,3 +207,71 @@ fn table_problems_of_health_keys_point_at_their_lines() {
         ]
     );
 }
+
+const EXPERIMENT: &str = r#"
+  [routes.sticky]
+  header = "x-user"
+
+  [routes.experiment]
+  name = "checkout-v2"
+
+  [[routes.experiment.goals]]
+  name = "purchase"
+  method = "POST"
+  path_prefix = "/checkout/complete"
+  status = "2xx"
+"#;
+
+#[test]
+fn an_experiment_defaults_its_control_to_the_baseline() {
+    let config = Config::parse(&format!("{GOOD}{EXPERIMENT}"), "t.toml").expect("valid");
+    let spec = config.table_spec();
+    let experiment = spec.routes[0].experiment.as_ref().expect("experiment");
+    assert_eq!(experiment.control, "stable");
+    assert_eq!(
+        experiment.minimum_effect,
+        experiment::DEFAULT_MINIMUM_EFFECT
+    );
+    assert_eq!(experiment.goals[0].method.as_deref(), Some("POST"));
+    switchyard_proxy::RoutingTable::build(spec, 1).expect("table");
+}
+
+#[test]
+fn experiment_errors_name_the_key_and_its_line() {
+    let cases = [
+        (
+            EXPERIMENT.replace("status = \"2xx\"", "status = \"2xy\""),
+            "routes[0].experiment.goals[0].status",
+            "status class",
+        ),
+        (
+            EXPERIMENT.replace("name = \"checkout-v2\"", "name = \"checkout-v2\"\n  control = \"blue\""),
+            "routes[0].experiment.control",
+            "'blue' is not a version",
+        ),
+        (
+            EXPERIMENT.replace("name = \"checkout-v2\"", "name = \"checkout-v2\"\n  minimum_effect = 2.0"),
+            "routes[0].experiment.minimum_effect",
+            "between 0 and 1",
+        ),
+        (
+            EXPERIMENT.replace("[routes.sticky]\n  header = \"x-user\"\n", ""),
+            "routes[0].experiment",
+            "sticky key",
+        ),
+        (
+            format!("{EXPERIMENT}\n  [[routes.experiment.goals]]\n  name = \"purchase\"\n  path_prefix = \"/\"\n"),
+            "routes[0].experiment.goals[1].name",
+            "defined twice",
+        ),
+    ];
+    for (section, path, message) in cases {
+        let errors = errors(&format!("{GOOD}{section}"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, path, "{errors:?}");
+        assert!(errors[0].message.contains(message), "{}", errors[0].message);
+        if path != "routes[0].experiment" {
+            assert!(errors[0].position.is_some(), "{path}: no line");
+        }
+    }
+}

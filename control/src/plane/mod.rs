@@ -35,6 +35,7 @@ use switchyard_proxy::{RouteSpec, RoutingTable, TableError, TableHandle, TableSp
 use crate::config::Config;
 use crate::history::{self, Change, History, Source};
 
+mod experiment;
 mod shared;
 pub mod store;
 pub mod traffic;
@@ -73,6 +74,8 @@ pub enum ChangeError {
     /// The fleet's store cannot be reached: nothing changed.
     #[error("{0}")]
     Unavailable(String),
+    #[error(transparent)]
+    Experiment(#[from] crate::readout::ConcludeError),
 }
 
 /// Why a reload failed; the table is unchanged.

@@ -99,7 +99,20 @@ const SHADOW: Family = Family {
     labels: &["route", "shadow", "result"],
 };
 
-const FAMILIES: [&Family; 12] = [
+const EXPERIMENT_UNITS: Family = Family {
+    name: "switchyard_experiment_units",
+    help: "Distinct units (sticky keys) an experiment exposed to each variant (HyperLogLog++ estimate).",
+    kind: MetricType::GAUGE,
+    labels: &["route", "experiment", "variant"],
+};
+const EXPERIMENT_CONVERSIONS: Family = Family {
+    name: "switchyard_experiment_conversions_total",
+    help: "Distinct units of each variant that reached each goal of an experiment (HyperLogLog++ estimate).",
+    kind: MetricType::COUNTER,
+    labels: &["route", "experiment", "variant", "goal"],
+};
+
+const FAMILIES: [&Family; 14] = [
     &REQUESTS,
     &UPSTREAM_ERRORS,
     &ABORTED,
@@ -112,6 +125,8 @@ const FAMILIES: [&Family; 12] = [
     &CONNECTIONS_REJECTED,
     &REQUESTS_REJECTED,
     &OVERFLOWS,
+    &EXPERIMENT_UNITS,
+    &EXPERIMENT_CONVERSIONS,
 ];
 
 pub(crate) struct Exporter {
@@ -260,6 +275,8 @@ impl Collector for Exporter {
         let mut shadows = Vec::new();
         let mut revision = Vec::new();
         let mut overflows = Vec::new();
+        let mut units = Vec::new();
+        let mut conversions = Vec::new();
         if let Some(table) = self.shared.current_table() {
             for route in table.routes() {
                 for version in route.versions.iter() {
@@ -285,6 +302,9 @@ impl Collector for Exporter {
                 }
             }
             for route in table.routes() {
+                if let Some(experiment) = &route.experiment {
+                    experiment_series(route, experiment, &mut units, &mut conversions);
+                }
                 for shadow in route.shadows.iter() {
                     for (result, count) in shadow.state().counts() {
                         shadows.push(counter(
@@ -331,6 +351,31 @@ impl Collector for Exporter {
                     .collect(),
             ),
             family(&OVERFLOWS, overflows),
+            family(&EXPERIMENT_UNITS, units),
+            family(&EXPERIMENT_CONVERSIONS, conversions),
         ]
+    }
+}
+
+/// An experiment's units per variant and conversions per variant and goal.
+fn experiment_series(
+    route: &crate::table::Route,
+    experiment: &crate::experiment::Experiment,
+    units: &mut Vec<proto::Metric>,
+    conversions: &mut Vec<proto::Metric>,
+) {
+    for variant in experiment.snapshot() {
+        let labels = [
+            ("route", &*route.name),
+            ("experiment", experiment.name.as_str()),
+            ("variant", variant.variant.as_str()),
+        ];
+        units.push(gauge(&labels, variant.units as f64));
+        for (goal, converted) in &variant.conversions {
+            conversions.push(counter(
+                &[labels[0], labels[1], labels[2], ("goal", goal)],
+                *converted,
+            ));
+        }
     }
 }

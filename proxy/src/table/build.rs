@@ -11,6 +11,7 @@ use super::{
     Endpoint, Route, RouteSpec, RoutingTable, TableError, TableProblem, TableSpec, Version,
     VersionSpec,
 };
+use crate::experiment::{Experiment, Goal, MAX_GOALS};
 use crate::health::HealthRegistry;
 use crate::names::{parse_endpoint, valid_name};
 use crate::route::{match_order, HeaderMatch, HostMatch};
@@ -177,6 +178,7 @@ fn build_route(
             .ok()
     });
     check_health(spec, r, problems);
+    let experiment = build_experiment(spec, r, previous, problems);
     let shadows = build_shadows(spec, r, previous, problems);
     if problems.len() > found_before {
         return None;
@@ -200,7 +202,85 @@ fn build_route(
         timeout: spec.timeout,
         max_request_body_bytes: spec.max_request_body_bytes,
         shadows,
+        experiment,
     })
+}
+
+/// The route's experiment (its goals parsed, the counts of the previous
+/// table's same experiment), or `None` after adding its problems.
+fn build_experiment(
+    spec: &RouteSpec,
+    r: usize,
+    previous: Option<&Route>,
+    problems: &mut Problems,
+) -> Option<Experiment> {
+    let experiment = spec.experiment.as_ref()?;
+    let found_before = problems.len();
+    let mut problem = |key: String, reason: String| {
+        problems.add(
+            format!("routes[{r}].experiment{key}"),
+            TableError::BadExperiment {
+                route: spec.name.clone(),
+                reason,
+            },
+        )
+    };
+    if experiment.name.is_empty() {
+        problem(
+            ".name".into(),
+            "name is empty: give the experiment a name".into(),
+        );
+    }
+    if spec.sticky.is_none() {
+        problem(
+            String::new(),
+            "an experiment counts users by the route's sticky key: add [routes.sticky] with a header or cookie".into(),
+        );
+    }
+    if !spec.versions.iter().any(|v| v.name == experiment.control) {
+        problem(
+            ".control".into(),
+            format!(
+                "control '{}' is not a version of the route",
+                experiment.control
+            ),
+        );
+    }
+    if !(experiment.minimum_effect > 0.0 && experiment.minimum_effect < 1.0) {
+        problem(
+            ".minimum_effect".into(),
+            format!(
+                "minimum_effect {} is not a fraction between 0 and 1 (0.01: one point)",
+                experiment.minimum_effect
+            ),
+        );
+    }
+    if experiment.goals.len() > MAX_GOALS {
+        problem(".goals".into(), format!("at most {MAX_GOALS} goals"));
+    }
+    let mut goals = Vec::new();
+    for (g, goal) in experiment.goals.iter().enumerate() {
+        if experiment.goals[..g]
+            .iter()
+            .any(|other| other.name == goal.name)
+        {
+            problem(
+                format!(".goals[{g}].name"),
+                format!("goal '{}' is defined twice", goal.name),
+            );
+        }
+        match Goal::parse(goal) {
+            Ok(goal) => goals.push(goal),
+            Err((key, reason)) => {
+                problem(format!(".goals[{g}].{key}"), format!("goal {g}: {reason}"))
+            }
+        }
+    }
+    if problems.len() > found_before {
+        return None;
+    }
+    let before = previous.and_then(|route| route.experiment.as_ref());
+    Some(Experiment::new(experiment, goals, before))
 }
 
 /// The route's versions, or `None` after adding their problems (and those

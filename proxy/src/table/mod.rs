@@ -63,6 +63,8 @@ pub struct Route {
     pub outlier: Option<OutlierPolicy>,
     /// Request bodies above this are refused or cut (413).
     pub max_request_body_bytes: Option<u64>,
+    /// Counted per variant when the request has a unit (sticky key).
+    pub experiment: Option<crate::experiment::Experiment>,
 }
 
 #[derive(Debug)]

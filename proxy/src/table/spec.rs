@@ -86,6 +86,8 @@ pub struct RouteSpec {
     /// Request bodies larger than this are refused (413) or cut; `None`:
     /// unlimited.
     pub max_request_body_bytes: Option<u64>,
+    /// An A/B experiment counted on this route (needs `sticky`).
+    pub experiment: Option<crate::experiment::ExperimentSpec>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
