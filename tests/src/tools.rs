@@ -4,7 +4,9 @@
 //! the runner reports the test as skipped; when it runs, it gets the tool
 //! from [`require_tool`].
 
+use std::io::Write as _;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use crate::tool_probe;
 
@@ -26,4 +28,29 @@ pub fn require_tool(command: &str) -> PathBuf {
             )
         }
     })
+}
+
+/// Runs `promtool check metrics` on `text`, failing the test on any
+/// complaint. Callers are marked `cfg_attr(missing_promtool, ignore)`.
+pub fn promtool_check(text: &str) {
+    let mut child = Command::new(require_tool("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let output = child.wait_with_output().expect("promtool ends");
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}\n---\n{text}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -5,8 +5,6 @@
 //! its last request ends.
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http::Method;
@@ -15,6 +13,7 @@ use switchyard_control::ctl::{Ctl, CtlCommand};
 use switchyard_control::{Config, StartOptions};
 use switchyard_tests::admin::AdminClient;
 use switchyard_tests::grafana;
+use switchyard_tests::tools::promtool_check;
 use switchyard_tests::*;
 
 const STABLE_DELAY: Duration = Duration::from_millis(5);
@@ -38,32 +37,6 @@ async fn scrape(admin: &AdminClient) -> (String, prometheus_parse::Scrape) {
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
         .unwrap_or_else(|e| panic!("/metrics does not parse: {e}\n{text}"));
     (text, scrape)
-}
-
-/// Runs `promtool check metrics` on `text`. Only the test below calls it:
-/// it is skipped, not passed, without promtool, while the tests whose
-/// texts it checks run everywhere.
-fn promtool_check(text: &str) {
-    let mut child = Command::new(require_tool("promtool"))
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write to promtool");
-    let output = child.wait_with_output().expect("promtool ends");
-    assert!(
-        output.status.success(),
-        "promtool check metrics failed:\n{}{}\n---\n{text}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// A counter or gauge sample; 0 when the series is absent (so a test that
