@@ -4,7 +4,8 @@
 //! `GET /api/v1/experiments`, Prometheus and `switchyard ctl experiment`
 //! must report a real difference (10 % against 14 %: p < 0.05) and no
 //! significant one when the shares are equal; concluding promotes the
-//! winner and records the figures in the history.
+//! winner and records the figures in the history. The console's panel
+//! says the same in words, in headless Chromium, and concludes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use std::sync::Arc;
 use http::{Method, Request, StatusCode};
 use serde_json::Value;
 use switchyard_control::ctl::{Ctl, CtlCommand};
-use switchyard_tests::admin::AdminClient;
+use switchyard_tests::admin::{self, AdminClient};
+use switchyard_tests::browser::{click_js, Browser};
 use switchyard_tests::tools::promtool_check;
 use switchyard_tests::*;
 
@@ -358,5 +360,59 @@ async fn experiment_metrics_pass_promtool() {
     let shop = shop().await;
     visit(&shop, 50, 10, 20).await;
     promtool_check(&metrics_text(&shop.admin).await);
+    shop.proxy.shutdown().await;
+}
+
+/// JS: `selector` inside the experiment panel of route `shop`.
+fn in_panel(selector: &str) -> String {
+    format!("document.querySelector('section[data-route=\"shop\"] [data-panel=\"experiment\"] {selector}')")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_chromium,
+    ignore = "chromium is not installed (scripts/test.sh installs it)"
+)]
+async fn the_console_says_who_wins_and_concludes() {
+    let chromium_bin = require_tool("chromium");
+    let shop = shop().await;
+    visit(&shop, 2_000, 10, 14).await;
+    let url = format!("http://{}/dashboard", shop.proxy.running.admin_addr);
+    let mut page = Browser::open(&chromium_bin, &url, 1280, 900).await;
+    let verdict = page
+        .wait_for(
+            "the experiment's verdict",
+            &format!("{0} && {0}.textContent", in_panel("[data-field=\"verdict\"]")),
+        )
+        .await;
+    let verdict = verdict.as_str().unwrap_or_default().to_owned();
+    assert!(
+        verdict.starts_with("purchase: canary looks better than stable"),
+        "{verdict}"
+    );
+    let rate = page
+        .eval(&format!(
+            "{}.textContent",
+            in_panel("tr[data-variant=\"canary\"] [data-field=\"rate\"]")
+        ))
+        .await;
+    assert!(rate.as_str().is_some_and(|r| r.starts_with("13.") || r.starts_with("14.")), "{rate}");
+
+    let conclude = in_panel("button[data-action=\"conclude\"][data-variant=\"canary\"]");
+    assert_eq!(page.eval(&click_js(&conclude)).await, true);
+    page.wait_for(
+        "canary at 100 %",
+        "document.querySelector('section[data-route=\"shop\"] .weights div[data-version]').dataset.version === 'canary'",
+    )
+    .await;
+    let (_, routes) = shop.admin.routes().await;
+    assert_eq!(admin::weight(&routes, "shop", "canary"), 100);
+    let change = shop.admin.last_change().await;
+    assert!(
+        change["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("experiment 'checkout-v2' concluded: canary wins")),
+        "{change}"
+    );
     shop.proxy.shutdown().await;
 }
