@@ -366,8 +366,8 @@ fn verdict(
     let direction = if d > 0.0 { "better" } else { "worse" };
     let more = match (row.units_needed, row.seconds_to_go) {
         (Some(needed), Some(secs)) if secs > 0.0 => format!(
-            "; {needed} units per variant detect a {}-point change (about {} more at the current traffic)",
-            format!("{:.1}", minimum_effect * 100.0),
+            "; {needed} units per variant detect a {:.1}-point change (about {} more at the current traffic)",
+            minimum_effect * 100.0,
             humantime::format_duration(std::time::Duration::from_secs(secs.ceil() as u64))
         ),
         _ => String::new(),

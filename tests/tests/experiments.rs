@@ -382,7 +382,10 @@ async fn the_console_says_who_wins_and_concludes() {
     let verdict = page
         .wait_for(
             "the experiment's verdict",
-            &format!("{0} && {0}.textContent", in_panel("[data-field=\"verdict\"]")),
+            &format!(
+                "{0} && {0}.textContent",
+                in_panel("[data-field=\"verdict\"]")
+            ),
         )
         .await;
     let verdict = verdict.as_str().unwrap_or_default().to_owned();
@@ -396,7 +399,11 @@ async fn the_console_says_who_wins_and_concludes() {
             in_panel("tr[data-variant=\"canary\"] [data-field=\"rate\"]")
         ))
         .await;
-    assert!(rate.as_str().is_some_and(|r| r.starts_with("13.") || r.starts_with("14.")), "{rate}");
+    assert!(
+        rate.as_str()
+            .is_some_and(|r| r.starts_with("13.") || r.starts_with("14.")),
+        "{rate}"
+    );
 
     let conclude = in_panel("button[data-action=\"conclude\"][data-variant=\"canary\"]");
     assert_eq!(page.eval(&click_js(&conclude)).await, true);
