@@ -66,6 +66,19 @@ pub enum CtlCommand {
         #[arg(long, value_name = "VARIANT", requires = "route")]
         conclude: Option<String>,
     },
+    /// Feature flags: state, requests and errors per state, guard.
+    Flags,
+    /// Change a flag: `flag new-checkout 25` (percent), `--off` (the kill
+    /// switch), `--on`.
+    Flag {
+        name: String,
+        /// The share of units that get it, 0 to 100.
+        percent: Option<f64>,
+        #[arg(long, conflicts_with = "off")]
+        on: bool,
+        #[arg(long)]
+        off: bool,
+    },
     /// The fleet's replicas and the revision each serves (`[cluster]`).
     Fleet,
     /// Push a config file's route weights (to the fleet, in cluster mode),
@@ -180,6 +193,30 @@ impl Ctl {
             } => return self.set_weights(route, weights, *exact).await,
             CtlCommand::Apply { file } => return self.apply(file).await,
             CtlCommand::Fleet => self.call(Method::GET, "/api/v1/fleet", None, None).await?,
+            CtlCommand::Flags => self.call(Method::GET, "/api/v1/flags", None, None).await?,
+            CtlCommand::Flag {
+                name,
+                percent,
+                on,
+                off,
+            } => {
+                let mut edit = serde_json::Map::new();
+                if let Some(percent) = percent {
+                    edit.insert("percent".into(), json!(percent));
+                }
+                if *on || *off {
+                    edit.insert("enabled".into(), json!(*on));
+                }
+                let current = ok(self.call(Method::GET, "/api/v1/flags", None, None).await?)?;
+                let revision = format!("\"{}\"", current.body["revision"]);
+                self.call(
+                    Method::PUT,
+                    &format!("/api/v1/flags/{}", query_value(name)),
+                    Some(&revision),
+                    Some(Value::Object(edit)),
+                )
+                .await?
+            }
             CtlCommand::Experiment {
                 route: Some(route),
                 conclude: Some(winner),
@@ -296,6 +333,12 @@ impl Ctl {
             CtlCommand::Stats { .. } => crate::stats::render(&reply.body),
             CtlCommand::Rollout { .. } => render_rollout(&reply.body),
             CtlCommand::Fleet => render_fleet(&reply.body),
+            CtlCommand::Flags => crate::flags::render(&reply.body),
+            CtlCommand::Flag { name, .. } => format!(
+                "flag {name}: {} (revision {})\n",
+                reply.body["state"].as_str().unwrap_or("?"),
+                reply.body["revision"]
+            ),
             CtlCommand::Experiment { conclude: None, .. } => {
                 crate::experiments::render(&reply.body)
             }

@@ -284,6 +284,7 @@ fn record_effect(
                 after: Some(weights),
                 revision: table.revision(),
                 reason: Some(reason.clone()),
+                flag: None,
             })
         })
         .collect();

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::SystemTime;
 
 use serde::Serialize;
-use switchyard_proxy::{RouteSpec, TableSpec};
+use switchyard_proxy::{FlagSpec, RouteSpec, TableSpec};
 
 pub const HISTORY_LIMIT: usize = 1_000;
 
@@ -39,6 +39,10 @@ pub struct Change {
     /// Why, when the change says (e.g. a rollout verdict).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A flag's change: its name (`route` is empty, `reason` says what
+    /// changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +96,7 @@ pub fn diff(
         after: new,
         revision,
         reason: reason.map(str::to_owned),
+        flag: None,
     };
     let mut changes = Vec::new();
     for new in &after.routes {
@@ -114,7 +119,49 @@ pub fn diff(
             changes.push(entry(&old.name, "removed", Some(weights(old)), None));
         }
     }
+    let flag_entry = |name: &str, action: &str, what: String| Change {
+        reason: Some(match reason {
+            Some(why) => format!("{what} ({why})"),
+            None => what,
+        }),
+        flag: Some(name.to_owned()),
+        ..entry("", action, None, None)
+    };
+    for new in &after.flags {
+        match before.flags.iter().find(|f| f.name == new.name) {
+            None => changes.push(flag_entry(&new.name, "flag added", describe_flag(new))),
+            Some(old) if old != new => changes.push(flag_entry(
+                &new.name,
+                "flag",
+                format!("{} → {}", describe_flag(old), describe_flag(new)),
+            )),
+            Some(_) => {}
+        }
+    }
+    for old in &before.flags {
+        if !after.flags.iter().any(|f| f.name == old.name) {
+            changes.push(flag_entry(&old.name, "flag removed", describe_flag(old)));
+        }
+    }
     changes
+}
+
+/// A flag's state in words: `on for 10%`, `off (disabled)`, `light 50 / dark 50`.
+pub fn describe_flag(flag: &FlagSpec) -> String {
+    let split = if flag.variants.is_empty() {
+        format!("on for {}%", flag.percent)
+    } else {
+        flag.variants
+            .iter()
+            .map(|(name, weight)| format!("{name} {weight}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    if flag.enabled {
+        split
+    } else {
+        format!("disabled ({split})")
+    }
 }
 
 fn only_weights_differ(old: &RouteSpec, new: &RouteSpec) -> bool {
@@ -152,6 +199,7 @@ mod tests {
                 ..Default::default()
             }],
             settings: Settings::default(),
+            flags: Vec::new(),
         }
     }
 

@@ -32,12 +32,14 @@ pub mod ctl;
 pub mod dashboard;
 pub mod demo;
 pub mod experiments;
+pub mod flags;
 pub mod health;
 pub mod history;
 #[cfg(test)]
 #[path = "../../proxy/src/layering.rs"]
 mod layering;
 pub mod load;
+pub mod ofrep;
 pub mod plane;
 pub mod readout;
 pub mod reload;

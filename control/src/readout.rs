@@ -480,6 +480,7 @@ mod tests {
                 ..Default::default()
             }],
             settings: Default::default(),
+            flags: Vec::new(),
         };
         RoutingTable::build(spec, 1).expect("table")
     }

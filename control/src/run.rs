@@ -187,8 +187,22 @@ pub async fn start_with_extensions(
             }
         }));
     }
+    let guards = crate::flags::guard::Guards::new(&plane, config.flag_guards());
+    {
+        // A reload brings new guard policies.
+        let guards = Arc::downgrade(&guards);
+        let plane_for_reload = Arc::downgrade(&plane);
+        plane.observe(Box::new(move |event| {
+            if let (PlaneEvent::Reload { ok: true }, Some(guards), Some(plane)) =
+                (event, guards.upgrade(), plane_for_reload.upgrade())
+            {
+                guards.set_policies(plane.config().flag_guards());
+            }
+        }));
+    }
     let mut extensions: Vec<Extension> = vec![
         crate::rollout::admin_extension(Arc::clone(&rollouts)),
+        crate::flags::admin_extension(table.clone(), Arc::clone(&guards)),
         crate::shadows::admin_extension(table.clone()),
         crate::experiments::admin_extension(table.clone(), metrics.clone()),
         crate::stats::extension(metrics.clone(), Arc::clone(&plane)),
@@ -243,6 +257,7 @@ pub async fn start_with_extensions(
     }
     background.push(crate::health::start(Arc::clone(&plane), probes));
     background.push(rollouts.start());
+    background.push(guards.spawn());
     plane.set_ready(true);
     tracing::info!(%data_addr, %admin_addr, "listeners ready");
     Ok(Running {

@@ -186,6 +186,7 @@ mod tests {
                 ..Default::default()
             }],
             settings: Settings::default(),
+            flags: Vec::new(),
         };
         RoutingTable::build(spec, 7).expect("valid")
     }

@@ -9,7 +9,7 @@
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
-use http::header::{HeaderName, HeaderValue, SET_COOKIE};
+use http::header::{HeaderMap, HeaderName, HeaderValue, SET_COOKIE};
 use http::{Request, Response};
 use hyper::body::Incoming;
 
@@ -19,6 +19,7 @@ use crate::client_idle::{HeldBody, InFlight};
 use crate::connection::ClientConnection;
 use crate::error::{ProxyError, UpstreamErrorKind};
 use crate::experiment::{Experiment, Unit};
+use crate::flags::Flag;
 use crate::forward::{self, Hop};
 use crate::limits::{self, ClientBodyError, ClientLimits};
 use crate::metrics::{self, Measure, Metrics};
@@ -136,6 +137,8 @@ struct Exchange<'t> {
     comparison: Comparison,
     /// The route's experiment counts this exchange for the picked variant.
     experiment: Option<Counted<'t>>,
+    /// The route's flags and the state each gave this request.
+    flagged: Vec<(&'t Flag, usize)>,
 }
 
 /// An exchange an experiment counts: its unit, for the picked variant.
@@ -171,6 +174,7 @@ impl<'t> Exchange<'t> {
             slot: None,
             comparison: Comparison::default(),
             experiment: None,
+            flagged: Vec::new(),
         }
     }
 
@@ -182,6 +186,7 @@ impl<'t> Exchange<'t> {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         self.proxy.limits.check_head(&req)?;
         let route = self.route(&req)?;
+        self.flags(route, req.headers_mut());
         limits::check_declared_length(req.headers(), route.max_request_body_bytes)?;
         let target = self.pick_upstream(route, &mut req)?;
         let upstream_req = self.upstream_request(&target, req)?;
@@ -199,6 +204,33 @@ impl<'t> Exchange<'t> {
                 host: host.into_owned(),
                 path: req.uri().path().to_owned(),
             })
+    }
+
+    /// The unit's flags, named to the upstream in the flags header (the
+    /// client's own copy never passes, on any route).
+    fn flags(&mut self, route: &'t Route, headers: &mut HeaderMap) {
+        let name = &self.table.settings().flags_header;
+        headers.remove(name);
+        if route.flags.is_empty() {
+            return;
+        }
+        let mut named = String::new();
+        for flag in route.flags.iter() {
+            let (state, reason) = flag.evaluate(flag.key(headers));
+            if let Some(part) = flag.header_part(state, reason) {
+                if !named.is_empty() {
+                    named.push(',');
+                }
+                named.push_str(&part);
+            }
+            self.flagged.push((flag, state));
+        }
+        // Flag and variant names are tokens: always a valid value.
+        if let Ok(value) = HeaderValue::from_str(&named) {
+            if !named.is_empty() {
+                headers.insert(name.clone(), value);
+            }
+        }
     }
 
     /// The version (override header, sticky key, or weight; a version known
@@ -399,6 +431,11 @@ impl<'t> Exchange<'t> {
             response
                 .headers_mut()
                 .insert(REVISION_HEADER, HeaderValue::from(self.table.revision()));
+        }
+        let latency = self.started.map(|at| at.elapsed());
+        for (flag, state) in &self.flagged {
+            flag.counts()
+                .record(*state, response.status().as_u16(), latency);
         }
         response
     }

@@ -55,6 +55,7 @@ async fn the_whole_request_path_runs_in_memory_and_a_retry_is_one_upstream_reque
             vec![version("stable", 1, &["down:80", "up:80"])],
         )],
         settings: Settings::default(),
+        flags: Vec::new(),
     })
     .expect("valid table");
     let upstream = Upstream::in_memory(

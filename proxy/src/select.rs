@@ -123,6 +123,7 @@ mod tests {
             TableSpec {
                 routes: vec![spec],
                 settings: Settings::default(),
+                flags: Vec::new(),
             },
             1,
         )

@@ -111,7 +111,22 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let body = Limited::new(req.into_body(), MAX_BODY)
+    let body = read_body(req).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the request body is not the JSON expected: {e}"),
+        )
+    })
+}
+
+/// The request body's bytes (at most 1 MiB).
+pub async fn read_body<B>(req: Request<B>) -> Result<Bytes, ApiError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Ok(Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
         .map_err(|e| {
@@ -120,11 +135,5 @@ where
                 format!("cannot read the request body: {e}"),
             )
         })?
-        .to_bytes();
-    serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("the request body is not the JSON expected: {e}"),
-        )
-    })
+        .to_bytes())
 }

@@ -95,7 +95,10 @@ impl AdminAuth {
         // No token configured (only allowed on loopback): the host is trusted.
         let caller = caller.or_else(|| self.tokens.is_empty().then(|| "local".to_owned()));
         let presented_token = headers.contains_key(header::AUTHORIZATION);
-        let read_only = method == Method::GET || method == Method::HEAD;
+        // OFREP evaluations are POSTs that change nothing: reads.
+        let read_only = method == Method::GET
+            || method == Method::HEAD
+            || (method == Method::POST && path.starts_with("/ofrep/"));
         // Liveness and readiness probes never need a token.
         let open = matches!(path, "/healthz" | "/readyz");
         if !open && caller.is_none() && (!read_only || !self.public_reads || presented_token) {

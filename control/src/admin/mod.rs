@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 use switchyard_proxy::RoutingTable;
 
 use crate::history::Source;
-use crate::plane::{ChangeError, ControlPlane, Origin, ReloadError, ReloadOutcome, TrafficOp};
+use crate::plane::{
+    ChangeError, ControlPlane, FlagEdit, Origin, ReloadError, ReloadOutcome, TrafficOp,
+};
 use crate::readout::ConcludeError;
 
 pub mod api;
@@ -26,11 +28,11 @@ pub mod auth;
 pub mod server;
 pub mod views;
 
-use api::read_json;
 pub use api::{
     json_response, sync_extension, text_response, AdminResponse, ApiError, Extension,
     PendingResponse,
 };
+use api::{read_body, read_json};
 pub use auth::{AdminAuth, AuthError};
 pub use server::serve;
 use views::changed_json;
@@ -45,7 +47,7 @@ pub struct Admin {
 impl From<ChangeError> for ApiError {
     fn from(error: ChangeError) -> ApiError {
         let status = match &error {
-            ChangeError::UnknownRoute(_) => StatusCode::NOT_FOUND,
+            ChangeError::UnknownRoute(_) | ChangeError::UnknownFlag(_) => StatusCode::NOT_FOUND,
             ChangeError::RevisionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             ChangeError::Conflict(_) => StatusCode::CONFLICT,
             ChangeError::Invalid(_) | ChangeError::Table(_) => StatusCode::BAD_REQUEST,
@@ -133,6 +135,47 @@ impl Admin {
                 let origin = api(&who, Some("rollback"));
                 self.traffic(route, TrafficOp::Rollback, expected, origin)
                     .await
+            }
+            (Method::PUT, ["api", "v1", "flags", name]) => {
+                let edit: FlagEdit = read_json(req).await?;
+                let expected = precondition(if_match.as_deref(), flags.force)?;
+                let table = self
+                    .plane
+                    .change_flag(name, &edit, expected, api(&who, None))?;
+                let flag = table.spec().flags.iter().find(|f| f.name == *name);
+                Ok(with_etag(
+                    json_response(
+                        StatusCode::OK,
+                        &json!({
+                            "revision": table.revision(),
+                            "flag": name,
+                            "state": flag.map(crate::history::describe_flag),
+                        }),
+                    ),
+                    &table,
+                ))
+            }
+            (Method::POST, ["ofrep", "v1", "evaluate", "flags", key]) => {
+                let key = key.to_string();
+                let body = read_body(req).await?;
+                Ok(ofrep_response(crate::ofrep::single(
+                    &self.plane.table().load(),
+                    &key,
+                    &body,
+                )))
+            }
+            (Method::POST, ["ofrep", "v1", "evaluate", "flags"]) => {
+                let if_none_match = req
+                    .headers()
+                    .get(header::IF_NONE_MATCH)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let body = read_body(req).await?;
+                Ok(ofrep_response(crate::ofrep::bulk(
+                    &self.plane.table().load(),
+                    &body,
+                    if_none_match.as_deref(),
+                )))
             }
             (Method::POST, ["api", "v1", "routes", route, "experiments", name, "conclude"]) => {
                 let body: WinnerBody = read_json(req).await?;
@@ -291,6 +334,18 @@ impl Admin {
 }
 
 /// The table's revision as the `ETag` (what `If-Match` sends back).
+/// An OFREP answer as the admin listener sends it.
+fn ofrep_response(answer: crate::ofrep::Answer) -> AdminResponse {
+    let mut response = match &answer.body {
+        Some(body) => json_response(answer.status, body),
+        None => text_response(answer.status, "application/json", ""),
+    };
+    if let Some(etag) = answer.etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
 fn with_etag(mut response: AdminResponse, table: &RoutingTable) -> AdminResponse {
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", table.revision())) {
         response.headers_mut().insert(header::ETAG, etag);

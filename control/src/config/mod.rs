@@ -25,6 +25,7 @@ pub mod admin;
 pub mod cluster;
 pub mod errors;
 pub mod experiment;
+pub mod flags;
 pub mod health;
 pub mod limits;
 pub mod listen;
@@ -74,6 +75,8 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub flags: Vec<flags::FlagConfig>,
     /// Absent: a single process run from this file.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
@@ -183,6 +186,9 @@ impl Config {
                 rollout.validate(route, r, &mut error);
             }
         }
+        for (f, flag) in self.flags.iter().enumerate() {
+            flag.validate(f, &mut error);
+        }
         for problem in RoutingTable::check(&self.table_spec()) {
             let span = self.span_of(&problem.path);
             error(problem.path, span, problem.error.to_string());
@@ -205,6 +211,11 @@ impl Config {
             pool_max_idle_per_host: self.proxy.max_idle_per_endpoint,
             files_dir: None,
         }
+    }
+
+    /// The guarded flags' policies, by flag name.
+    pub fn flag_guards(&self) -> std::collections::BTreeMap<String, flags::GuardPolicy> {
+        flags::guards(&self.flags)
     }
 
     pub fn metrics_settings(&self) -> MetricsSettings {

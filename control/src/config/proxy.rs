@@ -27,6 +27,9 @@ pub struct ProxyOptions {
     /// Required after `NAME:` in the override header's value.
     #[serde(default)]
     pub override_secret: Option<Spanned<String>>,
+    /// The request header naming a unit's flags to the upstream.
+    #[serde(default = "routing::default_flags_header")]
+    pub flags_header: Spanned<String>,
 }
 
 impl Default for ProxyOptions {
@@ -38,6 +41,7 @@ impl Default for ProxyOptions {
             version_override: true,
             override_header: routing::default_override_header(),
             override_secret: None,
+            flags_header: routing::default_flags_header(),
         }
     }
 }

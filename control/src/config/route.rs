@@ -99,7 +99,9 @@ impl Config {
                 revision_header: self.proxy.revision_header,
                 version_override: routing::version_override(&self.proxy),
                 tunnel_idle: self.timeouts.tunnel_idle.0,
+                flags_header: routing::flags_header(&self.proxy),
             },
+            flags: self.flags.iter().map(|f| f.spec()).collect(),
         }
     }
 
@@ -159,6 +161,10 @@ impl Config {
         let mut keys = path.split('.').map(indexed);
         let route = match keys.next() {
             Some(("routes", Some(r))) => self.routes.get(r),
+            Some(("flags", Some(f))) => {
+                let key = keys.next().map_or("name", |(key, _)| key);
+                return self.flags.get(f).map_or(0..0, |flag| flag.span(key));
+            }
             _ => None,
         };
         route.map_or(0..0, |route| route.span_of(keys))

@@ -87,13 +87,17 @@ pub fn version_override(proxy: &ProxyOptions) -> Option<VersionOverride> {
 }
 
 pub fn validate_proxy(proxy: &ProxyOptions, error: &mut impl FnMut(String, Range<usize>, String)) {
-    let header = proxy.override_header.get_ref();
-    if HeaderName::from_bytes(header.as_bytes()).is_err() {
-        error(
-            "proxy.override_header".into(),
-            proxy.override_header.span(),
-            format!("'{header}' is not a valid header name"),
-        );
+    for (key, header) in [
+        ("proxy.override_header", &proxy.override_header),
+        ("proxy.flags_header", &proxy.flags_header),
+    ] {
+        if HeaderName::from_bytes(header.get_ref().as_bytes()).is_err() {
+            error(
+                key.into(),
+                header.span(),
+                format!("'{}' is not a valid header name", header.get_ref()),
+            );
+        }
     }
     if let Some(secret) = &proxy.override_secret {
         let value = secret.get_ref();
@@ -105,6 +109,17 @@ pub fn validate_proxy(proxy: &ProxyOptions, error: &mut impl FnMut(String, Range
             );
         }
     }
+}
+
+pub fn default_flags_header() -> Spanned<String> {
+    Spanned::new(0..0, switchyard_proxy::flags::DEFAULT_HEADER.to_owned())
+}
+
+/// The flags header as the data plane uses it (the default when the
+/// configured one is invalid: validation has reported it).
+pub fn flags_header(proxy: &ProxyOptions) -> HeaderName {
+    HeaderName::from_bytes(proxy.flags_header.get_ref().as_bytes())
+        .unwrap_or_else(|_| HeaderName::from_static(switchyard_proxy::flags::DEFAULT_HEADER))
 }
 
 #[cfg(test)]

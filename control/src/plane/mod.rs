@@ -36,10 +36,12 @@ use crate::config::Config;
 use crate::history::{self, Change, History, Source};
 
 mod experiment;
+mod flags;
 mod shared;
 pub mod store;
 pub mod traffic;
 
+pub use flags::FlagEdit;
 pub use store::{ReplicaTallies, RolloutRecord, SharedState, SharedStore, StoreError, StoreStatus};
 pub use traffic::{Origin, TrafficOp};
 
@@ -63,6 +65,8 @@ pub type Observer = Box<dyn Fn(&PlaneEvent<'_>) + Send + Sync>;
 pub enum ChangeError {
     #[error("route '{0}' does not exist")]
     UnknownRoute(String),
+    #[error("flag '{0}' does not exist")]
+    UnknownFlag(String),
     #[error("the table is at revision {current}, not {expected}: another change came first; read the routes again and retry")]
     RevisionMismatch { expected: u64, current: u64 },
     #[error("{0}")]
@@ -343,10 +347,17 @@ impl ControlPlane {
         };
         // Overrides end where the file changed the route (or dropped it).
         let file_spec = std::mem::replace(&mut state.file_spec, new_file_spec);
-        let still = |name: &String| {
-            let old = file_spec.routes.iter().find(|r| &r.name == name);
-            let new = state.file_spec.routes.iter().find(|r| &r.name == name);
-            old.is_some() && old == new
+        let still = |name: &String| match name.strip_prefix("flag:") {
+            Some(flag) => {
+                let old = file_spec.flags.iter().find(|f| f.name == flag);
+                let new = state.file_spec.flags.iter().find(|f| f.name == flag);
+                old.is_some() && old == new
+            }
+            None => {
+                let old = file_spec.routes.iter().find(|r| &r.name == name);
+                let new = state.file_spec.routes.iter().find(|r| &r.name == name);
+                old.is_some() && old == new
+            }
         };
         state.overrides = state
             .overrides
@@ -473,6 +484,17 @@ fn merge(
                     version.weight = live_version.weight;
                 }
             }
+        }
+    }
+    for flag in &mut merged.flags {
+        let unchanged_in_file = old_file.flags.iter().any(|f| f == &*flag);
+        if !(overrides.contains(&flags::override_key(&flag.name)) && unchanged_in_file) {
+            continue;
+        }
+        if let Some(live) = live.flags.iter().find(|f| f.name == flag.name) {
+            flag.enabled = live.enabled;
+            flag.percent = live.percent;
+            flag.variants = live.variants.clone();
         }
     }
     merged

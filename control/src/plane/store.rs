@@ -177,6 +177,7 @@ mod tests {
                 ..Default::default()
             }],
             settings: Default::default(),
+            flags: Vec::new(),
         };
         let mut state = SharedState::from_spec(&spec, Source::Api, "t", None);
         state.routes.insert("gone".into(), BTreeMap::new());

@@ -648,6 +648,7 @@ impl Rollouts {
                 after: weights,
                 revision: table.revision(),
                 reason: Some(reason.clone()),
+                flag: None,
             }]);
         }
         self.update(route, |state| {

@@ -112,7 +112,39 @@ const EXPERIMENT_CONVERSIONS: Family = Family {
     labels: &["route", "experiment", "variant", "goal"],
 };
 
-const FAMILIES: [&Family; 14] = [
+const FLAG_REQUESTS: Family = Family {
+    name: "switchyard_flag_requests_total",
+    help: "Requests on a flag's routes by the state the flag gave them (on, off or a variant) and the status class the client was sent.",
+    kind: MetricType::COUNTER,
+    labels: &["flag", "state", "code_class"],
+};
+const FLAG_DURATION: Family = Family {
+    name: "switchyard_flag_response_headers_duration_seconds",
+    help: "Time from a request's arrival to its response headers, by flag and state.",
+    kind: MetricType::HISTOGRAM,
+    labels: &["flag", "state"],
+};
+const FLAG_ENABLED: Family = Family {
+    name: "switchyard_flag_enabled",
+    help: "1 while a flag is enabled, 0 once turned off (by hand or by its guard).",
+    kind: MetricType::GAUGE,
+    labels: &["flag"],
+};
+const FLAG_PERCENT: Family = Family {
+    name: "switchyard_flag_percent",
+    help: "The share of units a boolean flag turns on, 0 to 100.",
+    kind: MetricType::GAUGE,
+    labels: &["flag"],
+};
+const FLAG_TRIPS: Family = Family {
+    name: "switchyard_flag_guard_trips_total",
+    help:
+        "Times a flag's guard turned it off because flagged requests failed more than the others.",
+    kind: MetricType::COUNTER,
+    labels: &["flag"],
+};
+
+const FAMILIES: [&Family; 19] = [
     &REQUESTS,
     &UPSTREAM_ERRORS,
     &ABORTED,
@@ -127,6 +159,11 @@ const FAMILIES: [&Family; 14] = [
     &OVERFLOWS,
     &EXPERIMENT_UNITS,
     &EXPERIMENT_CONVERSIONS,
+    &FLAG_REQUESTS,
+    &FLAG_DURATION,
+    &FLAG_ENABLED,
+    &FLAG_PERCENT,
+    &FLAG_TRIPS,
 ];
 
 pub(crate) struct Exporter {
@@ -277,6 +314,7 @@ impl Collector for Exporter {
         let mut overflows = Vec::new();
         let mut units = Vec::new();
         let mut conversions = Vec::new();
+        let mut flags = FlagSeries::default();
         if let Some(table) = self.shared.current_table() {
             for route in table.routes() {
                 for version in route.versions.iter() {
@@ -293,6 +331,9 @@ impl Collector for Exporter {
                 }
             }
             revision.push(gauge(&[], table.revision() as f64));
+            for flag in table.flags() {
+                self.flag_series(flag, &mut flags);
+            }
             for route in &table.spec().routes {
                 for version in &route.versions {
                     weights.push(gauge(
@@ -353,7 +394,45 @@ impl Collector for Exporter {
             family(&OVERFLOWS, overflows),
             family(&EXPERIMENT_UNITS, units),
             family(&EXPERIMENT_CONVERSIONS, conversions),
+            family(&FLAG_REQUESTS, flags.requests),
+            family(&FLAG_DURATION, flags.duration),
+            family(&FLAG_ENABLED, flags.enabled),
+            family(&FLAG_PERCENT, flags.percent),
+            family(&FLAG_TRIPS, flags.trips),
         ]
+    }
+}
+
+#[derive(Default)]
+struct FlagSeries {
+    requests: Vec<proto::Metric>,
+    duration: Vec<proto::Metric>,
+    enabled: Vec<proto::Metric>,
+    percent: Vec<proto::Metric>,
+    trips: Vec<proto::Metric>,
+}
+
+impl Exporter {
+    fn flag_series(&self, flag: &crate::flags::Flag, out: &mut FlagSeries) {
+        let name = &*flag.name;
+        out.enabled
+            .push(gauge(&[("flag", name)], f64::from(u8::from(flag.enabled))));
+        if flag.is_boolean() {
+            out.percent.push(gauge(&[("flag", name)], flag.percent));
+        }
+        out.trips
+            .push(counter(&[("flag", name)], flag.counts().trips()));
+        flag.counts().each(|state, classes, latency, sum_us| {
+            for (class, count) in CODE_CLASSES.iter().zip(classes) {
+                out.requests.push(counter(
+                    &[("flag", name), ("state", state), ("code_class", class)],
+                    count,
+                ));
+            }
+            let mut metric = metric(&[("flag", name), ("state", state)]);
+            metric.set_histogram(self.histogram(latency, sum_us));
+            out.duration.push(metric);
+        });
     }
 }
 

@@ -17,7 +17,7 @@ mod body;
 mod directory;
 mod export;
 mod shards;
-mod tally;
+pub(crate) mod tally;
 mod wire;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -558,6 +558,7 @@ mod tests {
         TableSpec {
             routes: vec![route("web", None, "/", versions)],
             settings: Settings::default(),
+            flags: Vec::new(),
         }
     }
 

@@ -12,6 +12,7 @@ use super::{
     VersionSpec,
 };
 use crate::experiment::{Experiment, Goal, MAX_GOALS};
+use crate::flags::Flag;
 use crate::health::HealthRegistry;
 use crate::names::{parse_endpoint, valid_name};
 use crate::route::{match_order, HeaderMatch, HostMatch};
@@ -99,12 +100,67 @@ fn assemble(
             );
         }
     }
+    let flags = build_flags(&spec, previous, problems);
+    let routes = routes
+        .into_iter()
+        .map(|(_, mut route)| {
+            route.flags = flags
+                .iter()
+                .filter(|f| f.covers(&route.name))
+                .cloned()
+                .collect();
+            route
+        })
+        .collect();
     RoutingTable {
         revision,
         spec,
-        routes: routes.into_iter().map(|(_, route)| route).collect(),
+        routes,
         health,
+        flags,
     }
+}
+
+/// The table's flags (each taking over its counts from `previous`), after
+/// adding the problems of those that do not build.
+fn build_flags(
+    spec: &TableSpec,
+    previous: Option<&RoutingTable>,
+    problems: &mut Problems,
+) -> Box<[Arc<Flag>]> {
+    let mut flags: Vec<Arc<Flag>> = Vec::with_capacity(spec.flags.len());
+    for (f, flag) in spec.flags.iter().enumerate() {
+        let problem = |key: &str, reason: String| {
+            (
+                format!("flags[{f}].{key}"),
+                TableError::BadFlag {
+                    flag: flag.name.clone(),
+                    reason,
+                },
+            )
+        };
+        if spec.flags[..f].iter().any(|other| other.name == flag.name) {
+            let (key, error) = problem("name", "is defined twice".into());
+            problems.add(key, error);
+        }
+        for route in &flag.routes {
+            if !spec.routes.iter().any(|r| r.name == *route) {
+                let (key, error) = problem("routes", format!("route '{route}' does not exist"));
+                problems.add(key, error);
+            }
+        }
+        match Flag::build(
+            flag,
+            previous.and_then(|t| t.flag(&flag.name)).map(|f| &**f),
+        ) {
+            Ok(built) => flags.push(Arc::new(built)),
+            Err((key, reason)) => {
+                let (key, error) = problem(key, reason);
+                problems.add(key, error);
+            }
+        }
+    }
+    flags.into_boxed_slice()
 }
 
 /// Route `r` of the spec, or `None` after adding its problems.
@@ -203,6 +259,7 @@ fn build_route(
         max_request_body_bytes: spec.max_request_body_bytes,
         shadows,
         experiment,
+        flags: Box::default(),
     })
 }
 

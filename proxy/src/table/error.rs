@@ -23,6 +23,8 @@ pub enum TableError {
     BadMatchHeaders { route: String, reason: String },
     #[error("route '{route}', sticky: {reason}")]
     BadSticky { route: String, reason: String },
+    #[error("flag '{flag}': {reason}")]
+    BadFlag { flag: String, reason: String },
     #[error("route '{route}', experiment: {reason}")]
     BadExperiment { route: String, reason: String },
     #[error("route '{route}': {reason}")]

@@ -42,6 +42,8 @@ pub struct RoutingTable {
     /// Routes in match order (most specific first).
     routes: Vec<Route>,
     health: Arc<HealthRegistry>,
+    /// In spec order.
+    flags: Box<[Arc<crate::flags::Flag>]>,
 }
 
 #[derive(Debug)]
@@ -65,6 +67,8 @@ pub struct Route {
     pub max_request_body_bytes: Option<u64>,
     /// Counted per variant when the request has a unit (sticky key).
     pub experiment: Option<crate::experiment::Experiment>,
+    /// The flags that apply to this route, in spec order.
+    pub flags: Box<[Arc<crate::flags::Flag>]>,
 }
 
 #[derive(Debug)]
@@ -106,6 +110,15 @@ impl RoutingTable {
 
     pub fn settings(&self) -> &Settings {
         &self.spec.settings
+    }
+
+    /// Every flag, in spec order.
+    pub fn flags(&self) -> &[Arc<crate::flags::Flag>] {
+        &self.flags
+    }
+
+    pub fn flag(&self, name: &str) -> Option<&Arc<crate::flags::Flag>> {
+        self.flags.iter().find(|f| *f.name == *name)
     }
 
     /// Routes in match order.

@@ -14,10 +14,12 @@ use crate::upstream::Transport;
 
 /// Plain data describing a table: what the control plane builds from config
 /// and edits for weight changes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TableSpec {
     pub routes: Vec<RouteSpec>,
     pub settings: Settings,
+    /// Feature flags, each on its routes (see `crate::flags`).
+    pub flags: Vec<crate::flags::FlagSpec>,
 }
 
 /// Behaviour switches that travel with the table (so they reload with it).
@@ -31,6 +33,9 @@ pub struct Settings {
     pub version_override: Option<VersionOverride>,
     /// Upgraded (WebSocket) connections idle this long either way close.
     pub tunnel_idle: Duration,
+    /// The request header naming a unit's flags to the upstream (a
+    /// client's own copy is always removed).
+    pub flags_header: HeaderName,
 }
 
 impl Default for Settings {
@@ -40,6 +45,7 @@ impl Default for Settings {
             revision_header: false,
             version_override: None,
             tunnel_idle: Duration::from_secs(3600),
+            flags_header: HeaderName::from_static(crate::flags::DEFAULT_HEADER),
         }
     }
 }

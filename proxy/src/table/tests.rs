@@ -34,6 +34,7 @@ fn spec(routes: Vec<RouteSpec>) -> TableSpec {
     TableSpec {
         routes,
         settings: Settings::default(),
+        flags: Vec::new(),
     }
 }
 
