@@ -275,3 +275,27 @@ fn experiment_errors_name_the_key_and_its_line() {
         }
     }
 }
+
+#[test]
+fn flag_errors_name_the_key_and_its_line() {
+    let flag = "\n[[flags]]\nname = \"new-checkout\"\npercent = 10\nkey = { header = \"x-user-id\" }\nroutes = [\"web\"]\n";
+    let config = Config::parse(&format!("{GOOD}{flag}"), "t.toml").expect("valid");
+    assert_eq!(config.table_spec().flags[0].percent, 10.0);
+    let cases = [
+        (flag.replace("percent = 10", "percent = 120"), "flags[0].percent", "between 0 and 100"),
+        (flag.replace("[\"web\"]", "[\"shop\"]"), "flags[0].routes", "route 'shop' does not exist"),
+        (flag.replace("header = \"x-user-id\"", "header = \"bad header\""), "flags[0].key", "not a header name"),
+        (
+            format!("{flag}  [flags.guard]\n  alpha = 2.0\n"),
+            "flags[0].guard.alpha",
+            "between 0 and 1",
+        ),
+    ];
+    for (section, path, message) in cases {
+        let errors = errors(&format!("{GOOD}{section}"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, path, "{errors:?}");
+        assert!(errors[0].message.contains(message), "{}", errors[0].message);
+        assert!(errors[0].position.is_some(), "{path}: no line");
+    }
+}

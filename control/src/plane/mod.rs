@@ -613,6 +613,23 @@ path_prefix = "/api"
     }
 
     #[test]
+    fn merge_keeps_flag_overrides_until_the_file_changes_the_flag() {
+        let text = format!(
+            "{CONFIG}\n[[flags]]\nname = \"f\"\npercent = 10\nkey = {{ header = \"x-user-id\" }}\n"
+        );
+        let old_file = Config::parse(&text, "t").expect("valid").table_spec();
+        let mut live = old_file.clone();
+        live.flags[0].percent = 25.0;
+        let overrides: BTreeSet<String> = [flags::override_key("f")].into();
+        let other_route = text.replace("weight = 1\n", "weight = 2\n");
+        let new_file = Config::parse(&other_route, "t").expect("valid").table_spec();
+        assert_eq!(merge(&old_file, &new_file, &live, &overrides).flags[0].percent, 25.0);
+        let flag_changed = text.replace("percent = 10", "percent = 5");
+        let new_file = Config::parse(&flag_changed, "t").expect("valid").table_spec();
+        assert_eq!(merge(&old_file, &new_file, &live, &overrides).flags[0].percent, 5.0);
+    }
+
+    #[test]
     fn merge_keeps_overrides_until_the_file_changes_the_route() {
         let old_file = Config::parse(CONFIG, "t").expect("valid").table_spec();
         let mut live = old_file.clone();
