@@ -3,7 +3,8 @@
 //! of them again after raising to 25 %; a client's own flags header never
 //! reaches the upstream; OFREP single and bulk evaluation answer as the
 //! spec says and agree with the proxy; a guard turns off a flag whose
-//! requests fail and leaves a healthy one alone; the metrics pass promtool.
+//! requests fail and leaves a healthy one alone; the metrics pass promtool;
+//! the console shows a flag and turns it off.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -18,6 +19,7 @@ use hyper_util::server::conn::auto;
 use serde_json::Value;
 use switchyard_control::ctl::{Ctl, CtlCommand};
 use switchyard_tests::admin::AdminClient;
+use switchyard_tests::browser::{click_js, type_js, Browser};
 use switchyard_tests::tools::promtool_check;
 use switchyard_tests::*;
 use tokio::net::TcpListener;
@@ -473,5 +475,74 @@ async fn flag_metrics_pass_promtool() {
         assert!(text.contains(series), "{series}:\n{text}");
     }
     promtool_check(&text);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_chromium,
+    ignore = "chromium is not installed (scripts/test.sh installs it)"
+)]
+async fn the_console_shows_a_flag_and_sets_it() {
+    let chromium_bin = require_tool("chromium");
+    let backend = backend("app").start().await;
+    let proxy = start_proxy(&flag_config(&backend.endpoint(), 10, GUARD)).await;
+    flagged(&proxy, "web", &keys_of(300)).await;
+    let admin = AdminClient::new(proxy.running.admin_addr, None);
+    let url = format!("http://{}/dashboard", proxy.running.admin_addr);
+    let mut page = Browser::open(&chromium_bin, &url, 1280, 900).await;
+    let row = "document.querySelector('#flags tr[data-flag=\"new-checkout\"]')";
+    let split = page
+        .wait_for(
+            "the flag's row",
+            &format!("{row} && {row}.querySelector('[data-field=\"split\"]').textContent"),
+        )
+        .await;
+    assert_eq!(split, "on for 10.0% of units");
+    let on = page
+        .eval(&format!(
+            "{row}.querySelector('[data-state=\"on\"]').textContent"
+        ))
+        .await;
+    assert!(
+        on.as_str()
+            .is_some_and(|t| t.starts_with("on ") && t.contains("req")),
+        "{on}"
+    );
+
+    page.eval(&type_js(
+        &format!("{row}.querySelector('input[data-flag-percent]')"),
+        "25",
+    ))
+    .await;
+    assert_eq!(
+        page.eval(&click_js(&format!(
+            "{row}.querySelector('button[data-action=\"flag-percent\"]')"
+        )))
+        .await,
+        true
+    );
+    page.wait_for(
+        "25 %",
+        &format!(
+            "{row}.querySelector('[data-field=\"split\"]').textContent === 'on for 25.0% of units'"
+        ),
+    )
+    .await;
+    assert_eq!(
+        page.eval(&click_js(&format!(
+            "{row}.querySelector('button[data-action=\"flag-off\"]')"
+        )))
+        .await,
+        true
+    );
+    page.wait_for(
+        "the flag off",
+        &format!("{row}.querySelector('[data-field=\"enabled\"]').textContent === 'off'"),
+    )
+    .await;
+    let (enabled, body) = enabled(&admin).await;
+    assert!(!enabled, "{body}");
+    assert_eq!(body["flags"][0]["percent"], 25.0);
     proxy.shutdown().await;
 }

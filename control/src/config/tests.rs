@@ -282,9 +282,21 @@ fn flag_errors_name_the_key_and_its_line() {
     let config = Config::parse(&format!("{GOOD}{flag}"), "t.toml").expect("valid");
     assert_eq!(config.table_spec().flags[0].percent, 10.0);
     let cases = [
-        (flag.replace("percent = 10", "percent = 120"), "flags[0].percent", "between 0 and 100"),
-        (flag.replace("[\"web\"]", "[\"shop\"]"), "flags[0].routes", "route 'shop' does not exist"),
-        (flag.replace("header = \"x-user-id\"", "header = \"bad header\""), "flags[0].key", "not a header name"),
+        (
+            flag.replace("percent = 10", "percent = 120"),
+            "flags[0].percent",
+            "between 0 and 100",
+        ),
+        (
+            flag.replace("[\"web\"]", "[\"shop\"]"),
+            "flags[0].routes",
+            "route 'shop' does not exist",
+        ),
+        (
+            flag.replace("header = \"x-user-id\"", "header = \"bad header\""),
+            "flags[0].key",
+            "not a header name",
+        ),
         (
             format!("{flag}  [flags.guard]\n  alpha = 2.0\n"),
             "flags[0].guard.alpha",

@@ -622,11 +622,21 @@ path_prefix = "/api"
         live.flags[0].percent = 25.0;
         let overrides: BTreeSet<String> = [flags::override_key("f")].into();
         let other_route = text.replace("weight = 1\n", "weight = 2\n");
-        let new_file = Config::parse(&other_route, "t").expect("valid").table_spec();
-        assert_eq!(merge(&old_file, &new_file, &live, &overrides).flags[0].percent, 25.0);
+        let new_file = Config::parse(&other_route, "t")
+            .expect("valid")
+            .table_spec();
+        assert_eq!(
+            merge(&old_file, &new_file, &live, &overrides).flags[0].percent,
+            25.0
+        );
         let flag_changed = text.replace("percent = 10", "percent = 5");
-        let new_file = Config::parse(&flag_changed, "t").expect("valid").table_spec();
-        assert_eq!(merge(&old_file, &new_file, &live, &overrides).flags[0].percent, 5.0);
+        let new_file = Config::parse(&flag_changed, "t")
+            .expect("valid")
+            .table_spec();
+        assert_eq!(
+            merge(&old_file, &new_file, &live, &overrides).flags[0].percent,
+            5.0
+        );
     }
 
     #[test]
