@@ -38,6 +38,7 @@ pub mod forward;
 pub mod handler;
 pub mod health;
 pub mod idle_park;
+pub mod latency;
 #[cfg(test)]
 mod layering;
 pub mod limits;

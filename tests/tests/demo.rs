@@ -58,6 +58,28 @@ async fn demo_moves_by_itself_and_rolls_a_bad_canary_back_on_its_own() {
     let traffic = demo.traffic.as_ref().expect("traffic is on");
     assert!(traffic.sent() > 100, "sent {}", traffic.sent());
 
+    // Its shoppers: the experiment counts them on both versions, checkouts
+    // included, and the flag turns on for some of them.
+    eventually(Duration::from_secs(15), "shoppers counted", || async {
+        let readout = admin
+            .call(Method::GET, "/api/v1/experiments", None, None)
+            .await
+            .json();
+        let rows = &readout["experiments"][0]["goals"][0]["variants"];
+        let flags = admin
+            .call(Method::GET, "/api/v1/flags", None, None)
+            .await
+            .json();
+        let on = flags["flags"][0]["states"][0]["requests"]
+            .as_u64()
+            .unwrap_or(0);
+        (rows[0]["conversions"].as_u64() > Some(0)
+            && rows[1]["conversions"].as_u64() > Some(0)
+            && on > 0)
+            .then_some(())
+    })
+    .await;
+
     // The shadow compares: matches everywhere, mismatches on /api/prices.
     let shadows = eventually(Duration::from_secs(15), "shadow compare counts", || async {
         let reply = admin.call(Method::GET, "/api/v1/shadows", None, None).await;

@@ -6,7 +6,9 @@
 //!
 //! Route `web` (`/`) splits 90/10/0 and has a rollout policy with 10 s
 //! steps; route `api` (`/api/`) sends everything to stable and shadows it
-//! to the canary build with `compare = true`.
+//! to the canary build with `compare = true`; route `shop` (`/shop/`)
+//! runs an A/B experiment (stable against canary, goal: a checkout) and
+//! the flag `new-checkout` for 10 % of its shoppers, guarded.
 
 pub mod backends;
 pub mod endpoint;
@@ -121,6 +123,47 @@ path_prefix = "/api/"
   name = "canary"
   endpoints = ["{canary}"]
   compare = true
+
+# Shoppers (x-user-id) stay on one version; the background traffic's
+# shoppers check out a little more often on the canary.
+[[routes]]
+name = "shop"
+path_prefix = "/shop/"
+
+  [routes.sticky]
+  header = "x-user-id"
+
+  [routes.experiment]
+  name = "checkout-v2"
+  control = "stable"
+  minimum_effect = 0.02
+
+  [[routes.experiment.goals]]
+  name = "checkout"
+  method = "POST"
+  path_prefix = "/shop/checkout"
+  status = "2xx"
+
+  [[routes.versions]]
+  name = "stable"
+  weight = 50
+  endpoints = ["{stable}"]
+
+  [[routes.versions]]
+  name = "canary"
+  weight = 50
+  endpoints = ["{canary}"]
+
+[[flags]]
+name = "new-checkout"
+percent = 10
+key = {{ header = "x-user-id" }}
+routes = ["shop"]
+  [flags.guard]
+  max_error_rate_increase = 0.02
+  min_requests = 50
+  window = "30s"
+  interval = "2s"
 "#
     )
 }
@@ -191,6 +234,11 @@ mod tests {
         assert_eq!(web.steps, vec![5, 25, 50, 100]);
         assert_eq!(web.interval, std::time::Duration::from_secs(10));
         assert!(text.contains("compare = true"));
+        let spec = config.table_spec();
+        let shop = spec.routes.iter().find(|r| r.name == "shop").expect("shop");
+        assert!(shop.experiment.is_some());
+        assert_eq!(spec.flags[0].name, "new-checkout");
+        assert!(config.flag_guards().contains_key("new-checkout"));
     }
 
     #[test]
@@ -209,6 +257,8 @@ mod tests {
             (" 4.", "demo canary --error-rate 0.2 --latency 80ms"),
             (" 7.", "flip web stable green"),
             (" 8.", "shadows"),
+            (" 9.", "ctl --admin 127.0.0.1:9901 experiment shop"),
+            ("10.", "ofrep/v1/evaluate/flags/new-checkout"),
         ] {
             let at = text.find(step).unwrap_or_else(|| panic!("{step}:\n{text}"));
             assert!(text[at..].contains(command), "{step} {command}:\n{text}");

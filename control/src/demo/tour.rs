@@ -1,6 +1,6 @@
 //! What `switchyard demo` prints: where everything listens, then a numbered
 //! tour (canary, progressive rollout, automated rollback, blue-green,
-//! shadow), each step a command to copy.
+//! shadow, an A/B experiment, a feature flag), each step a command to copy.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -42,7 +42,7 @@ impl Tour<'_> {
         let _ = match self.traffic {
             Some(rate) => writeln!(
                 text,
-                "  background traffic: about {rate} requests/s over / and /api/ (off: --no-traffic)"
+                "  background traffic: about {rate} requests/s over /, /api/ and shoppers on /shop/ (off: --no-traffic)"
             ),
             None => writeln!(
                 text,
@@ -54,7 +54,7 @@ impl Tour<'_> {
             "\nOpen the console first, everything below shows there:\n    {}\n",
             crate::dashboard::url(admin)
         );
-        let steps: [(&str, Vec<String>); 8] = [
+        let steps: [(&str, Vec<String>); 10] = [
             (
                 "The split: route web sends 90 % to stable, 10 % to canary.",
                 vec![format!(
@@ -104,6 +104,21 @@ impl Tour<'_> {
                     format!("curl -s http://{data}{DIVERGENT_PATH}"),
                     format!("curl -s http://{shadow}{DIVERGENT_PATH}   # what the shadow answers"),
                     format!("{ctl} shadows"),
+                ],
+            ),
+            (
+                "A/B experiment: route shop (/shop/) keeps each shopper (x-user-id) on stable or canary and counts who checks out; the readout says which converts better and how sure that is.",
+                vec![
+                    format!("{ctl} experiment shop"),
+                    format!("{ctl} experiment shop --conclude canary   # when it says 'sure'"),
+                ],
+            ),
+            (
+                "Feature flag: new-checkout is on for 10 % of shoppers; the upstream gets x-switchyard-flags, and OpenFeature SDKs get the same answer over OFREP.",
+                vec![
+                    format!("curl -s -d '{{\"context\": {{\"targetingKey\": \"shopper-7\"}}}}' http://{admin}/ofrep/v1/evaluate/flags/new-checkout"),
+                    format!("{ctl} flag new-checkout 50"),
+                    format!("{ctl} flags                # requests per state and the guard"),
                 ],
             ),
         ];

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Method, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
@@ -17,17 +18,25 @@ use tokio::time::MissedTickBehavior;
 
 /// Requests per second when nothing else is asked for.
 pub const DEFAULT_RATE: u32 = 200;
-/// The paths requested, in turn: half the site, half the API.
+/// The paths requested, in turn: the site, the API, and shoppers (a new
+/// one each visit to [`SHOP`]).
 pub const PATHS: &[&str] = &[
     "/",
     "/api/users",
     "/products",
     "/api/prices",
+    SHOP,
     "/",
     "/api/orders",
     "/cart",
     "/api/users",
+    SHOP,
 ];
+/// A shopper's visit: the products page, then for some a checkout.
+pub const SHOP: &str = "/shop/products";
+/// Checkouts per 100 shoppers, by the version they were shown: the canary's
+/// page converts better, for the experiment to find.
+const CHECKOUT_PERCENT: [(&str, u64); 2] = [("canary", 14), ("stable", 10)];
 const WORKERS: u32 = 8;
 /// A request that takes longer is abandoned (and counted as failed).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,15 +56,17 @@ impl Traffic {
         let sent = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let next = Arc::new(AtomicUsize::new(0));
+        let shoppers = Arc::new(AtomicU64::new(0));
         let workers = rate.clamp(1, WORKERS);
         let period = Duration::from_secs_f64(f64::from(workers) / f64::from(rate.max(1)));
         let workers = (0..workers)
             .map(|_| {
-                let (client, sent, failed, next) = (
+                let (client, sent, failed, next, shoppers) = (
                     client.clone(),
                     Arc::clone(&sent),
                     Arc::clone(&failed),
                     Arc::clone(&next),
+                    Arc::clone(&shoppers),
                 );
                 tokio::spawn(async move {
                     let mut ticks = tokio::time::interval(period);
@@ -63,7 +74,15 @@ impl Traffic {
                     loop {
                         ticks.tick().await;
                         let path = PATHS[next.fetch_add(1, Ordering::Relaxed) % PATHS.len()];
-                        let ok = tokio::time::timeout(REQUEST_TIMEOUT, one(&client, data, path))
+                        let visit = async {
+                            if path == SHOP {
+                                let shopper = shoppers.fetch_add(1, Ordering::Relaxed);
+                                shop(&client, data, shopper).await
+                            } else {
+                                one(&client, data, Method::GET, path, None).await.is_some()
+                            }
+                        };
+                        let ok = tokio::time::timeout(REQUEST_TIMEOUT, visit)
                             .await
                             .unwrap_or(false);
                         sent.fetch_add(1, Ordering::Relaxed);
@@ -101,13 +120,50 @@ impl Drop for Traffic {
     }
 }
 
-/// One GET, read to the end so the connection is reused.
-async fn one(client: &Client<HttpConnector, Empty<Bytes>>, data: SocketAddr, path: &str) -> bool {
-    let Ok(uri) = format!("http://{data}{path}").parse::<http::Uri>() else {
+/// One request, read to the end so the connection is reused: the version
+/// that answered (empty when the header is off), or `None` on failure.
+async fn one(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    data: SocketAddr,
+    method: Method,
+    path: &str,
+    user: Option<&str>,
+) -> Option<String> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{data}{path}"));
+    if let Some(user) = user {
+        request = request.header("x-user-id", user);
+    }
+    let response = client
+        .request(request.body(Empty::new()).ok()?)
+        .await
+        .ok()?;
+    let version = response
+        .headers()
+        .get("x-switchyard-version")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    response.into_body().collect().await.ok()?;
+    Some(version)
+}
+
+/// Shopper `n` looks at the products and, at its version's rate, checks out.
+async fn shop(client: &Client<HttpConnector, Empty<Bytes>>, data: SocketAddr, n: u64) -> bool {
+    let user = format!("shopper-{n}");
+    let Some(version) = one(client, data, Method::GET, SHOP, Some(&user)).await else {
         return false;
     };
-    match client.get(uri).await {
-        Ok(response) => response.into_body().collect().await.is_ok(),
-        Err(_) => false,
+    let percent = CHECKOUT_PERCENT
+        .iter()
+        .find(|(name, _)| *name == version)
+        .map_or(0, |(_, percent)| *percent);
+    // Spreads each version's shoppers evenly over 0..100.
+    if (n * 37) % 100 >= percent {
+        return true;
     }
+    one(client, data, Method::POST, "/shop/checkout", Some(&user))
+        .await
+        .is_some()
 }

@@ -17,7 +17,7 @@ mod body;
 mod directory;
 mod export;
 mod shards;
-pub(crate) mod tally;
+mod tally;
 mod wire;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
