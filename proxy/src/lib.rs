@@ -14,13 +14,14 @@
 //! [`idle_park`], which frees an idle HTTP/1.1 connection's buffers, with
 //! [`rewind`] putting read bytes back) →
 //! [`handler`] (named phases over one per-request exchange: [`route`] →
-//! pick the version by [`select`]: override, [`sticky`] key or [`split`]
+//! the unit's [`flags`] named in a request header → pick the version by [`select`]: override, [`sticky`] key or [`split`]
 //! weight, skipping endpoints [`health`] marks out → [`forward`] rewrites
 //! the request → [`shadow`] copies it, never awaited → [`upstream`] sends it
 //! over the version's transport through its [`pool`] → the response, whose
-//! outcome feeds [`health`]'s outlier accounting; a 101 becomes an
-//! [`upgrade`] tunnel) → [`metrics`] (the request recorded when its response
-//! body ends). [`body`] and [`tee`] are the body types that stream between
+//! outcome feeds [`health`]'s outlier accounting and a route's A/B
+//! [`experiment`] counts; a 101 becomes an [`upgrade`] tunnel) → [`metrics`]
+//! (the request recorded when its response body ends; [`latency`] sizes its
+//! histograms and the flags'). [`body`] and [`tee`] are the body types that stream between
 //! them; [`error`] turns failures into responses; [`coalesce`] sends small
 //! vectored writes, both ways, as one write.
 
