@@ -595,3 +595,75 @@ async fn replicas_reach_etcd_over_tls_with_client_certificates() {
         proxy.shutdown().await;
     }
 }
+
+async fn flag_percent(proxy: &TestProxy) -> (bool, f64) {
+    let body = admin(proxy)
+        .call(Method::GET, "/api/v1/flags", None, None)
+        .await
+        .json();
+    let flag = &body["flags"][0];
+    (
+        flag["enabled"] == true,
+        flag["percent"].as_f64().unwrap_or(-1.0),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_etcd,
+    ignore = "etcd is not installed (scripts/test.sh installs etcd-server)"
+)]
+async fn a_flag_changed_on_one_replica_changes_on_every_replica() {
+    let fleet = Setup::start("flags", false).await;
+    let flag =
+        "\n[[flags]]\nname = \"new-checkout\"\npercent = 10\nkey = { header = \"x-user-id\" }\n";
+    let a = start_proxy(&format!("{}{flag}", fleet.config("a"))).await;
+    let b = start_proxy(&format!("{}{flag}", fleet.config("b"))).await;
+    for proxy in [&a, &b] {
+        eventually(Duration::from_secs(10), "replica connects to etcd", || {
+            connected(proxy)
+        })
+        .await;
+    }
+    let (seeded, _) = canary_weight(&a).await;
+    eventually(
+        Duration::from_secs(5),
+        "b at the seeded revision",
+        || async { canary_weight(&b).await.0 == seeded },
+    )
+    .await;
+    let reply = admin(&a)
+        .call(
+            Method::PUT,
+            "/api/v1/flags/new-checkout",
+            Some(&format!("\"{seeded}\"")),
+            Some(r#"{"percent": 25}"#),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    eventually(Duration::from_secs(2), "b serves 25 %", || async {
+        flag_percent(&b).await == (true, 25.0)
+    })
+    .await;
+    // The fleet's compare-and-set: B's stale revision loses.
+    let stale = admin(&b)
+        .call(
+            Method::PUT,
+            "/api/v1/flags/new-checkout",
+            Some(&format!("\"{seeded}\"")),
+            Some(r#"{"enabled": false}"#),
+        )
+        .await;
+    assert_eq!(stale.status, 412, "{}", stale.text());
+    assert_eq!(flag_percent(&a).await, (true, 25.0));
+    let change = admin(&b).last_change().await;
+    assert_eq!(change["flag"], "new-checkout", "{change}");
+    assert!(
+        change["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("on for 10% → on for 25%")),
+        "{change}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

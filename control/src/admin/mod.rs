@@ -141,7 +141,8 @@ impl Admin {
                 let expected = precondition(if_match.as_deref(), flags.force)?;
                 let table = self
                     .plane
-                    .change_flag(name, &edit, expected, api(&who, None))?;
+                    .set_flag(name, &edit, expected, api(&who, None))
+                    .await?;
                 let flag = table.spec().flags.iter().find(|f| f.name == *name);
                 Ok(with_etag(
                     json_response(

@@ -115,12 +115,15 @@ impl Guards {
                 let Some(plane) = guards.plane.upgrade() else {
                     return;
                 };
-                guards.look_all(&plane, Instant::now());
+                for (name, reason, flag) in guards.look_all(&plane, Instant::now()) {
+                    guards.trip(&plane, &name, &reason, &flag).await;
+                }
             }
         })
     }
 
-    fn look_all(&self, plane: &ControlPlane, now: Instant) {
+    /// Looks at every flag whose interval is up; the ones to turn off.
+    fn look_all(&self, plane: &ControlPlane, now: Instant) -> Vec<(String, String, Arc<Flag>)> {
         let policies = self
             .policies
             .lock()
@@ -152,29 +155,32 @@ impl Guards {
                 }
             }
         }
-        for (name, reason, flag) in trips {
-            let edit = FlagEdit {
-                enabled: Some(false),
-                ..FlagEdit::default()
-            };
-            let origin = Origin {
-                source: Source::Auto,
-                who: "guard",
-                reason: Some(&reason),
-            };
-            match plane.change_flag(&name, &edit, None, origin) {
-                Ok(_) => {
-                    flag.counts().count_trip();
-                    tracing::warn!(flag = %name, %reason, "flag guard turned the flag off");
-                    let mut tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
-                    if let Some(track) = tracks.get_mut(&name) {
-                        track.view.status = "tripped";
-                        track.view.tripped_at = Some(history::now_rfc3339());
-                    }
+        trips
+    }
+
+    /// Turns `name` off (fleet-wide in a fleet), saying why.
+    async fn trip(&self, plane: &ControlPlane, name: &str, reason: &str, flag: &Flag) {
+        let edit = FlagEdit {
+            enabled: Some(false),
+            ..FlagEdit::default()
+        };
+        let origin = Origin {
+            source: Source::Auto,
+            who: "guard",
+            reason: Some(reason),
+        };
+        match plane.set_flag(name, &edit, None, origin).await {
+            Ok(_) => {
+                flag.counts().count_trip();
+                tracing::warn!(flag = %name, %reason, "flag guard turned the flag off");
+                let mut tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(track) = tracks.get_mut(name) {
+                    track.view.status = "tripped";
+                    track.view.tripped_at = Some(history::now_rfc3339());
                 }
-                Err(error) => {
-                    tracing::error!(flag = %name, %error, "flag guard could not turn the flag off")
-                }
+            }
+            Err(error) => {
+                tracing::error!(flag = %name, %error, "flag guard could not turn the flag off")
             }
         }
     }

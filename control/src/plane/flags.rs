@@ -26,6 +26,32 @@ pub(super) fn override_key(flag: &str) -> String {
     format!("flag:{flag}")
 }
 
+/// `current`'s spec with `edit` applied to flag `name`, if `current` is
+/// still at the `expected` revision.
+fn edited_flag(
+    current: &RoutingTable,
+    name: &str,
+    edit: &FlagEdit,
+    expected: Option<u64>,
+) -> Result<switchyard_proxy::TableSpec, ChangeError> {
+    if let Some(expected) = expected {
+        if expected != current.revision() {
+            return Err(ChangeError::RevisionMismatch {
+                expected,
+                current: current.revision(),
+            });
+        }
+    }
+    let mut spec = current.spec().clone();
+    let flag = spec
+        .flags
+        .iter_mut()
+        .find(|f| f.name == name)
+        .ok_or_else(|| ChangeError::UnknownFlag(name.to_owned()))?;
+    edit.apply(flag)?;
+    Ok(spec)
+}
+
 impl FlagEdit {
     fn apply(&self, flag: &mut FlagSpec) -> Result<(), ChangeError> {
         if self.enabled.is_none() && self.percent.is_none() && self.variants.is_none() {
@@ -66,8 +92,26 @@ impl FlagEdit {
 }
 
 impl ControlPlane {
-    /// Applies `edit` to flag `name`; `expected`: the revision the caller
-    /// read (compare-and-set), `None` skips the check.
+    /// Applies `edit` to flag `name`: in a fleet, committed to the shared
+    /// store first; otherwise swapped in here. `expected`: the revision the
+    /// caller read (compare-and-set), `None` skips the check.
+    pub async fn set_flag(
+        &self,
+        name: &str,
+        edit: &FlagEdit,
+        expected: Option<u64>,
+        origin: Origin<'_>,
+    ) -> Result<Arc<RoutingTable>, ChangeError> {
+        let Some(store) = self.store().cloned() else {
+            return self.change_flag(name, edit, expected, origin);
+        };
+        self.commit(store, expected, origin, |current| {
+            edited_flag(current, name, edit, expected)
+        })
+        .await
+    }
+
+    /// [`Self::set_flag`] in a single process.
     pub fn change_flag(
         &self,
         name: &str,
@@ -77,29 +121,15 @@ impl ControlPlane {
     ) -> Result<Arc<RoutingTable>, ChangeError> {
         if self.store().is_some() {
             return Err(ChangeError::Conflict(
-                "a fleet shares route weights, not flags: change the flag in the config file every replica reads".into(),
+                "in a fleet a flag change is committed to the shared store first (ControlPlane::set_flag)".into(),
             ));
         }
         let mut state = self.state();
         let mut before = None;
         let table = self.table.update(|current| {
-            if let Some(expected) = expected {
-                if expected != current.revision() {
-                    return Err(ChangeError::RevisionMismatch {
-                        expected,
-                        current: current.revision(),
-                    });
-                }
-            }
-            let mut spec = current.spec().clone();
-            let flag = spec
-                .flags
-                .iter_mut()
-                .find(|f| f.name == name)
-                .ok_or_else(|| ChangeError::UnknownFlag(name.to_owned()))?;
-            edit.apply(flag)?;
+            let spec = edited_flag(current, name, edit, expected)?;
             before = Some(current.spec().clone());
-            Ok(spec)
+            Ok::<_, ChangeError>(spec)
         })?;
         if let Some(before) = before {
             let changes = history::diff(

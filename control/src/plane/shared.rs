@@ -57,10 +57,26 @@ impl ControlPlane {
                 edit,
             );
         };
+        self.commit(store, expected, origin, |current| {
+            edited(current, route, expected, &edit)
+        })
+        .await
+    }
+
+    /// Commits the spec `edit` makes of the live table to the fleet's
+    /// store, guarded by the revision it was computed from, then applies
+    /// what was committed (see [`Self::commit_route`]).
+    pub(super) async fn commit(
+        &self,
+        store: Arc<dyn super::SharedStore>,
+        expected: Option<u64>,
+        origin: Origin<'_>,
+        edit: impl Fn(&RoutingTable) -> Result<switchyard_proxy::TableSpec, ChangeError>,
+    ) -> Result<Arc<RoutingTable>, ChangeError> {
         let mut attempts = 0;
         loop {
             let current = self.table.load();
-            let spec = edited(&current, route, expected, &edit)?;
+            let spec = edit(&current)?;
             if let Some(problem) = RoutingTable::check(&spec).into_iter().next() {
                 return Err(ChangeError::Table(problem.error));
             }

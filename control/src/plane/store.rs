@@ -4,9 +4,10 @@
 //! change is first committed to the store, guarded by the revision it was
 //! computed from, and the store's revision becomes the table's.
 //!
-//! What is shared is each route's weights per version (the state the admin
-//! API and automated decisions change), with who made the last change;
-//! route definitions (endpoints, matching) come from each replica's file.
+//! What is shared is each route's weights per version and each flag's
+//! state (what the admin API and automated decisions change), with who made
+//! the last change; route and flag definitions (endpoints, matching, keys)
+//! come from each replica's file.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -23,25 +24,48 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Route → version → weight.
 pub type SharedWeights = BTreeMap<String, BTreeMap<String, u32>>;
 
-/// The shared routing state: the routes' weights and the change that set
-/// them (so every replica's history names who made it).
+/// The shared routing state: the routes' weights, the flags' states and
+/// the change that set them (so every replica's history names who made it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SharedState {
     pub routes: SharedWeights,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub flags: BTreeMap<String, SharedFlag>,
     pub source: Source,
     pub who: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
+/// What the API and the guard change of a flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedFlag {
+    pub enabled: bool,
+    pub percent: f64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<(String, u32)>,
+}
+
 impl SharedState {
-    /// The weights of every route of `spec`.
+    /// The weights of every route of `spec`, the state of every flag.
     pub fn from_spec(spec: &TableSpec, source: Source, who: &str, reason: Option<&str>) -> Self {
         SharedState {
             routes: spec
                 .routes
                 .iter()
                 .map(|r| (r.name.clone(), crate::history::weights(r)))
+                .collect(),
+            flags: spec
+                .flags
+                .iter()
+                .map(|f| {
+                    let shared = SharedFlag {
+                        enabled: f.enabled,
+                        percent: f.percent,
+                        variants: f.variants.clone(),
+                    };
+                    (f.name.clone(), shared)
+                })
                 .collect(),
             source,
             who: who.to_owned(),
@@ -58,6 +82,18 @@ impl SharedState {
                 for version in &mut route.versions {
                     if let Some(weight) = weights.get(&version.name) {
                         version.weight = *weight;
+                    }
+                }
+            }
+        }
+        for flag in &mut spec.flags {
+            if let Some(shared) = self.flags.get(&flag.name) {
+                flag.enabled = shared.enabled;
+                flag.percent = shared.percent;
+                // Variants the file renamed keep the file's weights.
+                for (name, weight) in &mut flag.variants {
+                    if let Some((_, w)) = shared.variants.iter().find(|(n, _)| n == name) {
+                        *weight = *w;
                     }
                 }
             }
