@@ -169,6 +169,16 @@ impl Ctl {
         Ok(Reply { status, etag, body })
     }
 
+    /// What `GET path` answers, as text (`switchyard export` prints it).
+    pub async fn get_text(&self, path: &str) -> Result<String, BoxError> {
+        Ok(
+            match ok(self.call(Method::GET, path, None, None).await?)?.body {
+                Value::String(text) => text,
+                other => other.to_string(),
+            },
+        )
+    }
+
     /// Runs a command; the text to print, or an error to report.
     pub async fn run(&self, command: CtlCommand) -> Result<String, BoxError> {
         let reply = match &command {
@@ -578,7 +588,7 @@ fn demo_request(
 /// `value` for a URL: spaces dropped (`80 ms` is `80ms`), anything but
 /// unreserved characters percent-encoded so it reaches the API as one value
 /// (which then says what is wrong with it).
-fn query_value(value: &str) -> String {
+pub(crate) fn query_value(value: &str) -> String {
     let mut out = String::new();
     for byte in value.bytes().filter(|b| !b.is_ascii_whitespace()) {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {

@@ -32,6 +32,7 @@ pub mod ctl;
 pub mod dashboard;
 pub mod demo;
 pub mod experiments;
+pub mod gateway_api;
 pub mod health;
 pub mod history;
 #[cfg(test)]

@@ -190,6 +190,14 @@ pub async fn start_with_extensions(
     let mut extensions: Vec<Extension> = vec![
         crate::rollout::admin_extension(Arc::clone(&rollouts)),
         crate::shadows::admin_extension(table.clone()),
+        crate::gateway_api::admin_extension(
+            table.clone(),
+            config
+                .gateway_api
+                .clone()
+                .unwrap_or_default()
+                .service_address,
+        ),
         crate::experiments::admin_extension(table.clone(), metrics.clone()),
         crate::stats::extension(metrics.clone(), Arc::clone(&plane)),
         crate::dashboard::extension(),

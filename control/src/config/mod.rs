@@ -77,6 +77,9 @@ pub struct Config {
     /// Absent: a single process run from this file.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// Routes from Kubernetes Gateway API HTTPRoute files.
+    #[serde(default)]
+    pub gateway_api: Option<crate::gateway_api::GatewayApiConfig>,
 }
 
 impl Config {
@@ -94,10 +97,17 @@ impl Config {
     }
 
     /// Parses and validates the text of the file at `path`, including that
-    /// every certificate, key and CA file it names can be used.
+    /// every certificate, key and CA file it names can be used. A `.yaml`
+    /// or `.yml` file is Gateway API HTTPRoutes (see [`crate::gateway_api`]).
     pub fn parse_checked(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         let source_name = path.display().to_string();
-        let config = Config::parse(text, &source_name)?;
+        let config = if crate::gateway_api::is_yaml(path) {
+            crate::gateway_api::config_from_yaml(text, &source_name, Default::default())?
+        } else {
+            let mut config = Config::parse(text, &source_name)?;
+            crate::gateway_api::import_files(&mut config, path.parent())?;
+            config
+        };
         let errors = config.check_files(Some(text), path.parent());
         if errors.is_empty() {
             Ok(config)
@@ -164,11 +174,15 @@ impl Config {
                 );
             }
         }
-        if self.routes.is_empty() {
+        let imports_routes = self
+            .gateway_api
+            .as_ref()
+            .is_some_and(|g| !g.files.is_empty());
+        if self.routes.is_empty() && !imports_routes {
             error(
                 "routes".into(),
                 0..0,
-                "no routes: add at least one [[routes]]".into(),
+                "no routes: add at least one [[routes]] (or name HTTPRoute files in [gateway_api] files)".into(),
             );
         }
         for (r, route) in self.routes.iter().enumerate() {

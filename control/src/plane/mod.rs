@@ -307,7 +307,7 @@ impl ControlPlane {
                 return Err(ReloadError::Invalid(error));
             }
         };
-        let text = text.unwrap_or_default();
+        let text = crate::gateway_api::source_text(&config, text.unwrap_or_default());
         state.failed_text = None;
         if state.file_text.as_deref() == Some(text.as_str()) {
             state.last_reload_error = None;
