@@ -169,14 +169,18 @@ impl Ctl {
         Ok(Reply { status, etag, body })
     }
 
-    /// What `GET path` answers, as text (`switchyard export` prints it).
-    pub async fn get_text(&self, path: &str) -> Result<String, BoxError> {
-        Ok(
-            match ok(self.call(Method::GET, path, None, None).await?)?.body {
-                Value::String(text) => text,
-                other => other.to_string(),
-            },
-        )
+    /// The live routes as Gateway API HTTPRoutes (`switchyard export`).
+    pub async fn export_gateway_api(&self, route: Option<&str>) -> Result<String, BoxError> {
+        let mut path = "/api/v1/export?format=gateway-api".to_owned();
+        if let Some(route) = route {
+            path.push_str("&route=");
+            path.push_str(&query_value(route));
+        }
+        let reply = ok(self.call(Method::GET, &path, None, None).await?)?;
+        Ok(match reply.body {
+            Value::String(text) => text,
+            other => other.to_string(),
+        })
     }
 
     /// Runs a command; the text to print, or an error to report.
@@ -378,7 +382,7 @@ impl Ctl {
     /// guarded by the revision the previous step left: a change made by
     /// someone else meanwhile stops the push with what was applied so far.
     async fn apply(&self, file: &std::path::Path) -> Result<String, BoxError> {
-        let config = crate::Config::load(file).map_err(|e| e.to_string())?;
+        let config = crate::gateway_api::load(file).map_err(|e| e.to_string())?;
         let current = ok(self.call(Method::GET, "/api/v1/routes", None, None).await?)?;
         let mut etag = current
             .etag
@@ -588,7 +592,7 @@ fn demo_request(
 /// `value` for a URL: spaces dropped (`80 ms` is `80ms`), anything but
 /// unreserved characters percent-encoded so it reaches the API as one value
 /// (which then says what is wrong with it).
-pub(crate) fn query_value(value: &str) -> String {
+fn query_value(value: &str) -> String {
     let mut out = String::new();
     for byte in value.bytes().filter(|b| !b.is_ascii_whitespace()) {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {

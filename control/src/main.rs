@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use switchyard_control::ctl::{Ctl, CtlCommand};
-use switchyard_control::{Config, StartOptions};
+use switchyard_control::{gateway_api, StartOptions};
 use tracing::Level;
 
 /// jemalloc, built with background purging (`.cargo/config.toml`): memory
@@ -123,7 +123,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Check { file } => match Config::load(&file) {
+        Command::Check { file } => match gateway_api::load(&file) {
             Ok(_) => {
                 println!("ok");
                 ExitCode::SUCCESS
@@ -145,7 +145,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let config = match Config::parse_checked(&text, &path) {
+            let config = match gateway_api::parse_checked(&text, &path) {
                 Ok(config) => config,
                 Err(errors) => {
                     eprintln!("{errors}");
@@ -195,9 +195,8 @@ fn main() -> ExitCode {
             route,
         } => {
             let ctl = Ctl::new(&admin, token, false);
-            let path = switchyard_control::gateway_api::export::admin_path(route.as_deref());
             block_on(Some(1), async move {
-                print!("{}", ctl.get_text(&path).await?);
+                print!("{}", ctl.export_gateway_api(route.as_deref()).await?);
                 Ok::<(), BoxError>(())
             })
         }

@@ -13,7 +13,8 @@
 //! Sections: [`listen`], [`timeouts`], [`proxy`], [`admin`], [`metrics`],
 //! [`route`] (routes and versions, and the conversion into the data plane's
 //! `TableSpec`), [`routing`] (match headers, sticky, override), [`tls`],
-//! [`shadow`], [`health`], [`rollout`], [`limits`], [`cluster`].
+//! [`shadow`], [`health`], [`rollout`], [`limits`], [`cluster`],
+//! [`gateway_api`].
 
 use std::ops::Range;
 use std::path::Path;
@@ -25,6 +26,7 @@ pub mod admin;
 pub mod cluster;
 pub mod errors;
 pub mod experiment;
+pub mod gateway_api;
 pub mod health;
 pub mod limits;
 pub mod listen;
@@ -79,35 +81,34 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// Routes from Kubernetes Gateway API HTTPRoute files.
     #[serde(default)]
-    pub gateway_api: Option<crate::gateway_api::GatewayApiConfig>,
+    pub gateway_api: Option<gateway_api::GatewayApiConfig>,
 }
 
 impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        Config::parse_checked(&Config::read(path)?, path)
+    }
+
+    /// The text of a config file, or why it cannot be read.
+    pub fn read(path: &Path) -> Result<String, ConfigErrors> {
+        std::fs::read_to_string(path).map_err(|e| ConfigErrors {
             source_name: path.display().to_string(),
             errors: vec![ConfigError {
                 path: String::new(),
                 position: None,
                 message: format!("cannot read the file: {e}"),
             }],
-        })?;
-        Config::parse_checked(&text, path)
+        })
     }
 
     /// Parses and validates the text of the file at `path`, including that
-    /// every certificate, key and CA file it names can be used. A `.yaml`
-    /// or `.yml` file is Gateway API HTTPRoutes (see [`crate::gateway_api`]).
+    /// every certificate, key and CA file it names can be used. TOML only:
+    /// `crate::gateway_api::parse_checked` also reads HTTPRoute YAML and
+    /// the files `[gateway_api]` names.
     pub fn parse_checked(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         let source_name = path.display().to_string();
-        let config = if crate::gateway_api::is_yaml(path) {
-            crate::gateway_api::config_from_yaml(text, &source_name, Default::default())?
-        } else {
-            let mut config = Config::parse(text, &source_name)?;
-            crate::gateway_api::import_files(&mut config, path.parent())?;
-            config
-        };
+        let config = Config::parse(text, &source_name)?;
         let errors = config.check_files(Some(text), path.parent());
         if errors.is_empty() {
             Ok(config)

@@ -14,7 +14,6 @@ use http::{Method, StatusCode};
 use switchyard_proxy::{RouteSpec, ShadowSpec, TableHandle, TableSpec, Transport};
 
 use super::types::{format_duration, API_VERSION, KIND};
-use crate::admin::api::{sync_extension, text_response, ApiError, Extension};
 use crate::config::Timeouts;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,55 +34,47 @@ pub enum ExportError {
     },
 }
 
-/// The admin endpoint `GET /api/v1/export?format=gateway-api[&route=NAME]`.
-pub fn admin_extension(table: TableHandle, service_address: String) -> Extension {
-    sync_extension(move |method, path, query| {
-        if *method != Method::GET || path.trim_end_matches('/') != "/api/v1/export" {
-            return None;
-        }
-        let (mut format, mut route) = (None, None);
-        for (key, value) in query
-            .unwrap_or("")
-            .split('&')
-            .filter_map(|pair| pair.split_once('='))
-        {
-            match key {
-                "format" => format = Some(value),
-                "route" => route = Some(value),
-                _ => {}
-            }
-        }
-        if format != Some("gateway-api") {
-            return Some(
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "add ?format=gateway-api (the only export format)",
-                )
-                .into_response(),
-            );
-        }
-        Some(
-            match to_yaml(table.load().spec(), route, &service_address) {
-                Ok(yaml) => text_response(StatusCode::OK, "application/yaml", yaml),
-                Err(error @ ExportError::UnknownRoute(_)) => {
-                    ApiError::new(StatusCode::NOT_FOUND, error.to_string()).into_response()
-                }
-                Err(error) => {
-                    ApiError::new(StatusCode::CONFLICT, error.to_string()).into_response()
-                }
-            },
-        )
-    })
-}
-
-/// The admin API path of the export (of one route, or all).
-pub fn admin_path(route: Option<&str>) -> String {
-    let mut path = "/api/v1/export?format=gateway-api".to_owned();
-    if let Some(route) = route {
-        path.push_str("&route=");
-        path.push_str(&crate::ctl::query_value(route));
+/// The answer to `GET /api/v1/export?format=gateway-api[&route=NAME]`:
+/// `None` for any other request, else the YAML or the status and error to
+/// answer with. (The admin API's types stay out of this module: the config
+/// loads HTTPRoutes through it, and the admin API depends on the config.)
+pub fn answer(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    table: &TableHandle,
+    service_address: &str,
+) -> Option<Result<String, (StatusCode, String)>> {
+    if *method != Method::GET || path.trim_end_matches('/') != "/api/v1/export" {
+        return None;
     }
-    path
+    let (mut format, mut route) = (None, None);
+    for (key, value) in query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+    {
+        match key {
+            "format" => format = Some(value),
+            "route" => route = Some(value),
+            _ => {}
+        }
+    }
+    if format != Some("gateway-api") {
+        return Some(Err((
+            StatusCode::BAD_REQUEST,
+            "add ?format=gateway-api (the only export format)".into(),
+        )));
+    }
+    Some(
+        to_yaml(table.load().spec(), route, service_address).map_err(|error| {
+            let status = match error {
+                ExportError::UnknownRoute(_) => StatusCode::NOT_FOUND,
+                ExportError::Endpoint { .. } => StatusCode::CONFLICT,
+            };
+            (status, error.to_string())
+        }),
+    )
 }
 
 /// Every route of `spec` (or only `route`) as HTTPRoute documents.

@@ -13,49 +13,43 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
-
+pub use crate::config::gateway_api::{GatewayApiConfig, DEFAULT_SERVICE_ADDRESS};
 use crate::config::{Config, ConfigError, ConfigErrors};
 
 pub mod export;
 pub mod import;
+#[cfg(test)]
+mod tests;
 pub mod types;
 pub mod yaml;
 
-pub use export::{admin_extension, to_yaml, ExportError};
+pub use export::{to_yaml, ExportError};
 
-/// The default `service_address`: a Service's cluster DNS name.
-pub const DEFAULT_SERVICE_ADDRESS: &str = "{name}.{namespace}.svc.cluster.local:{port}";
-
-/// `[gateway_api]` of the TOML config.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct GatewayApiConfig {
-    /// YAML files of HTTPRoutes, relative to the TOML file; their routes
-    /// follow the TOML file's own `[[routes]]`.
-    #[serde(default)]
-    pub files: Vec<String>,
-    /// Where a backendRef is reached: `{name}`, `{namespace}` and `{port}`
-    /// are the backendRef's.
-    #[serde(default = "default_service_address")]
-    pub service_address: String,
-    /// The text of each file read, so a reload sees a change in them.
-    #[serde(skip)]
-    pub loaded: Vec<String>,
+/// A config file of either kind, read and checked: HTTPRoute YAML by the
+/// extension `.yaml` or `.yml`, else TOML with the files its
+/// `[gateway_api]` names.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    parse_checked(&Config::read(path)?, path)
 }
 
-impl Default for GatewayApiConfig {
-    fn default() -> Self {
-        GatewayApiConfig {
-            files: Vec::new(),
-            service_address: default_service_address(),
-            loaded: Vec::new(),
-        }
+/// [`Config::parse_checked`] for either kind of file (see [`load`]).
+pub fn parse_checked(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let source_name = path.display().to_string();
+    if is_yaml(path) {
+        let config = config_from_yaml(text, &source_name, GatewayApiConfig::default())?;
+        let errors = config.check_files(None, path.parent());
+        return if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors {
+                source_name,
+                errors,
+            })
+        };
     }
-}
-
-fn default_service_address() -> String {
-    DEFAULT_SERVICE_ADDRESS.to_owned()
+    let mut config = Config::parse_checked(text, path)?;
+    import_files(&mut config, path.parent())?;
+    Ok(config)
 }
 
 /// Whether `path` is read as Gateway API YAML rather than TOML.
@@ -123,10 +117,10 @@ pub fn import_files(config: &mut Config, dir: Option<&Path>) -> Result<(), Confi
 /// The routes of `text` appended to `config`, then the table build's check
 /// of the whole, its problems with those routes positioned in `text`.
 fn add_routes(config: &mut Config, text: &str) -> Result<(), Vec<ConfigError>> {
-    let service_address = config
-        .gateway_api
-        .as_ref()
-        .map_or_else(default_service_address, |g| g.service_address.clone());
+    let service_address = config.gateway_api.as_ref().map_or_else(
+        || DEFAULT_SERVICE_ADDRESS.to_owned(),
+        |g| g.service_address.clone(),
+    );
     let imported = import::routes(text, &service_address)?;
     let first = config.routes.len();
     let (routes, origins): (Vec<_>, Vec<_>) = imported.into_iter().unzip();

@@ -290,7 +290,9 @@ impl ControlPlane {
         let parsed = match &read {
             // The files it names too: a broken CA or certificate file fails
             // the reload instead of breaking traffic after it.
-            Ok(text) => Config::parse_checked(text, path).map_err(|errors| errors.to_string()),
+            Ok(text) => {
+                crate::gateway_api::parse_checked(text, path).map_err(|errors| errors.to_string())
+            }
             Err(e) => Err(format!("{}: cannot read the file: {e}", path.display())),
         };
         let text = read.ok();
