@@ -11,7 +11,7 @@
 //! `service_address = "127.0.0.1:{port}"`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,14 +122,6 @@ spec:
       type: Cookie
 ";
 
-/// A directory of its own for one test's files.
-fn test_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("switchyard-gw-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("test dir");
-    dir
-}
-
 /// `yaml` with each `{name}` placeholder replaced by that backend's port.
 fn with_ports(yaml: &str, backends: &[(&str, &Backend)]) -> String {
     backends
@@ -228,7 +220,7 @@ fn share(counts: &BTreeMap<String, usize>, version: &str, total: usize) -> f64 {
 async fn traffic_splitting_example_splits_ninety_ten() {
     let v1 = backend("foo-v1").start().await;
     let v2 = backend("foo-v2").start().await;
-    let dir = test_dir("split");
+    let dir = temp_dir("gw-split");
     let proxy = start_from_yaml(
         &dir,
         &with_ports(SPLIT, &[("foo-v1", &v1), ("foo-v2", &v2)]),
@@ -259,7 +251,7 @@ async fn traffic_splitting_example_splits_ninety_ten() {
 async fn header_matched_canary_example_routes_by_header() {
     let v1 = backend("foo-v1").start().await;
     let v2 = backend("foo-v2").start().await;
-    let dir = test_dir("canary");
+    let dir = temp_dir("gw-canary");
     let proxy = start_from_yaml(
         &dir,
         &with_ports(CANARY, &[("foo-v1", &v1), ("foo-v2", &v2)]),
@@ -278,7 +270,7 @@ async fn header_matched_canary_example_routes_by_header() {
 async fn request_mirroring_example_copies_a_quarter() {
     let v1 = backend("foo-v1").start().await;
     let v2 = backend("foo-v2").start().await;
-    let dir = test_dir("mirror");
+    let dir = temp_dir("gw-mirror");
     let proxy = start_from_yaml(
         &dir,
         &with_ports(MIRROR, &[("foo-v1", &v1), ("foo-v2", &v2)]),
@@ -312,7 +304,7 @@ async fn request_mirroring_example_copies_a_quarter() {
 async fn session_persistence_example_keeps_each_client_on_one_backend() {
     let v1 = backend("foo-v1").start().await;
     let v2 = backend("foo-v2").start().await;
-    let dir = test_dir("session");
+    let dir = temp_dir("gw-session");
     let proxy = start_from_yaml(
         &dir,
         &with_ports(SESSION, &[("foo-v1", &v1), ("foo-v2", &v2)]),
@@ -351,7 +343,7 @@ async fn a_changed_yaml_file_applies_on_reload() {
     let v1 = backend("foo-v1").start().await;
     let v2 = backend("foo-v2").start().await;
     let backends = [("foo-v1", &v1), ("foo-v2", &v2)];
-    let dir = test_dir("reload");
+    let dir = temp_dir("gw-reload");
     let proxy = start_from_yaml(&dir, &with_ports(SPLIT, &backends)).await;
     let admin = AdminClient::new(proxy.running.admin_addr, None);
 
@@ -454,7 +446,7 @@ async fn export_prints_the_live_weights_and_loads_back_to_the_same_table() {
 
 #[tokio::test]
 async fn unsupported_fields_and_bad_weights_name_the_field_and_line() {
-    let dir = test_dir("errors");
+    let dir = temp_dir("gw-errors");
     let path = dir.join("routes.yaml");
     let cases = [
         (
