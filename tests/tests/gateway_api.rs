@@ -476,3 +476,23 @@ async fn unsupported_fields_and_bad_weights_name_the_field_and_line() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The Kubernetes manifests (the HTTPRoute in the ingress ConfigMap among
+/// them) against their vendored schemas, as scripts/validate-k8s.sh does.
+#[test]
+#[cfg_attr(missing_python3, ignore = "python3 is not installed")]
+fn k8s_manifests_validate_against_their_schemas() {
+    require_tool("python3");
+    let output = std::process::Command::new("bash")
+        .arg(workspace_root().join("scripts/validate-k8s.sh"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run scripts/validate-k8s.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "scripts/validate-k8s.sh failed:\n{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("documents valid"), "{stdout}");
+}
