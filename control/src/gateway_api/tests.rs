@@ -410,3 +410,14 @@ fn toml_names_yaml_files_relative_to_itself() {
         .contains("cannot read"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_cookie_session_without_a_name_gets_the_route_cookie() {
+    let yaml = route(
+        "  - backendRefs:\n    - name: a\n      port: 1\n    sessionPersistence:\n      type: Cookie\n",
+    );
+    let spec = load(&yaml).table_spec();
+    let sticky = spec.routes[0].sticky.clone().expect("sticky");
+    assert_eq!((sticky.cookie, sticky.set_cookie), (None, true));
+    switchyard_proxy::RoutingTable::build(spec, 1).expect("a table");
+}
