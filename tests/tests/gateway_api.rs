@@ -138,8 +138,9 @@ fn with_ports(yaml: &str, backends: &[(&str, &Backend)]) -> String {
 }
 
 /// Writes `routes.yaml` and a TOML config naming it, loads them as
-/// `switchyard run --config` does and starts the proxy with reloads on.
-async fn start_from_yaml(dir: &Path, yaml: &str) -> TestProxy {
+/// `switchyard run --config` does and starts the proxy (the files watched
+/// when `watch`).
+async fn start_watched(dir: &Path, yaml: &str, watch: bool) -> TestProxy {
     std::fs::write(dir.join("routes.yaml"), yaml).expect("write routes.yaml");
     let toml = config(
         "[gateway_api]\nfiles = [\"routes.yaml\"]\nservice_address = \"127.0.0.1:{port}\"\n",
@@ -151,7 +152,7 @@ async fn start_from_yaml(dir: &Path, yaml: &str) -> TestProxy {
         config_path: Some(path),
         config_text: Some(toml),
         admin_token: None,
-        watch: false,
+        watch,
     };
     let running = bounded(
         Duration::from_secs(10),
@@ -164,6 +165,10 @@ async fn start_from_yaml(dir: &Path, yaml: &str) -> TestProxy {
         running,
         client: client(),
     }
+}
+
+async fn start_from_yaml(dir: &Path, yaml: &str) -> TestProxy {
+    start_watched(dir, yaml, false).await
 }
 
 /// GET / with Host `host` and `headers`.
@@ -378,6 +383,25 @@ async fn a_changed_yaml_file_applies_on_reload() {
         "{}",
         reply.text()
     );
+    let replies = many(&proxy, 20, &[]).await;
+    assert_eq!(count_by(&replies, BACKEND_HEADER).get("foo-v2"), Some(&20));
+    proxy.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_of_a_named_yaml_file_is_watched() {
+    let v1 = backend("foo-v1").start().await;
+    let v2 = backend("foo-v2").start().await;
+    let backends = [("foo-v1", &v1), ("foo-v2", &v2)];
+    let dir = temp_dir("gw-watch");
+    let proxy = start_watched(&dir, &with_ports(SPLIT, &backends), true).await;
+    let admin = AdminClient::new(proxy.running.admin_addr, None);
+    let promoted = SPLIT
+        .replace("weight: 90", "weight: 0")
+        .replace("weight: 10", "weight: 100");
+    std::fs::write(dir.join("routes.yaml"), with_ports(&promoted, &backends)).expect("write");
+    admin.wait_for_weight("foo-route", "foo-v2", 100).await;
     let replies = many(&proxy, 20, &[]).await;
     assert_eq!(count_by(&replies, BACKEND_HEADER).get("foo-v2"), Some(&20));
     proxy.shutdown().await;
