@@ -270,5 +270,8 @@ mod tests {
         let error = documents("a: [1,\n").expect_err("unclosed");
         assert!(error.position.is_some());
         assert!(error.message.starts_with("not valid YAML"));
+        // A key written twice is refused, not one of its values kept.
+        let error = documents("a: 1\na: 2\n").expect_err("duplicate");
+        assert_eq!(error.position, Some((2, 1)));
     }
 }
