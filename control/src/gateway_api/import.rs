@@ -92,17 +92,45 @@ pub fn table_problems(
             continue;
         };
         let span = config.span_of(&problem.path);
-        let route = config.routes.get(index).map_or("", |r| r.name.get_ref());
         errors.push(ConfigError {
-            path: format!(
-                "{}: spec.rules[{}] (route {route}{rest})",
-                origin.label, origin.rule
-            ),
+            path: format!("{}: {}", origin.label, field_path(origin.rule, rest)),
             position: (span.end > 0).then(|| line_column(text, span.start)),
             message: problem.error.to_string(),
         });
     }
     errors
+}
+
+/// The HTTPRoute field a table problem's key (`.versions[1].weight`, of
+/// the route made from rule `rule`) was made from.
+pub(crate) fn field_path(rule: usize, key: &str) -> String {
+    let key = key.trim_start_matches('.');
+    let (head, tail) = key.split_once('.').unwrap_or((key, ""));
+    let (name, index) = match head.split_once('[') {
+        Some((name, index)) => (name, index.trim_end_matches(']')),
+        None => (head, ""),
+    };
+    let rule_path = format!("spec.rules[{rule}]");
+    match (name, tail) {
+        ("name", _) => "metadata.name".into(),
+        ("host", _) => "spec.hostnames[0]".into(),
+        ("path_prefix", _) => format!("{rule_path}.matches[0].path.value"),
+        ("match_headers", _) => format!("{rule_path}.matches[0].headers"),
+        ("sticky", _) => format!("{rule_path}.sessionPersistence"),
+        ("timeout", _) => format!("{rule_path}.timeouts"),
+        ("versions", "") if index.is_empty() => format!("{rule_path}.backendRefs"),
+        // An endpoint is the backendRef as a whole, through service_address.
+        ("versions", tail) if tail.is_empty() || tail.starts_with("endpoints") => {
+            format!("{rule_path}.backendRefs[{index}]")
+        }
+        ("versions", tail) => format!("{rule_path}.backendRefs[{index}].{tail}"),
+        // Every filter is a RequestMirror, each the shadow of its index.
+        ("shadows", "percent") => format!("{rule_path}.filters[{index}].requestMirror"),
+        ("shadows", _) if !index.is_empty() => {
+            format!("{rule_path}.filters[{index}].requestMirror.backendRef")
+        }
+        _ => rule_path,
+    }
 }
 
 fn config_error(label: Option<&str>, error: FieldError) -> ConfigError {

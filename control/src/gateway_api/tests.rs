@@ -291,12 +291,44 @@ fn table_problems_point_into_the_yaml() {
         route("  - backendRefs:\n    - name: a\n      port: 1\n    - name: a\n      port: 2\n");
     let found = errors(&twice);
     assert!(
-        found.iter().any(|e| e
-            .path
-            .starts_with("document 1, HTTPRoute web: spec.rules[0]")
+        found.iter().any(|e| e.path
+            == "document 1, HTTPRoute web: spec.rules[0].backendRefs[1].name"
             && e.position.map(|p| p.0) == Some(10)),
         "{found:#?}"
     );
+}
+
+#[test]
+fn table_problems_name_the_httproute_field() {
+    use super::import::field_path;
+    assert_eq!(
+        field_path(1, ".versions[2].weight"),
+        "spec.rules[1].backendRefs[2].weight"
+    );
+    assert_eq!(
+        field_path(0, ".versions[0].endpoints[0]"),
+        "spec.rules[0].backendRefs[0]"
+    );
+    assert_eq!(field_path(0, ".versions"), "spec.rules[0].backendRefs");
+    assert_eq!(
+        field_path(0, ".shadows[1].name"),
+        "spec.rules[0].filters[1].requestMirror.backendRef"
+    );
+    assert_eq!(field_path(0, ".host"), "spec.hostnames[0]");
+    assert_eq!(
+        field_path(2, ".match_headers"),
+        "spec.rules[2].matches[0].headers"
+    );
+    assert_eq!(field_path(0, ".baseline"), "spec.rules[0]");
+    let bad_header = route(
+        "  - matches:\n    - headers:\n      - name: \"x y\"\n        value: \"1\"\n    backendRefs:\n    - name: a\n      port: 1\n",
+    );
+    let found = errors(&bad_header);
+    assert_eq!(
+        found[0].path, "document 1, HTTPRoute web: spec.rules[0].matches[0].headers",
+        "{found:#?}"
+    );
+    assert_eq!(found[0].position.map(|p| p.0), Some(8), "{found:#?}");
 }
 
 #[test]
