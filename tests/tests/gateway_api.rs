@@ -12,8 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request};
@@ -182,36 +180,21 @@ async fn get_as(proxy: &TestProxy, host: &str, headers: &[(&str, &str)]) -> Repl
         .expect("request through the proxy")
 }
 
-/// `total` GETs with Host foo.example.com from 4 concurrent clients.
+/// `total` GETs with Host foo.example.com and `headers` from 4 clients,
+/// all of which must be answered 200.
 async fn many(proxy: &TestProxy, total: usize, headers: &[(&str, &str)]) -> Vec<Reply> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let url = proxy.url("/");
     let headers: Vec<(String, String)> = headers
         .iter()
         .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
         .collect();
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            let (next, url, headers) = (Arc::clone(&next), url.clone(), headers.clone());
-            tokio::spawn(async move {
-                let client = client();
-                let mut replies = Vec::new();
-                while next.fetch_add(1, Ordering::Relaxed) < total {
-                    let mut req = Request::get(&url).header("host", HOST);
-                    for (name, value) in &headers {
-                        req = req.header(name, value);
-                    }
-                    let req = req.body(empty()).expect("request");
-                    replies.push(send(&client, req).await.expect("request through the proxy"));
-                }
-                replies
-            })
-        })
-        .collect();
-    let mut replies = Vec::new();
-    for worker in workers {
-        replies.extend(worker.await.expect("client"));
-    }
+    let replies = load_with(proxy, "/", total, 4, move |mut req| {
+        req = req.header("host", HOST);
+        for (name, value) in &headers {
+            req = req.header(name, value);
+        }
+        req
+    })
+    .await;
     assert_eq!(replies.len(), total);
     assert!(replies.iter().all(|r| r.status == 200), "all answered");
     replies
