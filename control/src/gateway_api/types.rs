@@ -131,6 +131,9 @@ pub fn read_route(doc: &Node<'_>) -> Result<Option<HttpRoute>, FieldError> {
         "resourceVersion",
         "generation",
         "creationTimestamp",
+        "managedFields",
+        "finalizers",
+        "ownerReferences",
     ])?;
     let name = meta.required("name")?;
     let name = At::new(&name, name.str()?.to_owned());
