@@ -2,7 +2,7 @@
 //! weights in force, for `GET /api/v1/export?format=gateway-api` and
 //! `switchyard export --gateway-api`. An endpoint is turned back into a
 //! backendRef through the same `service_address` the import fills in, and
-//! a version whose endpoints that cannot express is an error, never a
+//! a version whose endpoints it cannot express is an error, never a
 //! guess. Route settings an HTTPRoute has no field for (health checks,
 //! circuit breaking, experiments…) are listed in a comment at the top of
 //! the route's document: they stay in switchyard's own config.
@@ -16,6 +16,7 @@ use switchyard_proxy::{RouteSpec, ShadowSpec, TableHandle, TableSpec, Transport}
 use super::types::{format_duration, API_VERSION, KIND};
 use crate::config::Timeouts;
 
+/// Why (part of) the table cannot be printed as HTTPRoutes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExportError {
     #[error("no route '{0}': `switchyard ctl routes` lists them")]
@@ -36,8 +37,9 @@ pub enum ExportError {
 
 /// The answer to `GET /api/v1/export?format=gateway-api[&route=NAME]`:
 /// `None` for any other request, else the YAML or the status and error to
-/// answer with. (The admin API's types stay out of this module: the config
-/// loads HTTPRoutes through it, and the admin API depends on the config.)
+/// answer with. (The admin API's types stay out of this module: the control
+/// plane loads HTTPRoutes through it on reload, and the admin API depends
+/// on the plane.)
 pub fn answer(
     method: &Method,
     path: &str,
