@@ -42,6 +42,7 @@ ensure_pkg kill procps # control/tests/cli.rs signals `switchyard run` (SIGTERM,
 ensure_pkg promtool prometheus # tests/tests/metrics.rs checks GET /metrics with promtool
 ensure_pkg chromium # tests/tests/dashboard.rs loads the dashboard in headless Chromium
 ensure_pkg etcd etcd-server # tests/tests/fleet.rs runs a real etcd on loopback
+ensure_pkg python3 # tests/tests/gateway_api.rs runs scripts/validate-k8s.sh
 ensure_pkg protoc protobuf-compiler # etcd-client's build compiles etcd's protobufs
 ensure_pkg make # jemalloc (the binary's allocator) is built from C with make
 ensure_pkg cc gcc # … and a C compiler

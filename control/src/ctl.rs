@@ -182,6 +182,20 @@ impl Ctl {
         Ok(Reply { status, etag, body })
     }
 
+    /// The live routes as Gateway API HTTPRoutes (`switchyard export`).
+    pub async fn export_gateway_api(&self, route: Option<&str>) -> Result<String, BoxError> {
+        let mut path = "/api/v1/export?format=gateway-api".to_owned();
+        if let Some(route) = route {
+            path.push_str("&route=");
+            path.push_str(&query_value(route));
+        }
+        let reply = ok(self.call(Method::GET, &path, None, None).await?)?;
+        Ok(match reply.body {
+            Value::String(text) => text,
+            other => other.to_string(),
+        })
+    }
+
     /// Runs a command; the text to print, or an error to report.
     pub async fn run(&self, command: CtlCommand) -> Result<String, BoxError> {
         let reply = match &command {
@@ -411,7 +425,7 @@ impl Ctl {
     /// guarded by the revision the previous step left: a change made by
     /// someone else meanwhile stops the push with what was applied so far.
     async fn apply(&self, file: &std::path::Path) -> Result<String, BoxError> {
-        let config = crate::Config::load(file).map_err(|e| e.to_string())?;
+        let config = crate::gateway_api::load(file).map_err(|e| e.to_string())?;
         let current = ok(self.call(Method::GET, "/api/v1/routes", None, None).await?)?;
         let mut etag = current
             .etag

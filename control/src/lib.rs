@@ -5,7 +5,8 @@
 //!
 //! The modules, in the order data flows through them:
 //! [`config`] (the file: one schema per section, errors with line and
-//! column; the rules of routes are the table build's) →
+//! column; the rules of routes are the table build's; [`gateway_api`]
+//! reads Kubernetes HTTPRoute YAML into it and prints the table back) →
 //! [`run`] (start: listeners, the first table, the tasks below) →
 //! [`plane`] (the only way the live table changes: each change checked,
 //! built, swapped, recorded in [`history`] and told to observers; the
@@ -33,6 +34,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod experiments;
 pub mod flags;
+pub mod gateway_api;
 pub mod health;
 pub mod history;
 #[cfg(test)]

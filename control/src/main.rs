@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use switchyard_control::ctl::{Ctl, CtlCommand};
-use switchyard_control::{Config, StartOptions};
+use switchyard_control::{gateway_api, StartOptions};
 use tracing::Level;
 
 /// jemalloc, built with background purging (`.cargo/config.toml`): memory
@@ -63,6 +63,22 @@ enum Command {
     /// Load a URL and measure each version's latency and errors, and what
     /// a canary costs against the baseline.
     Load(Box<switchyard_control::load::LoadOptions>),
+    /// Print a running switchyard's live routes, weights included, as
+    /// Kubernetes Gateway API HTTPRoutes (docs/gateway-api.md).
+    Export {
+        /// The format; the only one, and required so others can follow.
+        #[arg(long, required = true)]
+        gateway_api: bool,
+        /// Admin API address or URL.
+        #[arg(long, env = "SWITCHYARD_ADMIN", default_value = "127.0.0.1:9901")]
+        admin: String,
+        /// Bearer token (or SWITCHYARD_ADMIN_TOKEN).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Only this route.
+        #[arg(long)]
+        route: Option<String>,
+    },
     /// Talk to a running switchyard's admin API.
     Ctl {
         /// Admin API address or URL.
@@ -107,7 +123,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Check { file } => match Config::load(&file) {
+        Command::Check { file } => match gateway_api::load(&file) {
             Ok(_) => {
                 println!("ok");
                 ExitCode::SUCCESS
@@ -129,7 +145,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let config = match Config::parse(&text, &path.display().to_string()) {
+            let config = match gateway_api::parse_checked(&text, &path) {
                 Ok(config) => config,
                 Err(errors) => {
                     eprintln!("{errors}");
@@ -172,6 +188,18 @@ fn main() -> ExitCode {
             print!("{}", switchyard_control::load::summary(&report));
             Ok::<(), BoxError>(())
         }),
+        Command::Export {
+            gateway_api: _,
+            admin,
+            token,
+            route,
+        } => {
+            let ctl = Ctl::new(&admin, token, false);
+            block_on(Some(1), async move {
+                print!("{}", ctl.export_gateway_api(route.as_deref()).await?);
+                Ok::<(), BoxError>(())
+            })
+        }
         Command::Ctl {
             admin,
             token,

@@ -71,7 +71,10 @@ pub(crate) fn concerns(config: &Path, changed: &Path) -> bool {
         .file_name()
         .and_then(|name| name.to_str())
         .is_some_and(|name| name.starts_with(".."));
-    hidden_k8s || changed.file_name() == config.file_name()
+    // The HTTPRoute files a TOML config names sit beside it; a reload that
+    // finds them unchanged changes nothing.
+    let yaml_beside = changed.parent() == config.parent() && crate::gateway_api::is_yaml(changed);
+    hidden_k8s || yaml_beside || changed.file_name() == config.file_name()
 }
 
 /// Watches the directory of `path` and of what it resolves to.
@@ -124,5 +127,7 @@ mod tests {
         assert!(concerns(config, Path::new("/etc/sy/..data_tmp")));
         assert!(!concerns(config, Path::new("/etc/sy/switchyard.log")));
         assert!(!concerns(config, Path::new("/etc/sy/.config.toml.swp")));
+        assert!(concerns(config, Path::new("/etc/sy/routes.yaml")));
+        assert!(!concerns(config, Path::new("/etc/other/routes.yaml")));
     }
 }

@@ -204,6 +204,14 @@ pub async fn start_with_extensions(
         crate::rollout::admin_extension(Arc::clone(&rollouts)),
         crate::flags::admin_extension(table.clone(), Arc::clone(&guards)),
         crate::shadows::admin_extension(table.clone()),
+        gateway_api_export(
+            table.clone(),
+            config
+                .gateway_api
+                .clone()
+                .unwrap_or_default()
+                .service_address,
+        ),
         crate::experiments::admin_extension(table.clone(), metrics.clone()),
         crate::stats::extension(metrics.clone(), Arc::clone(&plane)),
         crate::dashboard::extension(),
@@ -313,4 +321,17 @@ impl Running {
             let _ = task.await;
         }
     }
+}
+
+/// `GET /api/v1/export?format=gateway-api`: the live table as HTTPRoutes.
+fn gateway_api_export(table: TableHandle, service_address: String) -> Extension {
+    use crate::admin::api::{sync_extension, text_response, ApiError};
+    sync_extension(move |method, path, query| {
+        let answer =
+            crate::gateway_api::export::answer(method, path, query, &table, &service_address)?;
+        Some(match answer {
+            Ok(yaml) => text_response(http::StatusCode::OK, "application/yaml", yaml),
+            Err((status, error)) => ApiError::new(status, error).into_response(),
+        })
+    })
 }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::Backend;
+use crate::body::empty;
 use crate::bounded;
-use crate::client::{client, get, Reply, TestClient};
+use crate::client::{client, get, send, Reply, TestClient};
 
 /// Config text with both listeners on ephemeral loopback ports, followed by
 /// `body` (routes and any other sections).
@@ -115,17 +116,36 @@ impl TestProxy {
 /// Sends `total` GETs for `path` from `clients` concurrent keep-alive
 /// clients; returns every reply (order not kept).
 pub async fn load(proxy: &TestProxy, path: &str, total: usize, clients: usize) -> Vec<Reply> {
+    load_with(proxy, path, total, clients, |req| req).await
+}
+
+/// [`load`], each GET built further by `build` (a Host header, …).
+pub async fn load_with(
+    proxy: &TestProxy,
+    path: &str,
+    total: usize,
+    clients: usize,
+    build: impl Fn(http::request::Builder) -> http::request::Builder + Send + Sync + 'static,
+) -> Vec<Reply> {
     let url = Arc::new(proxy.url(path));
+    let build = Arc::new(build);
     let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..clients)
         .map(|_| {
             let url = Arc::clone(&url);
+            let build = Arc::clone(&build);
             let next = Arc::clone(&next);
             tokio::spawn(async move {
                 let client = client();
                 let mut replies = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < total {
-                    replies.push(get(&client, &url).await);
+                    let req = build(http::Request::get(url.as_str()))
+                        .body(empty())
+                        .expect("request");
+                    let reply = send(&client, req)
+                        .await
+                        .unwrap_or_else(|e| panic!("GET {url} failed: {e}"));
+                    replies.push(reply);
                 }
                 replies
             })

@@ -1,5 +1,5 @@
 //! Finding the external programs some tests drive (Chromium, etcd,
-//! promtool).
+//! promtool, python3).
 //! Shared by the build script, which marks the tests of a missing tool
 //! ignored so runners report them as skipped, and by the tests, which fail
 //! when a tool they need is missing.
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 /// Every tool a test drives; a test of tool `t` carries
 /// `#[cfg_attr(missing_t, ignore = "…")]`.
-pub const TOOLS: &[&str] = &["chromium", "etcd", "promtool"];
+pub const TOOLS: &[&str] = &["chromium", "etcd", "promtool", "python3"];
 
 /// Set (to anything but `0`), a missing tool fails its tests instead of
 /// skipping them: scripts/test.sh installs the tools and sets it.

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use serde::Deserialize as _;
 use serde_json::{json, Value};
-use switchyard_control::Config;
+use switchyard_control::{gateway_api, Config};
 use switchyard_tests::*;
 
 fn k8s_dir() -> PathBuf {
@@ -144,11 +144,19 @@ fn switchyards(resources: &[Value]) -> Vec<Switchyard<'_>> {
                             .unwrap_or_else(|| {
                                 panic!("{what} reads {config_path}: ConfigMap {map} has no generated key {key}")
                             });
-                        let text = std::fs::read_to_string(k8s_dir().join(file))
-                            .unwrap_or_else(|e| panic!("config/k8s/{file}: {e}"));
-                        let parsed = Config::parse(&text, file).unwrap_or_else(|e| {
+                        // With the HTTPRoute files it names, which must sit
+                        // beside it in the same ConfigMap.
+                        let parsed = gateway_api::load(&k8s_dir().join(file)).unwrap_or_else(|e| {
                             panic!("config/k8s/{file} is not a valid config: {e}")
                         });
+                        for named in parsed.gateway_api.iter().flat_map(|g| &g.files) {
+                            assert!(
+                                generated
+                                    .get(map)
+                                    .is_some_and(|files| files.contains_key(named)),
+                                "{what}: {file} names {named}, absent from ConfigMap {map}"
+                            );
+                        }
                         config = Some(parsed);
                     }
                 }
@@ -185,10 +193,12 @@ fn every_manifest_parses_and_the_kustomization_lists_them_all() {
             .file_name()
             .to_string_lossy()
             .into_owned();
-        if file.ends_with(".yaml") && file != "kustomization.yaml" {
-            yaml.insert(file);
-        } else if file.ends_with(".toml") {
+        // Generated files (configs and the HTTPRoutes they name) are not
+        // resources.
+        if generated.contains(&file) || file.ends_with(".toml") {
             toml.insert(file);
+        } else if file.ends_with(".yaml") && file != "kustomization.yaml" {
+            yaml.insert(file);
         }
     }
     assert_eq!(
@@ -197,7 +207,7 @@ fn every_manifest_parses_and_the_kustomization_lists_them_all() {
     );
     assert_eq!(
         generated, toml,
-        "configMapGenerator files vs the TOML files"
+        "configMapGenerator files vs the config files"
     );
 
     let resources = resources();

@@ -13,7 +13,8 @@
 //! Sections: [`listen`], [`timeouts`], [`proxy`], [`admin`], [`metrics`],
 //! [`route`] (routes and versions, and the conversion into the data plane's
 //! `TableSpec`), [`routing`] (match headers, sticky, override), [`tls`],
-//! [`shadow`], [`health`], [`rollout`], [`limits`], [`cluster`].
+//! [`shadow`], [`health`], [`rollout`], [`limits`], [`cluster`],
+//! [`gateway_api`].
 
 use std::ops::Range;
 use std::path::Path;
@@ -26,6 +27,7 @@ pub mod cluster;
 pub mod errors;
 pub mod experiment;
 pub mod flags;
+pub mod gateway_api;
 pub mod health;
 pub mod limits;
 pub mod listen;
@@ -80,24 +82,33 @@ pub struct Config {
     /// Absent: a single process run from this file.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// Routes from Kubernetes Gateway API HTTPRoute files.
+    #[serde(default)]
+    pub gateway_api: Option<gateway_api::GatewayApiConfig>,
 }
 
 impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        Config::parse_checked(&Config::read(path)?, path)
+    }
+
+    /// The text of a config file, or why it cannot be read.
+    pub fn read(path: &Path) -> Result<String, ConfigErrors> {
+        std::fs::read_to_string(path).map_err(|e| ConfigErrors {
             source_name: path.display().to_string(),
             errors: vec![ConfigError {
                 path: String::new(),
                 position: None,
                 message: format!("cannot read the file: {e}"),
             }],
-        })?;
-        Config::parse_checked(&text, path)
+        })
     }
 
     /// Parses and validates the text of the file at `path`, including that
-    /// every certificate, key and CA file it names can be used.
+    /// every certificate, key and CA file it names can be used. TOML only:
+    /// `crate::gateway_api::parse_checked` also reads HTTPRoute YAML and
+    /// the files `[gateway_api]` names.
     pub fn parse_checked(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         let source_name = path.display().to_string();
         let config = Config::parse(text, &source_name)?;
@@ -167,11 +178,15 @@ impl Config {
                 );
             }
         }
-        if self.routes.is_empty() {
+        let imports_routes = self
+            .gateway_api
+            .as_ref()
+            .is_some_and(|g| !g.files.is_empty());
+        if self.routes.is_empty() && !imports_routes {
             error(
                 "routes".into(),
                 0..0,
-                "no routes: add at least one [[routes]]".into(),
+                "no routes: add at least one [[routes]] (or name HTTPRoute files in [gateway_api] files)".into(),
             );
         }
         for (r, route) in self.routes.iter().enumerate() {

@@ -294,7 +294,9 @@ impl ControlPlane {
         let parsed = match &read {
             // The files it names too: a broken CA or certificate file fails
             // the reload instead of breaking traffic after it.
-            Ok(text) => Config::parse_checked(text, path).map_err(|errors| errors.to_string()),
+            Ok(text) => {
+                crate::gateway_api::parse_checked(text, path).map_err(|errors| errors.to_string())
+            }
             Err(e) => Err(format!("{}: cannot read the file: {e}", path.display())),
         };
         let text = read.ok();
@@ -311,7 +313,7 @@ impl ControlPlane {
                 return Err(ReloadError::Invalid(error));
             }
         };
-        let text = text.unwrap_or_default();
+        let text = crate::gateway_api::source_text(&config, text.unwrap_or_default());
         state.failed_text = None;
         if state.file_text.as_deref() == Some(text.as_str()) {
             state.last_reload_error = None;
