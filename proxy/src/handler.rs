@@ -199,7 +199,7 @@ impl<'t> Exchange<'t> {
     fn route(&self, req: &Request<Incoming>) -> Result<&'t Route, ProxyError> {
         let host = request_host(req).unwrap_or_default();
         self.table
-            .find_request(&host, req.uri().path(), req.headers())
+            .find_request(&host, req.method(), req.uri().path(), req.headers())
             .ok_or_else(|| ProxyError::NoRoute {
                 host: host.into_owned(),
                 path: req.uri().path().to_owned(),

@@ -1,11 +1,14 @@
 //! Route matching: which route of the table answers a request, by host,
-//! path and (optionally) header values.
+//! path (a prefix, or exactly), and optionally method and header values
+//! (exact, or a regular expression).
 //!
 //! Routes are ordered once, when the table is built, so a request walks a
 //! short list and takes the first match: exact hosts before wildcard hosts
 //! (longer suffix first) before any-host routes, and within each, the longest
-//! path prefix first, and for the same prefix, routes that also require
-//! header values (more required headers first) before those that do not.
+//! path first (an exact path before a prefix of the same length), then
+//! routes that require a method, then those that require header values
+//! (more first) before those that do not: the Gateway API's HTTPRoute
+//! precedence.
 //! That is the order nginx (server_name, then location) and Envoy (virtual
 //! host, then route) resolve in, except that a request whose exact host has
 //! no matching prefix falls through to wildcard and any-host routes instead
@@ -14,6 +17,7 @@
 use std::cmp::Ordering;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use regex::bytes::Regex;
 
 /// The host part of a route's match.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,14 +87,31 @@ fn check_host_chars(host: &str) -> Result<(), String> {
     }
 }
 
-/// Header values a route requires (`match_headers`): every listed header
-/// must be present with exactly that value. Empty for most routes, which
-/// then pay one length check.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Header values a route requires (`match_headers`, `match_headers_regex`):
+/// every listed header must be present with exactly that value, or a value
+/// the expression matches whole. Empty for most routes, which then pay one
+/// length check.
+#[derive(Debug, Clone, Default)]
 pub struct HeaderMatch {
     /// Sorted, so two routes requiring the same set compare equal.
     required: Box<[(HeaderName, HeaderValue)]>,
+    /// Sorted by name and expression.
+    patterns: Box<[(HeaderName, Regex)]>,
 }
+
+impl PartialEq for HeaderMatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.required == other.required
+            && self.patterns.len() == other.patterns.len()
+            && self
+                .patterns
+                .iter()
+                .zip(other.patterns.iter())
+                .all(|((a, x), (b, y))| a == b && x.as_str() == y.as_str())
+    }
+}
+
+impl Eq for HeaderMatch {}
 
 impl HeaderMatch {
     /// Parses the config form (name → value); names are case-insensitive.
@@ -109,24 +130,55 @@ impl HeaderMatch {
             .sort_by(|a, b| (a.0.as_str(), a.1.as_bytes()).cmp(&(b.0.as_str(), b.1.as_bytes())));
         Ok(HeaderMatch {
             required: required.into_boxed_slice(),
+            patterns: Box::default(),
         })
+    }
+
+    /// Adds the config form of `match_headers_regex` (name → expression,
+    /// matched against the whole value, as Envoy's safe_regex is).
+    pub fn with_patterns<'a>(
+        mut self,
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<HeaderMatch, String> {
+        let mut patterns = Vec::new();
+        for (name, pattern) in pairs {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("'{name}' is not a valid header name"))?;
+            let regex = regex::bytes::RegexBuilder::new(&format!("^(?:{pattern})$"))
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| {
+                    format!("header '{name}': '{pattern}' is not a regular expression: {e}")
+                })?;
+            patterns.push((name, regex));
+        }
+        patterns.sort_by(|a, b| (a.0.as_str(), a.1.as_str()).cmp(&(b.0.as_str(), b.1.as_str())));
+        self.patterns = patterns.into_boxed_slice();
+        Ok(self)
     }
 
     #[inline]
     pub fn matches(&self, headers: &HeaderMap) -> bool {
-        self.required.is_empty()
+        (self.required.is_empty()
             || self
                 .required
                 .iter()
-                .all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
+                .all(|(name, value)| headers.get_all(name).iter().any(|v| v == value)))
+            && (self.patterns.is_empty()
+                || self.patterns.iter().all(|(name, regex)| {
+                    headers
+                        .get_all(name)
+                        .iter()
+                        .any(|v| regex.is_match(v.as_bytes()))
+                }))
     }
 
     pub fn len(&self) -> usize {
-        self.required.len()
+        self.required.len() + self.patterns.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.required.is_empty()
+        self.required.is_empty() && self.patterns.is_empty()
     }
 }
 
@@ -140,17 +192,42 @@ impl std::fmt::Display for HeaderMatch {
                 String::from_utf8_lossy(value.as_bytes())
             )?;
         }
+        for (i, (name, regex)) in self.patterns.iter().enumerate() {
+            let sep = if i == 0 && self.required.is_empty() {
+                ""
+            } else {
+                ", "
+            };
+            // Shown as written, without the anchors added to it.
+            let pattern = regex.as_str();
+            let pattern = pattern
+                .strip_prefix("^(?:")
+                .and_then(|p| p.strip_suffix(")$"))
+                .unwrap_or(pattern);
+            write!(f, "{sep}{name} ~ {pattern}")?;
+        }
         Ok(())
     }
 }
 
-/// Order in which routes are tried: most specific first. Each side is
-/// (host, path prefix, number of required headers).
-pub fn match_order(a: (&HostMatch, &str, usize), b: (&HostMatch, &str, usize)) -> Ordering {
-    b.0.rank()
-        .cmp(&a.0.rank())
-        .then_with(|| b.1.len().cmp(&a.1.len()))
-        .then_with(|| b.2.cmp(&a.2))
+/// What a route's place in the match order depends on.
+pub struct Rank<'a> {
+    pub host: &'a HostMatch,
+    pub path: &'a str,
+    pub path_exact: bool,
+    pub method: bool,
+    pub headers: usize,
+}
+
+/// Order in which routes are tried: most specific first.
+pub fn match_order(a: Rank<'_>, b: Rank<'_>) -> Ordering {
+    b.host
+        .rank()
+        .cmp(&a.host.rank())
+        .then_with(|| b.path.len().cmp(&a.path.len()))
+        .then_with(|| b.path_exact.cmp(&a.path_exact))
+        .then_with(|| b.method.cmp(&a.method))
+        .then_with(|| b.headers.cmp(&a.headers))
 }
 
 /// The request's host, lowercase and without port, from the Host header or
@@ -220,23 +297,86 @@ mod tests {
         assert_eq!(request_host(&req).as_deref(), Some("[::1]"));
     }
 
+    fn rank<'a>(
+        host: &'a HostMatch,
+        path: &'a str,
+        exact: bool,
+        method: bool,
+        headers: usize,
+    ) -> Rank<'a> {
+        Rank {
+            host,
+            path,
+            path_exact: exact,
+            method,
+            headers,
+        }
+    }
+
     #[test]
-    fn order_prefers_specific_host_then_long_prefix() {
+    fn order_prefers_specific_host_then_long_path_then_exact_method_headers() {
         let any = HostMatch::Any;
         let exact = HostMatch::Exact("a".into());
+        let order = |a, b| match_order(a, b);
         assert_eq!(
-            match_order((&exact, "/", 0), (&any, "/long", 0)),
+            order(
+                rank(&exact, "/", false, false, 0),
+                rank(&any, "/long", false, false, 0)
+            ),
             Ordering::Less
         );
         assert_eq!(
-            match_order((&any, "/long", 0), (&any, "/", 0)),
+            order(
+                rank(&any, "/long", false, false, 0),
+                rank(&any, "/", false, false, 0)
+            ),
             Ordering::Less
         );
-        assert_eq!(match_order((&any, "/", 1), (&any, "/", 0)), Ordering::Less);
         assert_eq!(
-            match_order((&any, "/", 1), (&any, "/x", 0)),
+            order(
+                rank(&any, "/", false, false, 1),
+                rank(&any, "/", false, false, 0)
+            ),
+            Ordering::Less
+        );
+        assert_eq!(
+            order(
+                rank(&any, "/", false, false, 1),
+                rank(&any, "/x", false, false, 0)
+            ),
             Ordering::Greater
         );
+        // The Gateway API's precedence: exact path, then method, then headers.
+        assert_eq!(
+            order(
+                rank(&any, "/x", true, false, 0),
+                rank(&any, "/x", false, true, 3)
+            ),
+            Ordering::Less
+        );
+        assert_eq!(
+            order(
+                rank(&any, "/x", false, true, 0),
+                rank(&any, "/x", false, false, 3)
+            ),
+            Ordering::Less
+        );
+    }
+
+    #[test]
+    fn header_patterns_match_whole_values() {
+        let m = HeaderMatch::parse([])
+            .and_then(|m| m.with_patterns([("x-user", "beta-[0-9]+")]))
+            .expect("valid");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-user", HeaderValue::from_static("beta-42"));
+        assert!(m.matches(&headers));
+        headers.insert("x-user", HeaderValue::from_static("beta-42x"));
+        assert!(!m.matches(&headers), "anchored: the whole value must match");
+        assert_eq!(m.to_string(), "x-user ~ beta-[0-9]+");
+        assert!(HeaderMatch::parse([])
+            .and_then(|m| m.with_patterns([("x", "(")]))
+            .is_err());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! TOML config names, routed and split by the real proxy to real backends;
 //! a changed YAML file applied by a reload; the live table exported as
 //! HTTPRoutes through the admin API and loaded back to the same table;
-//! and unsupported fields refused with their path and line.
+//! and unsupported fields refused with their path and line; exact paths,
+//! methods, regular-expression headers, several matches and hostnames
+//! routed as the Gateway API's precedence says.
 //!
 //! The examples are the documented ones with each `port: 8080` replaced by
 //! the port of the test backend standing in for that Service, reached at
@@ -457,7 +459,7 @@ async fn unsupported_fields_and_bad_weights_name_the_field_and_line() {
     let path = dir.join("routes.yaml");
     let cases = [
         (
-            SPLIT.replace("  - backendRefs:\n", "  - matches:\n    - method: POST\n    backendRefs:\n"),
+            SPLIT.replace("  - backendRefs:\n", "  - matches:\n    - method: PO ST\n    backendRefs:\n"),
             "line 14, column 15: document 1, HTTPRoute foo-route: spec.rules[0].matches[0].method",
         ),
         (
@@ -502,4 +504,92 @@ fn k8s_manifests_validate_against_their_schemas() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("documents valid"), "{stdout}");
+}
+
+/// Several hostnames and matches: an exact path with a method, and a
+/// regular-expression header, each to foo-v2 before the catch-all rule.
+const MATCHES: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: foo-route
+spec:
+  hostnames:
+  - foo.example.com
+  - bar.example.com
+  rules:
+  - backendRefs:
+    - name: foo-v1
+      port: {foo-v1}
+  - matches:
+    - path:
+        type: Exact
+        value: /login
+      method: POST
+    - headers:
+      - type: RegularExpression
+        name: x-user
+        value: beta-[0-9]+
+    backendRefs:
+    - name: foo-v2
+      port: {foo-v2}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_paths_methods_patterns_and_hostnames_route_by_precedence() {
+    let v1 = backend("foo-v1").start().await;
+    let v2 = backend("foo-v2").start().await;
+    let dir = temp_dir("gw-matches");
+    let proxy = start_from_yaml(
+        &dir,
+        &with_ports(MATCHES, &[("foo-v1", &v1), ("foo-v2", &v2)]),
+    )
+    .await;
+    let answer =
+        |method: Method, path: &'static str, host: &'static str, user: Option<&'static str>| {
+            let proxy = &proxy;
+            async move {
+                let mut req = Request::builder()
+                    .method(method)
+                    .uri(proxy.url(path))
+                    .header("host", host);
+                if let Some(user) = user {
+                    req = req.header("x-user", user);
+                }
+                let reply = send(&proxy.client, req.body(empty()).expect("request"))
+                    .await
+                    .expect("request through the proxy");
+                reply.header(BACKEND_HEADER).unwrap_or("none").to_owned()
+            }
+        };
+    assert_eq!(answer(Method::POST, "/login", HOST, None).await, "foo-v2");
+    assert_eq!(
+        answer(Method::POST, "/login", "bar.example.com", None).await,
+        "foo-v2"
+    );
+    assert_eq!(
+        answer(Method::GET, "/login", HOST, None).await,
+        "foo-v1",
+        "GET is not the match's method"
+    );
+    assert_eq!(
+        answer(Method::POST, "/login/x", HOST, None).await,
+        "foo-v1",
+        "the path is exact"
+    );
+    assert_eq!(
+        answer(Method::GET, "/", HOST, Some("beta-7")).await,
+        "foo-v2"
+    );
+    assert_eq!(
+        answer(Method::GET, "/", HOST, Some("beta-7x")).await,
+        "foo-v1",
+        "the whole value must match"
+    );
+    assert_eq!(
+        answer(Method::GET, "/", "baz.example.com", None).await,
+        "none"
+    );
+    proxy.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -200,6 +200,13 @@ impl Config {
             if let Some(rollout) = &route.rollout {
                 rollout.validate(route, r, &mut error);
             }
+            if let (Some(path), false) = (&route.path, route.path_prefix.span().is_empty()) {
+                error(
+                    format!("routes[{r}].path"),
+                    path.span(),
+                    "set path (an exact path) or path_prefix, not both".into(),
+                );
+            }
         }
         for (f, flag) in self.flags.iter().enumerate() {
             flag.validate(f, &mut error);

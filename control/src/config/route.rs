@@ -48,6 +48,15 @@ pub struct RouteConfig {
     /// Header values a request must carry for this route to match.
     #[serde(default)]
     pub match_headers: Option<Spanned<std::collections::BTreeMap<String, String>>>,
+    /// Headers whose whole value must match a regular expression.
+    #[serde(default)]
+    pub match_headers_regex: Option<Spanned<std::collections::BTreeMap<String, String>>>,
+    /// The method a request must have (`GET`, `POST`, …).
+    #[serde(default)]
+    pub match_method: Option<Spanned<String>>,
+    /// An exact path instead of `path_prefix`.
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
     /// Keep each user on one version (see [`routing`]).
     #[serde(default)]
     pub sticky: Option<Spanned<routing::StickyConfig>>,
@@ -134,7 +143,15 @@ impl Config {
         RouteSpec {
             name: route.name.get_ref().clone(),
             host: route.host.as_ref().map(|h| h.get_ref().clone()),
-            path_prefix: route.path_prefix.get_ref().clone(),
+            path_prefix: route
+                .path
+                .as_ref()
+                .unwrap_or(&route.path_prefix)
+                .get_ref()
+                .clone(),
+            path_exact: route.path.is_some(),
+            match_method: route.match_method.as_ref().map(|m| m.get_ref().clone()),
+            match_headers_regex: routing::headers_spec(route.match_headers_regex.as_ref()),
             versions,
             baseline: baseline.clone(),
             timeout: route.timeout.unwrap_or(self.timeouts.upstream_response).0,
@@ -146,7 +163,7 @@ impl Config {
                 .collect(),
             health_check: route.health_check.as_ref().map(HealthCheckConfig::spec),
             outlier: route.outlier_detection.as_ref().map(OutlierConfig::policy),
-            match_headers: routing::match_headers_spec(route),
+            match_headers: routing::headers_spec(route.match_headers.as_ref()),
             sticky: route.sticky.as_ref().map(|s| s.get_ref().spec()),
             max_request_body_bytes: route
                 .max_request_body_bytes
@@ -184,9 +201,17 @@ impl RouteConfig {
         match (key, index) {
             ("name", _) => self.name.span(),
             ("host", _) => optional(&self.host),
-            ("path_prefix", _) => self.path_prefix.span(),
+            ("path_prefix", _) => self
+                .path
+                .as_ref()
+                .map_or_else(|| self.path_prefix.span(), Spanned::span),
+            ("match_method", _) => optional(&self.match_method),
             ("baseline", _) => optional(&self.baseline),
-            ("match_headers", _) => self.match_headers.as_ref().map_or(0..0, Spanned::span),
+            ("match_headers", _) => self
+                .match_headers
+                .as_ref()
+                .or(self.match_headers_regex.as_ref())
+                .map_or(0..0, Spanned::span),
             ("sticky", _) => self.sticky.as_ref().map_or(0..0, Spanned::span),
             ("versions", None) => self.versions.span(),
             ("versions", Some(v)) => self

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use switchyard_proxy::{StickySpec, VersionOverride};
 use toml::Spanned;
 
-use super::{ProxyOptions, RouteConfig};
+use super::ProxyOptions;
 
 /// `[routes.sticky]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -62,17 +62,16 @@ pub fn default_override_header() -> Spanned<String> {
 }
 
 /// The data plane's (name, value) list.
-pub fn match_headers_spec(route: &RouteConfig) -> Vec<(String, String)> {
-    route
-        .match_headers
-        .as_ref()
-        .map_or_else(Vec::new, |headers| {
-            headers
-                .get_ref()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
+pub fn headers_spec(
+    headers: Option<&Spanned<std::collections::BTreeMap<String, String>>>,
+) -> Vec<(String, String)> {
+    headers.map_or_else(Vec::new, |headers| {
+        headers
+            .get_ref()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    })
 }
 
 /// The override settings, `None` when disabled.

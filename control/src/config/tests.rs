@@ -311,3 +311,31 @@ fn flag_errors_name_the_key_and_its_line() {
         assert!(errors[0].position.is_some(), "{path}: no line");
     }
 }
+
+#[test]
+fn exact_paths_methods_and_header_patterns_reach_the_table() {
+    let text = GOOD.replace(
+        "name = \"web\"\n",
+        "name = \"web\"\npath = \"/login\"\nmatch_method = \"post\"\nmatch_headers_regex = { \"x-user\" = \"beta-.*\" }\n",
+    );
+    let spec = Config::parse(&text, "t.toml").expect("valid").table_spec();
+    let web = &spec.routes[0];
+    assert_eq!((web.path_prefix.as_str(), web.path_exact), ("/login", true));
+    assert_eq!(web.match_method.as_deref(), Some("post"));
+    switchyard_proxy::RoutingTable::build(spec, 1).expect("table");
+    let both = GOOD.replace(
+        "name = \"web\"\n",
+        "name = \"web\"\npath = \"/a\"\npath_prefix = \"/b\"\n",
+    );
+    assert_eq!(errors(&both)[0].path, "routes[0].path");
+    let bad = GOOD.replace(
+        "name = \"web\"\n",
+        "name = \"web\"\nmatch_method = \"GE T\"\nmatch_headers_regex = { \"x\" = \"(\" }\n",
+    );
+    let found: Vec<String> = errors(&bad).into_iter().map(|e| e.path).collect();
+    assert_eq!(
+        found,
+        ["routes[0].match_headers", "routes[0].match_method"],
+        "{found:?}"
+    );
+}

@@ -127,19 +127,41 @@ fn write_route(
         let _ = writeln!(out, "{first}{text}");
         first = "    ";
     };
-    if route.path_prefix != "/" || !route.match_headers.is_empty() {
+    let headers = route.match_headers.iter().map(|h| ("Exact", h));
+    let patterns = route
+        .match_headers_regex
+        .iter()
+        .map(|h| ("RegularExpression", h));
+    let headers: Vec<_> = headers.chain(patterns).collect();
+    if route.path_prefix != "/"
+        || route.path_exact
+        || route.match_method.is_some()
+        || !headers.is_empty()
+    {
         line(out, "matches:");
+        let kind = if route.path_exact {
+            "Exact"
+        } else {
+            "PathPrefix"
+        };
         let _ = writeln!(
             out,
-            "    - path:\n        type: PathPrefix\n        value: {}",
+            "    - path:\n        type: {kind}\n        value: {}",
             scalar(&route.path_prefix)
         );
-        if !route.match_headers.is_empty() {
+        if let Some(method) = &route.match_method {
+            let _ = writeln!(
+                out,
+                "      method: {}",
+                scalar(&method.to_ascii_uppercase())
+            );
+        }
+        if !headers.is_empty() {
             out.push_str("      headers:\n");
-            for (name, value) in &route.match_headers {
+            for (kind, (name, value)) in headers {
                 let _ = writeln!(
                     out,
-                    "      - type: Exact\n        name: {}\n        value: {}",
+                    "      - type: {kind}\n        name: {}\n        value: {}",
                     scalar(name),
                     scalar(value)
                 );

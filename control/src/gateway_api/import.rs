@@ -1,5 +1,6 @@
-//! HTTPRoutes → switchyard routes: each rule of each document becomes one
-//! [`RouteConfig`], the same value a `[[routes]]` table of the TOML file
+//! HTTPRoutes → switchyard routes: each hostname × rule × match of each
+//! document becomes one [`RouteConfig`], the same value a `[[routes]]`
+//! table of the TOML file
 //! gives, so the table build, reloads, overrides and history treat both
 //! alike. The values keep their byte ranges in the YAML text, so the table
 //! build's own problems (a duplicate version, a bad header name) point
@@ -24,6 +25,8 @@ pub struct Origin {
     /// `document 2, HTTPRoute web`.
     pub label: String,
     pub rule: usize,
+    /// The index of the rule's match it was made from.
+    pub matched: usize,
 }
 
 /// The routes of every HTTPRoute in `text`, or every problem found (each
@@ -46,10 +49,11 @@ pub fn routes(
             None => Ok(Vec::new()),
         });
         match mapped {
-            Ok(mapped) => routes.extend(mapped.into_iter().map(|(route, rule)| {
+            Ok(mapped) => routes.extend(mapped.into_iter().map(|(route, (rule, matched))| {
                 let origin = Origin {
                     label: label.clone(),
                     rule,
+                    matched,
                 };
                 (route, origin)
             })),
@@ -93,7 +97,11 @@ pub fn table_problems(
         };
         let span = config.span_of(&problem.path);
         errors.push(ConfigError {
-            path: format!("{}: {}", origin.label, field_path(origin.rule, rest)),
+            path: format!(
+                "{}: {}",
+                origin.label,
+                field_path(origin.rule, origin.matched, rest)
+            ),
             position: (span.end > 0).then(|| line_column(text, span.start)),
             message: problem.error.to_string(),
         });
@@ -102,8 +110,8 @@ pub fn table_problems(
 }
 
 /// The HTTPRoute field a table problem's key (`.versions[1].weight`, of
-/// the route made from rule `rule`) was made from.
-pub(crate) fn field_path(rule: usize, key: &str) -> String {
+/// the route made from match `matched` of rule `rule`) was made from.
+pub(crate) fn field_path(rule: usize, matched: usize, key: &str) -> String {
     let key = key.trim_start_matches('.');
     let (head, tail) = key.split_once('.').unwrap_or((key, ""));
     let (name, index) = match head.split_once('[') {
@@ -114,8 +122,9 @@ pub(crate) fn field_path(rule: usize, key: &str) -> String {
     match (name, tail) {
         ("name", _) => "metadata.name".into(),
         ("host", _) => "spec.hostnames[0]".into(),
-        ("path_prefix", _) => format!("{rule_path}.matches[0].path.value"),
-        ("match_headers", _) => format!("{rule_path}.matches[0].headers"),
+        ("path_prefix", _) => format!("{rule_path}.matches[{matched}].path.value"),
+        ("match_headers", _) => format!("{rule_path}.matches[{matched}].headers"),
+        ("match_method", _) => format!("{rule_path}.matches[{matched}].method"),
         ("sticky", _) => format!("{rule_path}.sessionPersistence"),
         ("timeout", _) => format!("{rule_path}.timeouts"),
         ("versions", "") if index.is_empty() => format!("{rule_path}.backendRefs"),
@@ -146,48 +155,65 @@ fn config_error(label: Option<&str>, error: FieldError) -> ConfigError {
     }
 }
 
-/// One route per rule: `name`, or `name-<rule>` when there are several.
+/// The rule and the match of it a route was made from.
+type RuleMatch = (usize, usize);
+
+/// One route per hostname, rule and match: `name`, with `-h<hostname>`,
+/// `-<rule>` and `-m<match>` added where there are several (the Gateway
+/// API ORs a rule's matches and a route's hostnames; each switchyard route
+/// matches one of each, in the same precedence).
 fn map_route(
     route: &HttpRoute,
     service_address: &str,
-) -> Result<Vec<(RouteConfig, usize)>, FieldError> {
-    if let Some(second) = route.hostnames.get(1) {
-        return Err(second.error(
-            "a switchyard route has one host: write one HTTPRoute per hostname \
-             (or one `*.` wildcard)",
-        ));
-    }
-    let host = route.hostnames.first().map(spanned);
-    route
-        .rules
-        .iter()
-        .enumerate()
-        .map(|(r, rule)| {
-            let name = if route.rules.len() > 1 {
-                Spanned::new(route.name.span.clone(), format!("{}-{r}", route.name.value))
+) -> Result<Vec<(RouteConfig, RuleMatch)>, FieldError> {
+    let hosts: Vec<Option<Spanned<String>>> = if route.hostnames.is_empty() {
+        vec![None]
+    } else {
+        route.hostnames.iter().map(|h| Some(spanned(h))).collect()
+    };
+    let mut routes = Vec::new();
+    for (h, host) in hosts.iter().enumerate() {
+        for (r, rule) in route.rules.iter().enumerate() {
+            let matches: Vec<Option<&types::Match>> = if rule.matches.is_empty() {
+                vec![None]
             } else {
-                spanned(&route.name)
+                rule.matches.iter().map(Some).collect()
             };
-            let mapped = map_rule(rule, name, host.clone(), &route.namespace, service_address)?;
-            Ok((mapped, r))
-        })
-        .collect()
+            for (m, matched) in matches.iter().enumerate() {
+                let mut name = route.name.value.clone();
+                if hosts.len() > 1 {
+                    name.push_str(&format!("-h{h}"));
+                }
+                if route.rules.len() > 1 {
+                    name.push_str(&format!("-{r}"));
+                }
+                if matches.len() > 1 {
+                    name.push_str(&format!("-m{m}"));
+                }
+                let name = Spanned::new(route.name.span.clone(), name);
+                let mapped = map_rule(
+                    rule,
+                    *matched,
+                    name,
+                    host.clone(),
+                    &route.namespace,
+                    service_address,
+                )?;
+                routes.push((mapped, (r, m)));
+            }
+        }
+    }
+    Ok(routes)
 }
 
 fn map_rule(
     rule: &Rule,
+    matched: Option<&types::Match>,
     name: Spanned<String>,
     host: Option<Spanned<String>>,
     namespace: &str,
     service_address: &str,
 ) -> Result<RouteConfig, FieldError> {
-    if let Some(second) = rule.matches.get(1) {
-        return Err(second.at.error(
-            "a rule becomes one switchyard route, which has one path prefix and one set of \
-             headers: put each match in a rule of its own",
-        ));
-    }
-    let matched = rule.matches.first();
     let refs = &rule.backend_refs;
     if refs.value.is_empty() {
         return Err(refs.error(
@@ -232,6 +258,14 @@ fn map_rule(
         let headers: BTreeMap<String, String> = m.headers.iter().cloned().collect();
         Spanned::new(m.at.span.clone(), headers)
     });
+    let match_headers_regex = matched.filter(|m| !m.header_patterns.is_empty()).map(|m| {
+        let headers: BTreeMap<String, String> = m.header_patterns.iter().cloned().collect();
+        Spanned::new(m.at.span.clone(), headers)
+    });
+    let path = matched
+        .filter(|m| m.path_exact)
+        .and_then(|m| m.path_prefix.as_ref())
+        .map(spanned);
     let sticky = rule.session.as_ref().map(|session| {
         let config = match &session.value {
             Session::Header(header) => StickyConfig {
@@ -255,8 +289,12 @@ fn map_rule(
         name,
         host,
         path_prefix: matched
+            .filter(|m| !m.path_exact)
             .and_then(|m| m.path_prefix.as_ref())
             .map_or_else(|| Spanned::new(0..0, "/".to_owned()), spanned),
+        path,
+        match_method: matched.and_then(|m| m.method.as_ref()).map(spanned),
+        match_headers_regex,
         baseline: None,
         timeout: rule.timeout.as_ref().map(|t| Dur(t.value)),
         versions: Spanned::new(refs.span.clone(), versions),

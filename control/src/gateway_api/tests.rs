@@ -213,32 +213,28 @@ fn unsupported_fields_are_errors_with_field_and_line() {
         "RequestHeaderModifier is not supported",
     );
     assert_error(
-        &rule("    matches:\n    - method: GET\n"),
-        "spec.rules[0].matches[0].method",
-        11,
-        "`method` matches are not supported",
+        &rule("    matches:\n    - queryParams:\n      - name: a\n        value: b\n"),
+        "spec.rules[0].matches[0].queryParams",
+        12,
+        "`queryParams` matches are not supported",
     );
     assert_error(
-        &rule("    matches:\n    - headers:\n      - type: RegularExpression\n        name: x\n        value: y\n"),
-        "spec.rules[0].matches[0].headers[0].type",
+        &rule("    matches:\n    - path:\n        type: RegularExpression\n        value: /a.*\n"),
+        "spec.rules[0].matches[0].path.type",
         12,
         "RegularExpression is not supported",
+    );
+    assert_error(
+        &rule("    matches:\n    - headers:\n      - type: RegularExpression\n        name: x\n        value: \"(\"\n"),
+        "spec.rules[0].matches[0].headers",
+        11,
+        "not a regular expression",
     );
     assert_error(
         &rule("    sessionPersistence:\n      idleTimeout: 1h\n"),
         "spec.rules[0].sessionPersistence.idleTimeout",
         11,
         "not supported",
-    );
-    let two_hosts = SPLIT.replace(
-        "  - foo.example.com\n",
-        "  - foo.example.com\n  - bar.example.com\n",
-    );
-    assert_error(
-        &two_hosts,
-        "HTTPRoute foo-route: spec.hostnames[1]",
-        12,
-        "one host",
     );
     let kind = SPLIT.replace("kind: HTTPRoute", "kind: GRPCRoute");
     assert_error(
@@ -302,24 +298,24 @@ fn table_problems_point_into_the_yaml() {
 fn table_problems_name_the_httproute_field() {
     use super::import::field_path;
     assert_eq!(
-        field_path(1, ".versions[2].weight"),
+        field_path(1, 0, ".versions[2].weight"),
         "spec.rules[1].backendRefs[2].weight"
     );
     assert_eq!(
-        field_path(0, ".versions[0].endpoints[0]"),
+        field_path(0, 0, ".versions[0].endpoints[0]"),
         "spec.rules[0].backendRefs[0]"
     );
-    assert_eq!(field_path(0, ".versions"), "spec.rules[0].backendRefs");
+    assert_eq!(field_path(0, 0, ".versions"), "spec.rules[0].backendRefs");
     assert_eq!(
-        field_path(0, ".shadows[1].name"),
+        field_path(0, 0, ".shadows[1].name"),
         "spec.rules[0].filters[1].requestMirror.backendRef"
     );
-    assert_eq!(field_path(0, ".host"), "spec.hostnames[0]");
+    assert_eq!(field_path(0, 0, ".host"), "spec.hostnames[0]");
     assert_eq!(
-        field_path(2, ".match_headers"),
+        field_path(2, 0, ".match_headers"),
         "spec.rules[2].matches[0].headers"
     );
-    assert_eq!(field_path(0, ".baseline"), "spec.rules[0]");
+    assert_eq!(field_path(0, 0, ".baseline"), "spec.rules[0]");
     let bad_header = route(
         "  - matches:\n    - headers:\n      - name: \"x y\"\n        value: \"1\"\n    backendRefs:\n    - name: a\n      port: 1\n",
     );
@@ -452,4 +448,44 @@ fn a_cookie_session_without_a_name_gets_the_route_cookie() {
     let sticky = spec.routes[0].sticky.clone().expect("sticky");
     assert_eq!((sticky.cookie, sticky.set_cookie), (None, true));
     switchyard_proxy::RoutingTable::build(spec, 1).expect("a table");
+}
+
+#[test]
+fn hostnames_and_matches_each_become_a_route_with_exact_paths_methods_and_patterns() {
+    let text = SPLIT
+        .replace("  - foo.example.com\n", "  - foo.example.com\n  - bar.example.com\n")
+        .replace(
+            "  - backendRefs:\n",
+            "  - matches:\n    - path:\n        type: Exact\n        value: /login\n      method: POST\n    - headers:\n      - type: RegularExpression\n        name: x-user\n        value: beta-[0-9]+\n    backendRefs:\n",
+        );
+    let config = load(&text);
+    let spec = config.table_spec();
+    let names: Vec<&str> = spec.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "foo-route-h0-m0",
+            "foo-route-h0-m1",
+            "foo-route-h1-m0",
+            "foo-route-h1-m1"
+        ]
+    );
+    let login = &spec.routes[0];
+    assert_eq!(
+        (
+            login.host.as_deref(),
+            login.path_prefix.as_str(),
+            login.path_exact
+        ),
+        (Some("foo.example.com"), "/login", true)
+    );
+    assert_eq!(login.match_method.as_deref(), Some("POST"));
+    let beta = &spec.routes[3];
+    assert_eq!(beta.host.as_deref(), Some("bar.example.com"));
+    assert_eq!(
+        beta.match_headers_regex,
+        [("x-user".to_owned(), "beta-[0-9]+".to_owned())]
+    );
+    assert!(!beta.path_exact);
+    switchyard_proxy::RoutingTable::build(spec, 1).expect("table");
 }

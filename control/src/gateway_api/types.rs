@@ -68,10 +68,15 @@ pub struct Rule {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Match {
     pub at: At<()>,
-    /// A `PathPrefix` value.
+    /// The path value (`/` when the match has none).
     pub path_prefix: Option<At<String>>,
+    /// `path.type: Exact`.
+    pub path_exact: bool,
     /// `Exact` header matches, in the order written.
     pub headers: Vec<(String, String)>,
+    /// `RegularExpression` header matches.
+    pub header_patterns: Vec<(String, String)>,
+    pub method: Option<At<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -229,14 +234,17 @@ fn read_rule(node: &Node<'_>) -> Result<Rule, FieldError> {
 
 fn read_match(node: &Node<'_>) -> Result<Match, FieldError> {
     let fields = node.fields(&["path", "headers", "queryParams", "method"])?;
-    for unsupported in ["queryParams", "method"] {
-        if let Some(at) = fields.get(unsupported) {
-            return Err(at.error(format!(
-                "switchyard routes by host, path prefix and exact header values only; \
-                 `{unsupported}` matches are not supported: remove it"
-            )));
-        }
+    if let Some(at) = fields.get("queryParams") {
+        return Err(at.error(
+            "switchyard routes by host, path, method and headers; `queryParams` matches \
+             are not supported: remove it",
+        ));
     }
+    let method = match fields.get("method") {
+        Some(method) => Some(At::new(&method, method.str()?.to_owned())),
+        None => None,
+    };
+    let mut path_exact = false;
     let path_prefix = match fields.get("path") {
         Some(path) => {
             let path_fields = path.fields(&["type", "value"])?;
@@ -244,11 +252,14 @@ fn read_match(node: &Node<'_>) -> Result<Match, FieldError> {
                 Some(kind) => Some((kind, kind.str()?)),
                 None => None,
             };
-            if let Some((at, kind)) = kind.filter(|(_, kind)| *kind != "PathPrefix") {
-                return Err(at.error(format!(
-                    "path match type {kind} is not supported: switchyard matches paths \
-                     by prefix only; use PathPrefix"
-                )));
+            match kind {
+                None | Some((_, "PathPrefix")) => {}
+                Some((_, "Exact")) => path_exact = true,
+                Some((at, kind)) => {
+                    return Err(at.error(format!(
+                        "path match type {kind} is not supported: use PathPrefix or Exact"
+                    )))
+                }
             }
             match path_fields.get("value") {
                 Some(value) => Some(At::new(&value, value.str()?.to_owned())),
@@ -258,27 +269,39 @@ fn read_match(node: &Node<'_>) -> Result<Match, FieldError> {
         None => None,
     };
     let mut headers = Vec::new();
+    let mut header_patterns = Vec::new();
     if let Some(list) = fields.get("headers") {
         for header in list.items()? {
             let header_fields = header.fields(&["type", "name", "value"])?;
-            if let Some(kind) = header_fields.get("type") {
-                if kind.str()? != "Exact" {
-                    return Err(kind.error(format!(
-                        "header match type {} is not supported: switchyard compares header \
-                         values exactly; use Exact",
-                        kind.str()?
-                    )));
-                }
-            }
+            let regex = match header_fields.get("type") {
+                None => false,
+                Some(kind) => match kind.str()? {
+                    "Exact" => false,
+                    "RegularExpression" => true,
+                    other => {
+                        return Err(kind.error(format!(
+                            "header match type {other} is not supported: use Exact or \
+                             RegularExpression"
+                        )))
+                    }
+                },
+            };
             let name = header_fields.required("name")?.str()?.to_owned();
             let value = header_fields.required("value")?.text()?;
-            headers.push((name, value));
+            if regex {
+                header_patterns.push((name, value));
+            } else {
+                headers.push((name, value));
+            }
         }
     }
     Ok(Match {
         at: At::new(node, ()),
         path_prefix,
+        path_exact,
         headers,
+        header_patterns,
+        method,
     })
 }
 

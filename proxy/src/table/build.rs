@@ -15,7 +15,7 @@ use crate::experiment::{Experiment, Goal, MAX_GOALS};
 use crate::flags::Flag;
 use crate::health::HealthRegistry;
 use crate::names::{parse_endpoint, valid_name};
-use crate::route::{match_order, HeaderMatch, HostMatch};
+use crate::route::{match_order, HeaderMatch, HostMatch, Rank};
 use crate::shadow::{self, Shadow, MAX_SHADOWS};
 use crate::split::{RoundRobin, WeightedPicker, MAX_VERSIONS, MAX_WEIGHT};
 use crate::sticky::Sticky;
@@ -73,18 +73,15 @@ fn assemble(
             routes.push((r, built));
         }
     }
-    routes.sort_by(|(_, a), (_, b)| {
-        match_order(
-            (&a.host, &a.path_prefix, a.headers.len()),
-            (&b.host, &b.path_prefix, b.headers.len()),
-        )
-    });
+    routes.sort_by(|(_, a), (_, b)| match_order(rank(a), rank(b)));
     // Not just neighbours: routes of equal rank and prefix length keep
     // config order, so two with the same match need not be adjacent.
     for (i, (r, second)) in routes.iter().enumerate() {
         let same = |(_, first): &&(usize, Route)| {
             first.host == second.host
                 && first.path_prefix == second.path_prefix
+                && first.path_exact == second.path_exact
+                && first.method == second.method
                 && first.headers == second.headers
         };
         if let Some((_, first)) = routes[..i].iter().find(same) {
@@ -118,6 +115,17 @@ fn assemble(
         routes,
         health,
         flags,
+    }
+}
+
+/// Where `route` stands in the match order.
+fn rank(route: &Route) -> Rank<'_> {
+    Rank {
+        host: &route.host,
+        path: &route.path_prefix,
+        path_exact: route.path_exact,
+        method: route.method.is_some(),
+        headers: route.headers.len(),
     }
 }
 
@@ -209,6 +217,13 @@ fn build_route(
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_str())),
     )
+    .and_then(|headers| {
+        headers.with_patterns(
+            spec.match_headers_regex
+                .iter()
+                .map(|(name, pattern)| (name.as_str(), pattern.as_str())),
+        )
+    })
     .map_err(|reason| {
         problems.add(
             at("match_headers"),
@@ -219,6 +234,22 @@ fn build_route(
         )
     })
     .ok();
+    let method = spec
+        .match_method
+        .as_deref()
+        .map(|m| {
+            http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                problems.add(
+                    at("match_method"),
+                    TableError::BadMatchMethod {
+                        route: route(),
+                        method: m.to_owned(),
+                    },
+                )
+            })
+        })
+        .transpose()
+        .ok();
     let sticky = spec.sticky.as_ref().and_then(|sticky| {
         let weights = spec.versions.iter().map(|v| (v.name.as_str(), v.weight));
         Sticky::build(&spec.name, sticky, weights)
@@ -239,7 +270,7 @@ fn build_route(
     if problems.len() > found_before {
         return None;
     }
-    let (host, headers, versions) = (host?, headers?, versions?);
+    let (host, headers, versions, method) = (host?, headers?, versions?, method?);
     let weights: Vec<u32> = versions.iter().map(|v| v.weight).collect();
     let baseline = versions
         .iter()
@@ -249,6 +280,8 @@ fn build_route(
         name: spec.name.as_str().into(),
         host,
         path_prefix: spec.path_prefix.clone(),
+        path_exact: spec.path_exact,
+        method,
         baseline,
         outlier: spec.outlier.clone(),
         headers,

@@ -21,6 +21,8 @@ pub enum TableError {
     },
     #[error("route '{route}', match_headers: {reason}")]
     BadMatchHeaders { route: String, reason: String },
+    #[error("route '{route}': match_method '{method}' is not an HTTP method")]
+    BadMatchMethod { route: String, method: String },
     #[error("route '{route}', sticky: {reason}")]
     BadSticky { route: String, reason: String },
     #[error("flag '{flag}': {reason}")]

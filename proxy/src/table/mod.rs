@@ -51,6 +51,10 @@ pub struct Route {
     pub name: Arc<str>,
     pub host: HostMatch,
     pub path_prefix: String,
+    /// The path must be `path_prefix` exactly.
+    pub path_exact: bool,
+    /// The method a request must have; `None`: any.
+    pub method: Option<http::Method>,
     /// Required header values; empty for most routes.
     pub headers: HeaderMatch,
     pub versions: Box<[Version]>,
@@ -126,11 +130,11 @@ impl RoutingTable {
         &self.routes
     }
 
-    /// The first route (most specific) matching `host` and `path` for a
-    /// request without headers (routes with `match_headers` never match).
+    /// The first route (most specific) matching `host` and `path` for a GET
+    /// without headers (routes with `match_headers` never match).
     #[inline]
     pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
-        self.find_request(host, path, &http::HeaderMap::new())
+        self.find_request(host, &http::Method::GET, path, &http::HeaderMap::new())
     }
 
     /// The first route (most specific) matching a request.
@@ -138,12 +142,17 @@ impl RoutingTable {
     pub fn find_request(
         &self,
         host: &str,
+        method: &http::Method,
         path: &str,
         headers: &http::HeaderMap,
     ) -> Option<&Route> {
         self.routes.iter().find(|route| {
-            path.starts_with(route.path_prefix.as_str())
-                && route.host.matches(host)
+            (if route.path_exact {
+                path == route.path_prefix
+            } else {
+                path.starts_with(route.path_prefix.as_str())
+            }) && route.host.matches(host)
+                && route.method.as_ref().is_none_or(|m| m == method)
                 && route.headers.matches(headers)
         })
     }

@@ -83,6 +83,12 @@ pub struct RouteSpec {
     pub shadows: Vec<ShadowSpec>,
     /// Header values a request must carry to match (name, value).
     pub match_headers: Vec<(String, String)>,
+    /// Headers whose value must match a regular expression, whole.
+    pub match_headers_regex: Vec<(String, String)>,
+    /// The path must be `path_prefix` exactly, not start with it.
+    pub path_exact: bool,
+    /// The request method must be this one.
+    pub match_method: Option<String>,
     /// Keep each user on one version.
     pub sticky: Option<StickySpec>,
     /// Passive ejection of failing endpoints; `None`: off.

@@ -224,7 +224,7 @@ fn header_routes_win_over_the_same_host_and_prefix() {
             headers.insert(*name, http::HeaderValue::from_static(value));
         }
         table
-            .find_request("x.org", "/", &headers)
+            .find_request("x.org", &http::Method::GET, "/", &headers)
             .map(|r| r.name.to_string())
     };
     assert_eq!(found(&[]).as_deref(), Some("web"));
