@@ -1,10 +1,12 @@
 //! Matches arbitrary requests against a routing table with exact, wildcard
-//! and any-host routes, nested path prefixes and header matchers, the way
-//! the request path does (`request_host`, `find_request`, then the version
-//! pick with its override header and sticky key). Nothing may panic, and the
-//! route found must be the one a plain reading of the rules picks: among the
-//! routes whose host, prefix and headers all match, the most specific host,
-//! then the longest prefix, then the most required headers.
+//! and any-host routes, nested path prefixes, exact paths, methods, header
+//! values and header expressions, the way the request path does
+//! (`request_host`, `find_request`, then the version pick with its override
+//! header and sticky key). Nothing may panic, and the route found must be
+//! the one a plain reading of the rules picks: among the routes whose host,
+//! path, method and headers all match, the most specific host, then the
+//! longest path, an exact path before a prefix, a method before none, then
+//! the most header matches.
 //!
 //! Input: lines of text: the method, the URI, then `name: value` headers;
 //! requests the `http` crate refuses are skipped.
@@ -105,6 +107,26 @@ match_headers = { "X-Team" = "qa", "x-beta" = "1" }
   endpoints = ["127.0.0.1:9001"]
 
 [[routes]]
+name = "login"
+host = "shop.example.com"
+path = "/api/login"
+match_method = "POST"
+  [[routes.versions]]
+  name = "stable"
+  weight = 1
+  endpoints = ["127.0.0.1:9001"]
+
+[[routes]]
+name = "api-users"
+host = "shop.example.com"
+path_prefix = "/api/"
+match_headers_regex = { "x-user" = "beta-[0-9]+" }
+  [[routes.versions]]
+  name = "stable"
+  weight = 1
+  endpoints = ["127.0.0.1:9001"]
+
+[[routes]]
 name = "other"
 host = "Other.Test"
 path_prefix = "/x"
@@ -130,6 +152,7 @@ fn table() -> &'static RoutingTable {
 fn expected<'a>(
     routes: &'a [RouteSpec],
     host: &str,
+    method: &http::Method,
     path: &str,
     headers: &http::HeaderMap,
 ) -> Option<&'a RouteSpec> {
@@ -151,11 +174,32 @@ fn expected<'a>(
                 .get_all(name)
                 .iter()
                 .any(|v| v.as_bytes() == value.as_bytes())
+        }) && route.match_headers_regex.iter().all(|(name, pattern)| {
+            let name = HeaderName::from_bytes(name.as_bytes()).expect("a valid name");
+            let whole =
+                regex::bytes::Regex::new(&format!("^(?:{pattern})$")).expect("a valid pattern");
+            headers
+                .get_all(name)
+                .iter()
+                .any(|v| whole.is_match(v.as_bytes()))
         })
+    };
+    let path_matches = |route: &RouteSpec| {
+        if route.path_exact {
+            path == route.path_prefix
+        } else {
+            path.starts_with(&route.path_prefix)
+        }
+    };
+    let method_matches = |route: &RouteSpec| {
+        route
+            .match_method
+            .as_deref()
+            .is_none_or(|m| m.to_ascii_uppercase() == method.as_str())
     };
     routes
         .iter()
-        .filter(|route| path.starts_with(&route.path_prefix) && headers_match(route))
+        .filter(|route| path_matches(route) && method_matches(route) && headers_match(route))
         .filter_map(|route| {
             let (rank, suffix) = host_rank(route)?;
             Some((
@@ -163,7 +207,9 @@ fn expected<'a>(
                     rank,
                     suffix,
                     route.path_prefix.len(),
-                    route.match_headers.len(),
+                    route.path_exact,
+                    route.match_method.is_some(),
+                    route.match_headers.len() + route.match_headers_regex.len(),
                 ),
                 route,
             ))
@@ -194,8 +240,14 @@ fuzz_target!(|data: &[u8]| {
     let table = table();
     let host = request_host(&req).unwrap_or_default();
     let path = req.uri().path().to_owned();
-    let found = table.find_request(&host, &path, req.headers());
-    let want = expected(&table.spec().routes, &host, &path, req.headers());
+    let found = table.find_request(&host, req.method(), &path, req.headers());
+    let want = expected(
+        &table.spec().routes,
+        &host,
+        req.method(),
+        &path,
+        req.headers(),
+    );
     assert_eq!(
         found.map(|route| &*route.name),
         want.map(|route| route.name.as_str()),
