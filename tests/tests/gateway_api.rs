@@ -171,6 +171,23 @@ async fn start_from_yaml(dir: &Path, yaml: &str) -> TestProxy {
     start_watched(dir, yaml, false).await
 }
 
+/// An example served: backends foo-v1 and foo-v2, the proxy started from
+/// `yaml` (with their ports) in a fresh directory named `name`.
+struct Example {
+    v1: Backend,
+    v2: Backend,
+    dir: std::path::PathBuf,
+    proxy: TestProxy,
+}
+
+async fn example(name: &str, yaml: &str) -> Example {
+    let v1 = backend("foo-v1").start().await;
+    let v2 = backend("foo-v2").start().await;
+    let dir = temp_dir(name);
+    let proxy = start_from_yaml(&dir, &with_ports(yaml, &[("foo-v1", &v1), ("foo-v2", &v2)])).await;
+    Example { v1, v2, dir, proxy }
+}
+
 /// GET / with Host `host` and `headers`.
 async fn get_as(proxy: &TestProxy, host: &str, headers: &[(&str, &str)]) -> Reply {
     let mut req = Request::get(proxy.url("/")).header("host", host);
@@ -208,14 +225,12 @@ fn share(counts: &BTreeMap<String, usize>, version: &str, total: usize) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_splitting_example_splits_ninety_ten() {
-    let v1 = backend("foo-v1").start().await;
-    let v2 = backend("foo-v2").start().await;
-    let dir = temp_dir("gw-split");
-    let proxy = start_from_yaml(
-        &dir,
-        &with_ports(SPLIT, &[("foo-v1", &v1), ("foo-v2", &v2)]),
-    )
-    .await;
+    let Example {
+        v1: _v1,
+        v2: _v2,
+        dir,
+        proxy,
+    } = example("gw-split", SPLIT).await;
     let total = 2_000;
     let replies = bounded(
         Duration::from_secs(120),
@@ -239,14 +254,7 @@ async fn traffic_splitting_example_splits_ninety_ten() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_matched_canary_example_routes_by_header() {
-    let v1 = backend("foo-v1").start().await;
-    let v2 = backend("foo-v2").start().await;
-    let dir = temp_dir("gw-canary");
-    let proxy = start_from_yaml(
-        &dir,
-        &with_ports(CANARY, &[("foo-v1", &v1), ("foo-v2", &v2)]),
-    )
-    .await;
+    let Example { v1, v2, dir, proxy } = example("gw-canary", CANARY).await;
     let tested = many(&proxy, 100, &[("traffic", "test")]).await;
     assert_eq!(count_by(&tested, BACKEND_HEADER).get("foo-v2"), Some(&100));
     let plain = many(&proxy, 100, &[("traffic", "other")]).await;
@@ -258,14 +266,12 @@ async fn header_matched_canary_example_routes_by_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_mirroring_example_copies_a_quarter() {
-    let v1 = backend("foo-v1").start().await;
-    let v2 = backend("foo-v2").start().await;
-    let dir = temp_dir("gw-mirror");
-    let proxy = start_from_yaml(
-        &dir,
-        &with_ports(MIRROR, &[("foo-v1", &v1), ("foo-v2", &v2)]),
-    )
-    .await;
+    let Example {
+        v1: _v1,
+        v2,
+        dir,
+        proxy,
+    } = example("gw-mirror", MIRROR).await;
     let total = 1_000;
     let replies = bounded(
         Duration::from_secs(120),
@@ -292,14 +298,12 @@ async fn request_mirroring_example_copies_a_quarter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_persistence_example_keeps_each_client_on_one_backend() {
-    let v1 = backend("foo-v1").start().await;
-    let v2 = backend("foo-v2").start().await;
-    let dir = temp_dir("gw-session");
-    let proxy = start_from_yaml(
-        &dir,
-        &with_ports(SESSION, &[("foo-v1", &v1), ("foo-v2", &v2)]),
-    )
-    .await;
+    let Example {
+        v1: _v1,
+        v2: _v2,
+        dir,
+        proxy,
+    } = example("gw-session", SESSION).await;
     let mut first_backends = BTreeMap::new();
     for _ in 0..40 {
         let first = get_as(&proxy, HOST, &[]).await;
@@ -537,14 +541,12 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_paths_methods_patterns_and_hostnames_route_by_precedence() {
-    let v1 = backend("foo-v1").start().await;
-    let v2 = backend("foo-v2").start().await;
-    let dir = temp_dir("gw-matches");
-    let proxy = start_from_yaml(
-        &dir,
-        &with_ports(MATCHES, &[("foo-v1", &v1), ("foo-v2", &v2)]),
-    )
-    .await;
+    let Example {
+        v1: _v1,
+        v2: _v2,
+        dir,
+        proxy,
+    } = example("gw-matches", MATCHES).await;
     let answer =
         |method: Method, path: &'static str, host: &'static str, user: Option<&'static str>| {
             let proxy = &proxy;

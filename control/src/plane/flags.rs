@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use switchyard_proxy::{FlagSpec, RoutingTable};
 
-use super::{record, ChangeError, ControlPlane, Origin, PlaneEvent};
+use super::{at_revision, record, ChangeError, ControlPlane, Origin, PlaneEvent};
 use crate::history;
 
 /// What `PUT /api/v1/flags/{name}` may change; absent fields stay.
@@ -34,14 +34,7 @@ fn edited_flag(
     edit: &FlagEdit,
     expected: Option<u64>,
 ) -> Result<switchyard_proxy::TableSpec, ChangeError> {
-    if let Some(expected) = expected {
-        if expected != current.revision() {
-            return Err(ChangeError::RevisionMismatch {
-                expected,
-                current: current.revision(),
-            });
-        }
-    }
+    at_revision(current, expected)?;
     let mut spec = current.spec().clone();
     let flag = spec
         .flags

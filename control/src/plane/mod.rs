@@ -439,14 +439,7 @@ fn edited(
     expected: Option<u64>,
     edit: impl FnOnce(&mut RouteSpec) -> Result<(), ChangeError>,
 ) -> Result<TableSpec, ChangeError> {
-    if let Some(expected) = expected {
-        if expected != current.revision() {
-            return Err(ChangeError::RevisionMismatch {
-                expected,
-                current: current.revision(),
-            });
-        }
-    }
+    at_revision(current, expected)?;
     let mut spec = current.spec().clone();
     let target = spec
         .routes
@@ -455,6 +448,18 @@ fn edited(
         .ok_or_else(|| ChangeError::UnknownRoute(route.to_owned()))?;
     edit(target)?;
     Ok(spec)
+}
+
+/// Whether `current` is still at the revision the caller read (`None`:
+/// no check).
+fn at_revision(current: &RoutingTable, expected: Option<u64>) -> Result<(), ChangeError> {
+    match expected {
+        Some(expected) if expected != current.revision() => Err(ChangeError::RevisionMismatch {
+            expected,
+            current: current.revision(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn record(history: &mut History, changes: Vec<Change>) {
