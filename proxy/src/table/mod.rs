@@ -25,6 +25,7 @@ use crate::upstream::Transport;
 
 pub mod build;
 pub mod error;
+mod features;
 pub mod handle;
 pub mod spec;
 #[cfg(test)]
