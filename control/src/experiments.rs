@@ -12,6 +12,7 @@ use switchyard_proxy::metrics::Metrics;
 use switchyard_proxy::TableHandle;
 
 use crate::admin::api::{json_response, sync_extension, Extension};
+use crate::columns::write_columns;
 use crate::readout::{self, ExperimentsReport};
 
 /// The admin endpoint `GET /api/v1/experiments`.
@@ -79,7 +80,7 @@ pub fn render(body: &Value) -> String {
                 shift,
             ]);
         }
-        table(&mut out, &rows);
+        write_columns(&mut out, "  ", &rows);
         for goal in &e.goals {
             let _ = writeln!(out, "goal {}:", goal.goal);
             let mut rows = vec![[
@@ -114,7 +115,7 @@ pub fn render(body: &Value) -> String {
                     optional(v.p_value_sequential, 4),
                 ]);
             }
-            table(&mut out, &rows);
+            write_columns(&mut out, "  ", &rows);
             for verdict in &goal.verdicts {
                 let _ = writeln!(out, "  {verdict}");
             }
@@ -125,18 +126,4 @@ pub fn render(body: &Value) -> String {
 
 fn optional(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
-}
-
-fn table<const N: usize>(out: &mut String, rows: &[[String; N]]) {
-    let widths: Vec<usize> = (0..N)
-        .map(|c| rows.iter().map(|row| row[c].len()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        let _ = writeln!(out, "  {}", line.join("  ").trim_end());
-    }
 }

@@ -28,6 +28,7 @@
 pub mod admin;
 #[cfg(feature = "fleet")]
 pub mod cluster;
+pub mod columns;
 pub mod config;
 pub mod ctl;
 pub mod dashboard;

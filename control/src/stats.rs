@@ -445,17 +445,7 @@ pub fn render(body: &Value) -> String {
             ]);
         }
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| rows.iter().map(|row| row[c].len()).max().unwrap_or(0))
-        .collect();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
+    crate::columns::write_columns(&mut out, "", &rows);
     for route in &report.routes {
         for shadow in &route.shadows {
             let rate = shadow

@@ -438,17 +438,7 @@ pub fn render(report: &Report, color: bool) -> String {
             format!("{:.3}", l.max),
         ]);
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
+    crate::columns::write_columns(&mut out, "", &rows);
     for cost in &report.cost {
         let _ = writeln!(out, "{}", cost.summary);
     }
