@@ -225,11 +225,12 @@ impl<'t> Exchange<'t> {
             }
             self.flagged.push((flag, state));
         }
+        if named.is_empty() {
+            return;
+        }
         // Flag and variant names are tokens: always a valid value.
         if let Ok(value) = HeaderValue::from_str(&named) {
-            if !named.is_empty() {
-                headers.insert(name.clone(), value);
-            }
+            headers.insert(name.clone(), value);
         }
     }
 
@@ -432,10 +433,13 @@ impl<'t> Exchange<'t> {
                 .headers_mut()
                 .insert(REVISION_HEADER, HeaderValue::from(self.table.revision()));
         }
-        let latency = self.started.map(|at| at.elapsed());
-        for (flag, state) in &self.flagged {
-            flag.counts()
-                .record(*state, response.status().as_u16(), latency);
+        if !self.flagged.is_empty() {
+            // Read the clock only for requests a flag counts.
+            let latency = self.started.map(|at| at.elapsed());
+            for (flag, state) in &self.flagged {
+                flag.counts()
+                    .record(*state, response.status().as_u16(), latency);
+            }
         }
         response
     }
