@@ -234,11 +234,15 @@ impl Experiment {
         counts.exposed.insert(&unit.hash);
         for (i, goal) in self.goals.iter().enumerate() {
             if unit.goals & (1 << i) != 0 && goal.matches_response(status, headers) {
-                counts
-                    .converted
-                    .entry(goal.name.clone())
-                    .or_insert_with(sketch)
-                    .insert(&unit.hash);
+                // The goal's name is copied once, for its first conversion.
+                match counts.converted.get_mut(&goal.name) {
+                    Some(converted) => converted.insert(&unit.hash),
+                    None => {
+                        let mut converted = sketch();
+                        converted.insert(&unit.hash);
+                        counts.converted.insert(goal.name.clone(), converted);
+                    }
+                }
             }
         }
     }
