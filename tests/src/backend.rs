@@ -279,12 +279,46 @@ pub async fn read_raw_request(stream: &mut tokio::net::TcpStream) -> Option<Stri
 
 /// A free address on 127.0.0.1 for a listener to bind (bound, then
 /// released: another test could take it meanwhile, so only for addresses
-/// something binds at once).
+/// something binds at once; [`reserve_port`] keeps it instead).
 pub async fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a probe listener");
     listener.local_addr().expect("probe address")
+}
+
+/// A port on 127.0.0.1 kept for a process this test starts and that binds
+/// it itself (etcd), for as long as this lives: a socket bound to it with
+/// `SO_REUSEADDR` but not listening. Another bind to port 0 (a backend or a
+/// proxy of a test running alongside) never gets it, while a listener that
+/// sets `SO_REUSEADDR` too (Go's do, tokio's and switchyard's do) can bind
+/// it, also again after a restart. Unlike [`free_port`], whose port is
+/// free for anyone from the moment it returns.
+pub struct ReservedPort {
+    pub addr: SocketAddr,
+    _held: tokio::net::TcpSocket,
+}
+
+pub fn reserve_port() -> ReservedPort {
+    reserve(SocketAddr::from(([127, 0, 0, 1], 0))).expect("reserve a port on 127.0.0.1")
+}
+
+/// Keeps `addr` (port 0: a free one) as [`ReservedPort`] does.
+pub fn reserve(addr: SocketAddr) -> std::io::Result<ReservedPort> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let addr = socket.local_addr()?;
+    Ok(ReservedPort {
+        addr,
+        _held: socket,
+    })
+}
+
+impl std::fmt::Display for ReservedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
 }
 
 /// An address on 127.0.0.1 that refuses connections for as long as this

@@ -1,13 +1,14 @@
-//! A real etcd (Debian's etcd-server) for the fleet tests: started on free
-//! loopback ports with a temp data dir (optionally TLS with a test PKI),
-//! killed by its PID when dropped. Without the binary, [`require_tool`]
+//! A real etcd (Debian's etcd-server) for the fleet tests: started on
+//! loopback ports reserved for it (no other test's bind to port 0 takes them,
+//! not even while it is killed and restarted) with a temp data dir
+//! (optionally TLS with a test PKI), killed by its PID when dropped. Without the binary, [`require_tool`]
 //! reports the test as skipped (or fails it under `SWITCHYARD_REQUIRE_TOOLS`).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{client, empty, free_port, require_tool, send, temp_dir};
+use crate::{client, empty, require_tool, reserve_port, send, temp_dir, ReservedPort};
 
 /// An etcd server this test started; killed by its PID when dropped.
 pub struct Etcd {
@@ -18,6 +19,9 @@ pub struct Etcd {
     /// Serving TLS and requiring client certificates, when set.
     pub tls: Option<Pki>,
     child: Option<Child>,
+    /// The client and peer ports, kept from other tests for as long as
+    /// this etcd may (again) listen on them.
+    _ports: [ReservedPort; 2],
 }
 
 /// A CA with a server certificate for 127.0.0.1 and a client certificate,
@@ -66,8 +70,9 @@ impl Etcd {
         let binary = require_tool("etcd");
         let dir = temp_dir(&format!("etcd-{name}"));
         let scheme = if tls { "https" } else { "http" };
-        let client_url = format!("{scheme}://{}", free_port().await);
-        let peer_url = format!("http://{}", free_port().await);
+        let ports = [reserve_port(), reserve_port()];
+        let client_url = format!("{scheme}://{}", ports[0]);
+        let peer_url = format!("http://{}", ports[1]);
         let tls = tls.then(|| Pki::new(&dir));
         let mut etcd = Etcd {
             binary,
@@ -76,6 +81,7 @@ impl Etcd {
             peer_url,
             tls,
             child: None,
+            _ports: ports,
         };
         etcd.spawn().await;
         etcd

@@ -1,6 +1,8 @@
 //! A backend that can fail on demand, be slow, die (connections refused,
 //! open ones closed) and come back on the same port: for health checks,
-//! ejection and rollouts.
+//! ejection and rollouts. While dead its port stays reserved
+//! ([`crate::ReservedPort`]): no other test's bind to port 0 can take it
+//! meanwhile, so it refuses connections and can be bound again.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::backend::BACKEND_HEADER;
+use crate::backend::{reserve, ReservedPort};
 use crate::body::{full, TestBody};
 
 /// What the backend does to each request.
@@ -35,6 +38,8 @@ pub struct Killable {
     hits: Arc<AtomicUsize>,
     behaviour: Arc<Behaviour>,
     tasks: Option<tokio::task::JoinHandle<()>>,
+    /// The port, held while the backend is dead.
+    reserved: Option<ReservedPort>,
 }
 
 impl Killable {
@@ -47,6 +52,7 @@ impl Killable {
             hits: Arc::default(),
             behaviour: Arc::default(),
             tasks: None,
+            reserved: None,
         };
         backend.serve(listener);
         backend
@@ -123,19 +129,24 @@ impl Killable {
         self.behaviour.stall_next_ms.load(Ordering::Relaxed) == 0
     }
 
-    /// Stop listening and close every open connection.
+    /// Stop listening and close every open connection; the port stays
+    /// reserved for [`Killable::revive`].
     pub async fn kill(&mut self) {
         if let Some(task) = self.tasks.take() {
             task.abort();
             let _ = task.await;
+            self.reserved = Some(reserve(self.addr).expect("reserve the killed backend's port"));
         }
     }
 
     /// Listen again on the same port.
     pub async fn revive(&mut self) {
+        // Both sockets set SO_REUSEADDR and the reserving one does not
+        // listen: the listener binds while the port is still held.
         let listener = TcpListener::bind(self.addr)
             .await
             .expect("rebind the same port");
+        self.reserved = None;
         self.serve(listener);
     }
 }

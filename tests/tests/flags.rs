@@ -416,6 +416,13 @@ async fn the_guard_turns_off_a_flag_that_fails_and_leaves_a_healthy_one() {
         "took {:?}",
         started.elapsed()
     );
+    // The guard counts its trip and notes it just after the flag is off.
+    let body = eventually(Duration::from_secs(10), "the trip recorded", || async {
+        let (_, body) = enabled(&admin).await;
+        let flag = &body["flags"][0];
+        (flag["guard_trips"] != 0 && flag["guard"]["last"]["status"] != "watching").then_some(body)
+    })
+    .await;
     let flag = &body["flags"][0];
     assert_eq!(flag["guard_trips"], 1, "{flag}");
     assert_eq!(flag["guard"]["last"]["status"], "tripped", "{flag}");

@@ -284,14 +284,26 @@ async fn request_mirroring_example_copies_a_quarter() {
         count_by(&replies, BACKEND_HEADER).get("foo-v1"),
         Some(&total)
     );
-    // A quarter of 1,000 is 250; the sampling is random (sd ≈ 14).
-    let copies = eventually(Duration::from_secs(10), "the mirrored copies", || async {
-        (v2.hits() >= 190).then(|| v2.hits())
+    // Every request's copy decided (sent or dropped) and none still on
+    // its way: then the mirror has seen every copy it will get.
+    let admin = AdminClient::new(proxy.running.admin_addr, None);
+    let shadow = eventually(Duration::from_secs(20), "every copy settled", || async {
+        let body = admin
+            .call(Method::GET, "/api/v1/shadows", None, None)
+            .await
+            .json();
+        let shadow = body["shadows"][0].clone();
+        let decided =
+            shadow["copied"].as_u64().unwrap_or(0) + shadow["dropped"].as_u64().unwrap_or(0);
+        (decided == total as u64 && shadow["in_flight"] == 0).then_some(shadow)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let copies = copies.max(v2.hits());
-    assert!((190..=310).contains(&copies), "{copies} copies of {total}");
+    // A quarter of 1,000 is 250; the sampling is random (sd ≈ 14).
+    let copies = v2.hits();
+    assert!(
+        (190..=310).contains(&copies),
+        "{copies} copies of {total}: {shadow}"
+    );
     proxy.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }

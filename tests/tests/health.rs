@@ -163,7 +163,20 @@ async fn dead_version_hands_its_share_to_stable_until_it_recovers() {
     let counts = count_by(&replies, "x-switchyard-version");
     assert_eq!(counts.get("stable"), Some(&100), "{counts:?}");
     assert_eq!(canary.hits(), before);
-    let last = admin.last_change().await;
+    // The check marks the endpoint down, then records the effect in the
+    // history: the mark alone does not say the entry is there yet.
+    let last = eventually(
+        Duration::from_secs(10),
+        "the health check's change in the history",
+        || async {
+            let changes = admin.changes().await;
+            changes
+                .last()
+                .filter(|last| last["who"] == "health")
+                .cloned()
+        },
+    )
+    .await;
     assert_eq!(last["source"], "auto", "{last}");
     assert!(
         last["reason"]

@@ -314,8 +314,10 @@ async fn connections_beyond_max_connections_are_closed_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_at_max_requests_answers_503_naming_it_and_counts_it() {
+    // Long enough for the second request to be answered while the first
+    // still holds the version's one slot, on a busy machine too.
     let slow = backend("stable")
-        .delay(Duration::from_millis(600))
+        .delay(Duration::from_millis(2_000))
         .start()
         .await;
     let text = route("web").backend("stable", 1, &slow).build().replace(
@@ -327,7 +329,13 @@ async fn a_version_at_max_requests_answers_503_naming_it_and_counts_it() {
         let (client, url) = (proxy.client.clone(), proxy.url("/"));
         async move { get(&client, &url).await }
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The first holds the slot once it has reached the backend.
+    eventually(
+        Duration::from_secs(10),
+        "the first request upstream",
+        || async { (slow.hits() == 1).then_some(()) },
+    )
+    .await;
     let second = proxy.get("/").await;
     assert_eq!(second.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(second.text().contains("'stable'"), "{}", second.text());

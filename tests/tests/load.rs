@@ -13,7 +13,7 @@
 //!   loads nothing from outside (headless Chromium); `docs/load-report.png`
 //!   (ignored test, run by hand).
 //!
-//! Timing tests take [`SERIAL`] so that they do not load the machine for
+//! Timing tests take [`serial`] so that they do not load the machine for
 //! each other.
 
 use std::path::Path;
@@ -26,7 +26,35 @@ use switchyard_tests::browser::Browser;
 use switchyard_tests::killable::Killable;
 use switchyard_tests::*;
 
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Held while a timing test runs: one of them at a time, whether the tests
+/// run as threads of one process (`cargo test`) or each in a process of its
+/// own (nextest, as CI runs them), where a static mutex would serialize
+/// nothing. A listening socket in Linux's abstract namespace is the lock:
+/// one bind wins, and the kernel releases it when the holder ends, however
+/// it ends.
+struct Serial {
+    _lock: std::os::unix::net::UnixListener,
+}
+
+async fn serial() -> Serial {
+    use std::os::linux::net::SocketAddrExt;
+    let name =
+        std::os::unix::net::SocketAddr::from_abstract_name(b"switchyard-tests/load.rs/timing")
+            .expect("an abstract socket name");
+    // Bounded: the timing tests together take well under a minute.
+    bounded(Duration::from_secs(300), "the other timing tests", async {
+        loop {
+            match std::os::unix::net::UnixListener::bind_addr(&name) {
+                Ok(lock) => return Serial { _lock: lock },
+                Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => panic!("the timing tests' lock: {error}"),
+            }
+        }
+    })
+    .await
+}
 
 fn options(args: &[&str]) -> LoadOptions {
     LoadOptions::from_args(args.iter().chain(&["--quiet"]))
@@ -64,7 +92,7 @@ fn versioned_split(stable: &Backend, canary: &Backend) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_20ms_backend_measures_20ms_at_the_median() {
-    let _serial = SERIAL.lock().await;
+    let _serial = serial().await;
     let slow = backend("slow")
         .delay(Duration::from_millis(20))
         .start()
@@ -115,7 +143,7 @@ async fn a_20ms_backend_measures_20ms_at_the_median() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slower_canary_costs_its_10ms_and_gets_its_20_percent() {
-    let _serial = SERIAL.lock().await;
+    let _serial = serial().await;
     let stable = backend("stable")
         .delay(Duration::from_millis(20))
         .start()
@@ -172,7 +200,7 @@ async fn a_slower_canary_costs_its_10ms_and_gets_its_20_percent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_2000_for_5s_sends_10000_in_5s() {
-    let _serial = SERIAL.lock().await;
+    let _serial = serial().await;
     let fast = backend("fast").start().await;
     let url = format!("http://{}/", fast.addr);
     let report = run(&[
@@ -229,7 +257,7 @@ async fn stalled_run(mode: &[&str]) -> Report {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_shows_in_the_open_loops_p99_not_the_closed_loops() {
-    let _serial = SERIAL.lock().await;
+    let _serial = serial().await;
     let open = stalled_run(&["--rate", "200"]).await;
     let open = series(&open, "url", "unversioned");
     let closed = stalled_run(&[]).await;
@@ -257,7 +285,7 @@ async fn a_stall_shows_in_the_open_loops_p99_not_the_closed_loops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn comparing_a_url_with_itself_adds_nothing() {
-    let _serial = SERIAL.lock().await;
+    let _serial = serial().await;
     let same = backend("same")
         .delay(Duration::from_millis(2))
         .start()
@@ -330,7 +358,7 @@ async fn json_hgrm_and_html_are_written_and_the_page_loads_nothing_outside() {
     let chromium_bin = require_tool("chromium");
     let dir = temp_dir("load-outputs");
     // Chromium's start-up too would load the machine under another test.
-    let _serial = SERIAL.lock().await;
+    let _serial = serial().await;
     run_with_outputs(&dir, "200", "2s").await;
 
     let json: Value = serde_json::from_slice(&std::fs::read(dir.join("run.json")).expect("json"))
@@ -418,7 +446,7 @@ async fn report_screenshot() {
     let chromium_bin = require_tool("chromium");
     let dir = temp_dir("load-screenshot");
     {
-        let _serial = SERIAL.lock().await;
+        let _serial = serial().await;
         run_with_outputs(&dir, "300", "10s").await;
     }
     let mut browser = Browser::open(

@@ -149,9 +149,9 @@ async fn per_version_latency_and_counts_match_the_backends() {
             == 2 * rounds
     })
     .await;
-    for (name, backend, direct) in [
-        ("stable", &stable, median(direct[0].clone())),
-        ("canary", &canary, median(direct[1].clone())),
+    for (name, backend, delay, direct) in [
+        ("stable", &stable, STABLE_DELAY, median(direct[0].clone())),
+        ("canary", &canary, CANARY_DELAY, median(direct[1].clone())),
     ] {
         let v = version(&stats, "web", name).expect("version in stats");
         assert_eq!(
@@ -163,11 +163,16 @@ async fn per_version_latency_and_counts_match_the_backends() {
         assert_eq!(v["errors"], 0);
         let p50 = v["latency_ms"]["p50"].as_f64().expect("p50");
         eprintln!("{name}: proxy-reported p50 {p50:.3} ms, direct p50 {direct:.3} ms");
-        // The direct median is the delay plus what any loopback request
-        // costs; the proxy adds its own hop, allowed 1 ms.
+        // Never less than the backend takes: the proxy times the whole
+        // upstream exchange (and rounds up). Not more than the direct median
+        // (the delay plus what any loopback request costs) with its own
+        // hop, allowed 1 ms. The direct median is no lower bound: it also
+        // holds the test client's own waits for a CPU, which on a busy
+        // machine are milliseconds the proxy rightly does not see.
+        let delay_ms = delay.as_secs_f64() * 1e3;
         assert!(
-            p50 >= direct * 0.9 && p50 <= direct * 1.1 + 1.0,
-            "{name}: p50 {p50} ms is not within 10 % of {direct} ms (+1 ms proxy overhead)"
+            p50 >= delay_ms && p50 <= direct * 1.1 + 1.0,
+            "{name}: p50 {p50} ms is below the backend's {delay_ms} ms or not within 10 % of {direct} ms (+1 ms proxy overhead)"
         );
         for field in ["p90", "p99", "p999", "max"] {
             assert!(

@@ -244,7 +244,20 @@ async fn too_little_traffic_holds() {
         proxy.get("/").await;
         tokio::time::sleep(Duration::from_millis(INTERVAL_MS)).await;
     }
-    let status = rollout(&admin, None).await;
+    // The controller holds on its own ticks, an interval after the step's
+    // observation began: a busy machine may not have ticked that far yet.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        let status = rollout(&admin, None).await;
+        if status["last_verdict"]["decision"] == "hold" || status["state"] != "running" {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rollout never held: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(status["state"], "running", "{status}");
     assert_eq!(status["step"], 1);
     assert_eq!(status["last_verdict"]["decision"], "hold", "{status}");
