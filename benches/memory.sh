@@ -3,7 +3,7 @@
 # switchyard beside nginx in the same run.
 #
 #   benches/memory.sh [--proxies switchyard,nginx] [--counts 1000,10000] [--h2c 10000]
-#                     [--settle S]
+#                     [--settle S] [--bursts K]
 #
 # Per proxy and per (protocol, N): one bench backend, a fresh proxy with one
 # worker (switchyard: SWITCHYARD_BIN, default target/release/switchyard;
@@ -11,6 +11,8 @@
 # through it, 2 s, then RSS "before"; benches/idle_clients.py opens N
 # connections, one request on each, keeps them idle; after S seconds (default
 # 3) RSS "idle"; then all N close at once, and RSS 2 s and 10 s later.
+# With --bursts K the same proxy takes K such bursts, and the last column is
+# RSS 10 s after the last one: memory kept for reuse stays flat, a leak grows.
 # RSS is VmRSS summed over the proxy's processes (nginx: master + worker, as
 # the harness counts it). Per connection = (idle - before) / N.
 # The open-file limit (ulimit -n) bounds N: both the proxy and the client
@@ -24,12 +26,14 @@ proxies=switchyard,nginx
 counts=1000,10000
 h2c_counts=10000
 settle=3
+bursts=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --proxies) proxies=$2; shift 2 ;;
     --counts) counts=$2; shift 2 ;;
     --h2c) h2c_counts=$2; shift 2 ;;
     --settle) settle=$2; shift 2 ;;
+    --bursts) bursts=$2; shift 2 ;;
     *) echo "memory.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -132,8 +136,8 @@ EOF
   nginx -c "$run_dir/nginx.conf" -p "$run_dir" 2>>"$run_dir/proxy.log" &
 }
 
-printf '%-10s %-5s %7s %11s %11s %9s %12s %13s\n' \
-  proxy proto conns before_kib idle_kib kib_per_conn after_2s_kib after_10s_kib
+printf '%-10s %-5s %7s %11s %11s %9s %12s %13s %14s\n' \
+  proxy proto conns before_kib idle_kib kib_per_conn after_2s_kib after_10s_kib after_last_kib
 measure() { # proxy proto n
   local port proxy client
   port=$(free_port)
@@ -142,26 +146,29 @@ measure() { # proxy proto n
   pids+=($proxy)
   wait_http "$port" "$([[ $2 == h2c ]] && echo --http2-prior-knowledge)"
   sleep 2
-  local before idle after2 after10
+  local before idle after2 after10 last burst
   before=$(rss_kib "$proxy")
-  coproc CLIENT { exec python3 "$repo/benches/idle_clients.py" --port "$port" -n "$3" --proto "$2"; }
-  client=$CLIENT_PID
-  local line=""
-  read -r line <&"${CLIENT[0]}" || true
-  [[ $line == ready* ]] || { echo "memory.sh: $1 $2 $3: the client failed (see above); proxy log:" >&2; cat "$run_dir/proxy.log" >&2; exit 1; }
-  sleep "$settle"
-  idle=$(rss_kib "$proxy")
-  echo >&"${CLIENT[1]}"
-  read -r line <&"${CLIENT[0]}" || true
-  wait "$client" 2>/dev/null || true
-  sleep 2
-  after2=$(rss_kib "$proxy")
-  sleep 8
-  after10=$(rss_kib "$proxy")
+  for burst in $(seq "$bursts"); do
+    coproc CLIENT { exec python3 "$repo/benches/idle_clients.py" --port "$port" -n "$3" --proto "$2"; }
+    client=$CLIENT_PID
+    local line=""
+    read -r line <&"${CLIENT[0]}" || true
+    [[ $line == ready* ]] || { echo "memory.sh: $1 $2 $3: the client failed (see above); proxy log:" >&2; cat "$run_dir/proxy.log" >&2; exit 1; }
+    sleep "$settle"
+    [[ $burst -gt 1 ]] || idle=$(rss_kib "$proxy")
+    echo >&"${CLIENT[1]}"
+    read -r line <&"${CLIENT[0]}" || true
+    wait "$client" 2>/dev/null || true
+    sleep 2
+    [[ $burst -gt 1 ]] || after2=$(rss_kib "$proxy")
+    sleep 8
+    last=$(rss_kib "$proxy")
+    [[ $burst -gt 1 ]] || after10=$last
+  done
   kill -TERM "$proxy" 2>/dev/null || true
   wait "$proxy" 2>/dev/null || true
-  printf '%-10s %-5s %7d %11d %11d %9.2f %12d %13d\n' "$1" "$2" "$3" "$before" "$idle" \
-    "$(python3 -c "print(($idle - $before) / $3)")" "$after2" "$after10"
+  printf '%-10s %-5s %7d %11d %11d %9.2f %12d %13d %14d\n' "$1" "$2" "$3" "$before" "$idle" \
+    "$(python3 -c "print(($idle - $before) / $3)")" "$after2" "$after10" "$last"
 }
 
 IFS=, read -ra proxy_list <<<"$proxies"
