@@ -257,13 +257,20 @@ pub async fn worker(
 /// comes (all that are due at each wake-up, so a rate beyond what one
 /// sleep per request can follow still holds), until the run's deadline
 /// or stop; then closes it, which ends the workers waiting there. Runs on
-/// a thread of its own: `std::thread::sleep` wakes within tens of
-/// microseconds, where tokio's timer rounds up to the next millisecond.
+/// a thread of its own: `std::thread::sleep` wakes within microseconds
+/// once the thread's timer slack is 1 ns, where tokio's timer rounds up to
+/// the next millisecond.
 pub fn pace(run: &Run) {
     let Some(rate) = run.rate.filter(|rate| *rate > 0.0) else {
         run.due.close();
         return;
     };
+    // Linux lets a sleeping thread's timer fire up to its slack (50 µs by
+    // default) late so that wake-ups coalesce; each release would be that
+    // much late, and the lateness is in every open-loop latency.
+    if let Err(error) = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1)) {
+        tracing::debug!(%error, "the pacer keeps the default timer slack");
+    }
     let start = run.start.into_std();
     let deadline = run.deadline.into_std();
     // Never sleep so long that a stop (`--requests` reached) goes unseen.
