@@ -222,6 +222,9 @@ async fn rate_2000_for_5s_sends_10000_in_5s() {
     );
     assert!((1980.0..=2020.0).contains(&a.rate), "{a:?}");
     assert_eq!(series(&report, "url", "unversioned").errors, 0);
+    // The generator says how late its own sends left.
+    let lag = a.send_lag_us.expect("open loop reports its send lag");
+    assert!(lag.p50 <= lag.p99 && lag.p99 <= lag.max, "{lag:?}");
 }
 
 /// Open loop at 200/s on one connection (or closed loop on one), the
@@ -261,6 +264,10 @@ async fn a_stall_shows_in_the_open_loops_p99_not_the_closed_loops() {
     let open = stalled_run(&["--rate", "200"]).await;
     let open = series(&open, "url", "unversioned");
     let closed = stalled_run(&[]).await;
+    assert!(
+        closed.achieved.send_lag_us.is_none(),
+        "closed loop has no intended times"
+    );
     let closed = series(&closed, "url", "unversioned");
     // Open loop: ~100 requests were due during the stall and waited
     // 500 ms down to 0 from their intended start, out of ~800.

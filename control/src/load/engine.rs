@@ -237,6 +237,9 @@ pub async fn worker(
         let mut recorder = recorder
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if run.rate.is_some() {
+            recorder.send_lag(sent.saturating_duration_since(intended));
+        }
         match outcome {
             Ok((answer, connection)) => {
                 recorder.response(
@@ -275,6 +278,9 @@ pub fn pace(run: &Run) {
     let deadline = run.deadline.into_std();
     // Never sleep so long that a stop (`--requests` reached) goes unseen.
     const MAX_SLEEP: Duration = Duration::from_millis(10);
+    // One preempted wake-up must not make the pacer yield-spin for long.
+    const MAX_EARLY: Duration = Duration::from_micros(200);
+    let mut early = Duration::ZERO;
     let mut released: u64 = 0;
     while !run.stop.load(Ordering::Relaxed) {
         let next = start + Duration::from_secs_f64(released as f64 / rate);
@@ -283,7 +289,18 @@ pub fn pace(run: &Run) {
         }
         let now = std::time::Instant::now();
         if next > now {
-            std::thread::sleep((next - now).min(MAX_SLEEP));
+            let wait = next - now;
+            if wait > early {
+                // Wake `early` before `next`: how late waking up was lately
+                // (a VM's idle CPU takes tens of µs to come back), then
+                // yield until it is time.
+                let asked = (wait - early).min(MAX_SLEEP);
+                std::thread::sleep(asked);
+                let overshoot = now.elapsed().saturating_sub(asked).min(MAX_EARLY);
+                early = (early * 7 + overshoot) / 8;
+            } else {
+                std::thread::yield_now();
+            }
             continue;
         }
         let elapsed = now.saturating_duration_since(start).as_secs_f64();

@@ -277,6 +277,7 @@ pub async fn run(options: &LoadOptions) -> Result<Report, LoadError> {
             late_sends: late,
             late_fraction,
             rate_held: options.rate.is_none() || late_fraction <= 0.01,
+            send_lag_us: merged.send_lag.as_ref().map(report::SendLag::of),
         },
         generator: Generator {
             cpu_seconds: cpu,

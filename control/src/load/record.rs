@@ -101,6 +101,9 @@ impl Series {
 #[derive(Debug, Default, Clone)]
 pub struct Recorder {
     pub series: Vec<(Key, Series)>,
+    /// Open loop: how long after its intended time each recorded request
+    /// left (µs; the generator's own lateness, inside every latency).
+    pub send_lag: Option<Histogram<u64>>,
 }
 
 fn micros(latency: Duration) -> u64 {
@@ -134,6 +137,12 @@ impl Recorder {
         };
         let _ = histogram.record(us);
         series.classes[usize::from((status / 100).clamp(1, 5) - 1)] += 1;
+    }
+
+    /// An open-loop request left `lag` after its intended time.
+    pub fn send_lag(&mut self, lag: Duration) {
+        let histogram = self.send_lag.get_or_insert_with(second_histogram);
+        let _ = histogram.record(micros(lag));
     }
 
     /// A request that got no response.
@@ -171,6 +180,13 @@ impl Recorder {
     pub fn add(&mut self, other: &Recorder) {
         for ((target, version), series) in &other.series {
             self.series_of(*target, version).add(series);
+        }
+        if let Some(theirs) = &other.send_lag {
+            // Auto-resize: adding cannot fail.
+            let _ = self
+                .send_lag
+                .get_or_insert_with(second_histogram)
+                .add(theirs);
         }
     }
 
@@ -217,5 +233,22 @@ mod tests {
         // 3 significant digits.
         let p50 = stable.latency.value_at_quantile(0.5);
         assert!((19_980..=20_020).contains(&p50), "{p50}");
+        assert!(b.send_lag.is_none(), "closed loop: no send lag");
+    }
+
+    #[test]
+    fn send_lags_add_up_across_workers() {
+        let us = Duration::from_micros;
+        let mut a = Recorder::default();
+        a.send_lag(us(0));
+        a.send_lag(us(10));
+        let mut b = Recorder::default();
+        b.send_lag(us(3_000));
+        b.add(&a);
+        let lag = b.send_lag.expect("lags");
+        assert_eq!(lag.len(), 3);
+        assert_eq!(lag.min(), 1, "0 counts as the lowest, 1 µs");
+        assert!((9..=11).contains(&lag.value_at_quantile(0.5)));
+        assert!((2_970..=3_030).contains(&lag.max()));
     }
 }

@@ -58,6 +58,27 @@ pub struct Achieved {
     /// False when more than 1 % of the sends were late: the latencies then
     /// include the generator's own queueing.
     pub rate_held: bool,
+    /// Open loop: how long after their intended times the requests left.
+    pub send_lag_us: Option<SendLag>,
+}
+
+/// Microseconds; the generator's own lateness, part of every open-loop
+/// latency.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SendLag {
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl SendLag {
+    pub fn of(histogram: &Histogram<u64>) -> SendLag {
+        SendLag {
+            p50: histogram.value_at_quantile(0.5),
+            p99: histogram.value_at_quantile(0.99),
+            max: histogram.max(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -444,6 +465,13 @@ pub fn render(report: &Report, color: bool) -> String {
     }
     if let Some(overhead) = &report.overhead {
         let _ = writeln!(out, "{}", overhead.summary);
+    }
+    if let Some(lag) = a.send_lag_us {
+        let _ = writeln!(
+            out,
+            "sends left their intended times {} µs late at the median, {} µs at p99 (max {} µs)",
+            lag.p50, lag.p99, lag.max
+        );
     }
     if !a.rate_held {
         let warning = format!(
