@@ -130,4 +130,7 @@ for q, oq in [("p50", "p50"), ("p99", "p99")]:
     print(f"| {q} | {a:.3f} | {b:.3f} | {100 * (a - b) / b:+.1f} % |")
 late = [j["achieved"]["late_fraction"] for j in sy]
 print(f"switchyard late sends: {', '.join(f'{100 * l:.1f} %' for l in late)}")
+lags = [j["achieved"]["send_lag_us"] or {} for j in sy]
+lag_text = ", ".join(f"{l.get('p50')}/{l.get('p99')}" for l in lags)
+print(f"switchyard send lag p50/p99 µs: {lag_text}")
 EOF
