@@ -280,6 +280,8 @@ pub fn pace(run: &Run) {
     const MAX_SLEEP: Duration = Duration::from_millis(10);
     // One preempted wake-up must not make the pacer yield-spin for long.
     const MAX_EARLY: Duration = Duration::from_micros(200);
+    const MIN_SPIN_PERIOD: Duration = Duration::from_micros(100);
+    let period = Duration::from_secs_f64(1.0 / rate);
     let mut early = Duration::ZERO;
     let mut released: u64 = 0;
     while !run.stop.load(Ordering::Relaxed) {
@@ -298,8 +300,12 @@ pub fn pace(run: &Run) {
                 std::thread::sleep(asked);
                 let overshoot = now.elapsed().saturating_sub(asked).min(MAX_EARLY);
                 early = (early * 7 + overshoot) / 8;
-            } else {
+            } else if period >= MIN_SPIN_PERIOD {
                 std::thread::yield_now();
+            } else {
+                // Sends closer together than this: yielding until each
+                // would keep a core busy, and a busy runtime wakes fast.
+                std::thread::sleep(wait);
             }
             continue;
         }
