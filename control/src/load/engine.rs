@@ -260,9 +260,11 @@ pub async fn worker(
 /// comes (all that are due at each wake-up, so a rate beyond what one
 /// sleep per request can follow still holds), until the run's deadline
 /// or stop; then closes it, which ends the workers waiting there. Runs on
-/// a thread of its own: `std::thread::sleep` wakes within microseconds
-/// once the thread's timer slack is 1 ns, where tokio's timer rounds up to
-/// the next millisecond.
+/// a thread of its own, where tokio's timer would round each wait up to
+/// the next millisecond: it sleeps on the OS clock with a 1 ns timer slack,
+/// as far ahead of each time as its wake-ups were late lately, and yields
+/// until the time comes. How late the sends still leave is in the report
+/// (`send_lag_us`).
 pub fn pace(run: &Run) {
     let Some(rate) = run.rate.filter(|rate| *rate > 0.0) else {
         run.due.close();
