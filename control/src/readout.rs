@@ -232,13 +232,9 @@ fn variant_report(
             .and_then(|c| statistics::rate_difference(s.errors, s.requests, c.errors, c.requests)),
         error_p_value: control
             .and_then(|c| statistics::two_proportion_p(s.errors, s.requests, c.errors, c.requests)),
-        latency_shift_ms: samples.as_ref().and_then(|(x, y)| {
-            statistics::shift(x, y).map(|i| Interval {
-                estimate: i.estimate / 1e3,
-                low: i.low / 1e3,
-                high: i.high / 1e3,
-            })
-        }),
+        latency_shift_ms: samples
+            .as_ref()
+            .and_then(|(x, y)| statistics::shift(x, y).map(|i| i.map(|us| us / 1e3))),
         latency_p_value: samples
             .as_ref()
             .and_then(|(x, y)| statistics::mann_whitney_p(x, y)),

@@ -217,12 +217,7 @@ impl<'t> Exchange<'t> {
         let mut named = String::new();
         for flag in route.flags.iter() {
             let (state, reason) = flag.evaluate(flag.key(headers));
-            if let Some(part) = flag.header_part(state, reason) {
-                if !named.is_empty() {
-                    named.push(',');
-                }
-                named.push_str(&part);
-            }
+            flag.push_header_part(state, reason, &mut named);
             self.flagged.push((flag, state));
         }
         if named.is_empty() {

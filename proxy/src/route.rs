@@ -317,30 +317,29 @@ mod tests {
     fn order_prefers_specific_host_then_long_path_then_exact_method_headers() {
         let any = HostMatch::Any;
         let exact = HostMatch::Exact("a".into());
-        let order = |a, b| match_order(a, b);
         assert_eq!(
-            order(
+            match_order(
                 rank(&exact, "/", false, false, 0),
                 rank(&any, "/long", false, false, 0)
             ),
             Ordering::Less
         );
         assert_eq!(
-            order(
+            match_order(
                 rank(&any, "/long", false, false, 0),
                 rank(&any, "/", false, false, 0)
             ),
             Ordering::Less
         );
         assert_eq!(
-            order(
+            match_order(
                 rank(&any, "/", false, false, 1),
                 rank(&any, "/", false, false, 0)
             ),
             Ordering::Less
         );
         assert_eq!(
-            order(
+            match_order(
                 rank(&any, "/", false, false, 1),
                 rank(&any, "/x", false, false, 0)
             ),
@@ -348,14 +347,14 @@ mod tests {
         );
         // The Gateway API's precedence: exact path, then method, then headers.
         assert_eq!(
-            order(
+            match_order(
                 rank(&any, "/x", true, false, 0),
                 rank(&any, "/x", false, true, 3)
             ),
             Ordering::Less
         );
         assert_eq!(
-            order(
+            match_order(
                 rank(&any, "/x", false, true, 0),
                 rank(&any, "/x", false, false, 3)
             ),

@@ -342,11 +342,7 @@ fn costs(out: &mut String, report: &Report) {
             interval(c.p50_ratio, "×", 3),
             interval(c.p99_ratio, "×", 3),
             interval(
-                c.error_rate_difference.map(|e| Interval {
-                    estimate: e.estimate * 100.0,
-                    low: e.low * 100.0,
-                    high: e.high * 100.0,
-                }),
+                c.error_rate_difference.map(|e| e.map(|v| v * 100.0)),
                 " pts",
                 2
             ),

@@ -276,11 +276,7 @@ pub fn series_reports(recorder: &Recorder) -> Vec<SeriesReport> {
 
 /// In µs → ms.
 fn in_ms(interval: Interval) -> Interval {
-    Interval {
-        estimate: interval.estimate / 1e3,
-        low: interval.low / 1e3,
-        high: interval.high / 1e3,
-    }
+    interval.map(|us| us / 1e3)
 }
 
 /// Each version of the primary target against `baseline`.

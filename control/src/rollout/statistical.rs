@@ -51,11 +51,7 @@ pub(super) fn judge(
         Tolerance::Relative(r) => y.scaled(1.0 + r),
     };
     let latency_p = statistics::mann_whitney_greater_p(&x, &tolerant);
-    let shift = statistics::shift(&x, &y).map(|i| statistics::Interval {
-        estimate: i.estimate / 1e3,
-        low: i.low / 1e3,
-        high: i.high / 1e3,
-    });
+    let shift = statistics::shift(&x, &y).map(|i| i.map(|us| us / 1e3));
     let errors = statistics::rate_increase_p(
         canary.errors(),
         n_c,

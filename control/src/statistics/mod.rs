@@ -139,6 +139,15 @@ impl Interval {
     pub fn contains(&self, value: f64) -> bool {
         self.low <= value && value <= self.high
     }
+
+    /// The same interval in other units (`f` applied to each bound).
+    pub fn map(self, f: impl Fn(f64) -> f64) -> Interval {
+        Interval {
+            estimate: f(self.estimate),
+            low: f(self.low),
+            high: f(self.high),
+        }
+    }
 }
 
 fn z() -> f64 {

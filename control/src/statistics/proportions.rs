@@ -20,7 +20,7 @@ pub fn rate_increase_p(
     n_y: u64,
     margin: f64,
 ) -> Option<(f64, &'static str)> {
-    if n_x == 0 || n_y == 0 || errors_x > n_x || errors_y > n_y {
+    if !comparable(errors_x, n_x, errors_y, n_y) {
         return None;
     }
     let (p1, p2) = (errors_x as f64 / n_x as f64, errors_y as f64 / n_y as f64);
@@ -84,12 +84,11 @@ pub fn wilson_interval(successes: u64, n: u64) -> Option<Interval> {
 
 /// Two-sided pooled two-proportion z-test p-value (`x1/n1` vs `x2/n2`).
 pub fn two_proportion_p(x1: u64, n1: u64, x2: u64, n2: u64) -> Option<f64> {
-    if n1 == 0 || n2 == 0 || x1 > n1 || x2 > n2 {
+    if !comparable(x1, n1, x2, n2) {
         return None;
     }
     let (p1, p2) = (x1 as f64 / n1 as f64, x2 as f64 / n2 as f64);
-    let pooled = (x1 + x2) as f64 / (n1 + n2) as f64;
-    let se = (pooled * (1.0 - pooled) * (1.0 / n1 as f64 + 1.0 / n2 as f64)).sqrt();
+    let se = pooled_variance(x1, n1, x2, n2).sqrt();
     if se == 0.0 {
         return Some(1.0);
     }
@@ -104,14 +103,11 @@ pub fn two_proportion_p(x1: u64, n1: u64, x2: u64, n2: u64) -> Option<f64> {
 /// `alpha` when the rates are equal is at most `alpha` (Ville's
 /// inequality), unlike the fixed-sample z-test's.
 pub fn sequential_p(x1: u64, n1: u64, x2: u64, n2: u64, tau: f64) -> Option<f64> {
-    if n1 == 0 || n2 == 0 || x1 > n1 || x2 > n2 || tau <= 0.0 {
+    if !comparable(x1, n1, x2, n2) || tau <= 0.0 {
         return None;
     }
     let (p1, p2) = (x1 as f64 / n1 as f64, x2 as f64 / n2 as f64);
-    // The variance of the difference under the null (pooled rate): zero
-    // only when every unit converted or none did.
-    let pooled = (x1 + x2) as f64 / (n1 + n2) as f64;
-    let v = pooled * (1.0 - pooled) * (1.0 / n1 as f64 + 1.0 / n2 as f64);
+    let v = pooled_variance(x1, n1, x2, n2);
     if v <= 0.0 {
         return Some(1.0);
     }
@@ -137,6 +133,18 @@ pub fn sample_size(base: f64, effect: f64, alpha: f64, power: f64) -> Option<u64
     let root = za * (2.0 * mean * (1.0 - mean)).sqrt()
         + zb * (base * (1.0 - base) + other * (1.0 - other)).sqrt();
     Some((root * root / (effect * effect)).ceil() as u64)
+}
+
+/// Whether `x1` of `n1` and `x2` of `n2` are two proportions to compare.
+fn comparable(x1: u64, n1: u64, x2: u64, n2: u64) -> bool {
+    n1 > 0 && n2 > 0 && x1 <= n1 && x2 <= n2
+}
+
+/// The variance of `x1/n1 − x2/n2` under the null of equal rates (the
+/// pooled rate): zero only when every unit converted or none did.
+fn pooled_variance(x1: u64, n1: u64, x2: u64, n2: u64) -> f64 {
+    let pooled = (x1 + x2) as f64 / (n1 + n2) as f64;
+    pooled * (1.0 - pooled) * (1.0 / n1 as f64 + 1.0 / n2 as f64)
 }
 
 fn wilson(p: f64, n: f64) -> (f64, f64) {

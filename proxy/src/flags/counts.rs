@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::latency::{class_index, histogram, HIGHEST_US};
+use crate::latency::{clamped, class_index, histogram};
 
 #[derive(Debug)]
 pub struct FlagCounts {
@@ -76,7 +76,7 @@ impl FlagCounts {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             // Auto-resizing: cannot fail for a value ≥ 1.
-            let _ = histogram.record(us.min(HIGHEST_US));
+            let _ = histogram.record(clamped(us));
         }
     }
 

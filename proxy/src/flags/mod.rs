@@ -266,16 +266,32 @@ impl Flag {
         (self.default, Reason::Split)
     }
 
-    /// What the upstream header says of `state`: the flag's name when a
-    /// boolean flag is on, `name=variant` for a variant, nothing when off
-    /// or disabled.
-    pub fn header_part(&self, state: usize, reason: Reason) -> Option<String> {
-        match (self.boolean, reason) {
-            (_, Reason::Disabled) => None,
-            (true, _) => (state == 0).then(|| self.name.to_string()),
-            (false, Reason::Default) => None,
-            (false, Reason::Split) => Some(format!("{}={}", self.name, self.state_name(state))),
+    /// Appends what the upstream header says of `state` to `named`
+    /// (comma-separated): the flag's name when a boolean flag is on,
+    /// `name=variant` for a variant, nothing when off or disabled.
+    pub fn push_header_part(&self, state: usize, reason: Reason, named: &mut String) {
+        let variant = match (self.boolean, reason) {
+            (_, Reason::Disabled) | (false, Reason::Default) => return,
+            (true, _) if state != 0 => return,
+            (true, _) => None,
+            (false, Reason::Split) => Some(self.state_name(state)),
+        };
+        if !named.is_empty() {
+            named.push(',');
         }
+        named.push_str(&self.name);
+        if let Some(variant) = variant {
+            named.push('=');
+            named.push_str(variant);
+        }
+    }
+
+    /// [`Self::push_header_part`] on its own.
+    #[cfg(test)]
+    pub fn header_part(&self, state: usize, reason: Reason) -> Option<String> {
+        let mut part = String::new();
+        self.push_header_part(state, reason, &mut part);
+        (!part.is_empty()).then_some(part)
     }
 
     /// The state of a disabled flag or a unit without a key: `off`, or the
