@@ -96,8 +96,8 @@ pub(super) fn build_flags(
 ) -> Box<[Arc<Flag>]> {
     let mut flags: Vec<Arc<Flag>> = Vec::with_capacity(spec.flags.len());
     for (f, flag) in spec.flags.iter().enumerate() {
-        let problem = |key: &str, reason: String| {
-            (
+        let mut problem = |key: &str, reason: String| {
+            problems.add(
                 format!("flags[{f}].{key}"),
                 TableError::BadFlag {
                     flag: flag.name.clone(),
@@ -106,13 +106,11 @@ pub(super) fn build_flags(
             )
         };
         if spec.flags[..f].iter().any(|other| other.name == flag.name) {
-            let (key, error) = problem("name", "is defined twice".into());
-            problems.add(key, error);
+            problem("name", "is defined twice".into());
         }
         for route in &flag.routes {
             if !spec.routes.iter().any(|r| r.name == *route) {
-                let (key, error) = problem("routes", format!("route '{route}' does not exist"));
-                problems.add(key, error);
+                problem("routes", format!("route '{route}' does not exist"));
             }
         }
         match Flag::build(
@@ -120,10 +118,7 @@ pub(super) fn build_flags(
             previous.and_then(|t| t.flag(&flag.name)).map(|f| &**f),
         ) {
             Ok(built) => flags.push(Arc::new(built)),
-            Err((key, reason)) => {
-                let (key, error) = problem(key, reason);
-                problems.add(key, error);
-            }
+            Err((key, reason)) => problem(key, reason),
         }
     }
     flags.into_boxed_slice()
